@@ -1,0 +1,89 @@
+/**
+ * Every IPC message between the primary and a worker, in one module both sides import.
+ *
+ * All messages carry `nclust: 1` so they never collide with messages the application sends over
+ * the same channel (`process.send` / `worker.send`), and each has a `type` that discriminates the
+ * union. Request/reply is correlated by `id`; the primary times out each request on its own.
+ */
+
+/** Worker → primary: the app is built and listening. */
+export interface ReadyMessage {
+  nclust: 1
+  type: 'ready'
+  pid: number
+  workerId: number
+  generation: number
+  address: string | null
+}
+
+/** Worker → primary: a fatal error is about to end this worker (uncaught exception, unhandled rejection, failed start). */
+export interface FatalMessage {
+  nclust: 1
+  type: 'fatal'
+  reason: 'uncaughtException' | 'unhandledRejection' | 'startFailed'
+  message: string
+  stack?: string
+}
+
+/** Worker → primary: periodic liveness beat from the worker's event loop. */
+export interface HeartbeatMessage {
+  nclust: 1
+  type: 'heartbeat'
+  at: number
+}
+
+/** Primary → worker: close the Fastify instance gracefully and exit 0. */
+export interface ShutdownMessage {
+  nclust: 1
+  type: 'shutdown'
+  /** Milliseconds the worker has before the primary SIGKILLs it. */
+  deadline: number
+  reason: 'signal' | 'close' | 'crash-loop' | 'reload' | 'start-timeout'
+}
+
+/** Either side → other: a typed request on the request/reply channel (e.g. "send me your metrics"). */
+export interface RequestMessage {
+  nclust: 1
+  type: 'request'
+  id: number
+  /** Handler name, e.g. `pidmetrics:scrape`. */
+  channel: string
+  payload?: unknown
+}
+
+/** Answer to a {@link RequestMessage}; `ok: false` carries the handler's error message. */
+export interface ReplyMessage {
+  nclust: 1
+  type: 'reply'
+  id: number
+  ok: boolean
+  payload?: unknown
+  error?: string
+}
+
+export type WorkerToPrimary = ReadyMessage | FatalMessage | HeartbeatMessage | ReplyMessage | RequestMessage
+export type PrimaryToWorker = ShutdownMessage | RequestMessage | ReplyMessage
+export type NclustMessage = WorkerToPrimary | PrimaryToWorker
+
+export function isNclustMessage (value: unknown): value is NclustMessage {
+  return typeof value === 'object' && value !== null &&
+    (value as { nclust?: unknown }).nclust === 1 &&
+    typeof (value as { type?: unknown }).type === 'string'
+}
+
+export function isWorkerMessage (value: unknown): value is WorkerToPrimary {
+  if (!isNclustMessage(value)) return false
+  const t = value.type
+  return t === 'ready' || t === 'fatal' || t === 'heartbeat' || t === 'reply' || t === 'request'
+}
+
+export function isPrimaryMessage (value: unknown): value is PrimaryToWorker {
+  if (!isNclustMessage(value)) return false
+  const t = value.type
+  return t === 'shutdown' || t === 'request' || t === 'reply'
+}
+
+/** Build a message without repeating the `nclust: 1` tag at every call site. */
+export function message<M extends NclustMessage> (m: Omit<M, 'nclust'>): M {
+  return { nclust: 1, ...m } as M
+}

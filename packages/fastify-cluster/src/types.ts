@@ -1,0 +1,114 @@
+import type { EventEmitter } from 'node:events'
+import type { FastifyInstance } from 'fastify'
+import type { Logger } from 'pino'
+
+/** What `buildApp` receives in each worker (and in single-process mode). */
+export interface WorkerContext {
+  /** Stable slot 0..workers-1: a replacement reuses the slot of the worker it replaces. */
+  workerId: number
+  /** How many workers the primary runs (1 in single-process mode). */
+  workers: number
+  /** Increments each time the slot is (re)forked: 0 for the first worker of a slot. */
+  generation: number
+  /** True when running in-process with no fork (`workers: 1`). */
+  single: boolean
+  /** Pino logger with `role`, `workerId` and `pid` bindings; pass it as Fastify's `loggerInstance`. */
+  logger: Logger
+}
+
+/** Builds the Fastify app in a worker. Do not call `listen()`: the worker does it and then reports ready. */
+export type BuildApp = (ctx: WorkerContext) => FastifyInstance | Promise<FastifyInstance>
+
+export type WorkerState = 'starting' | 'ready' | 'draining' | 'stopped'
+
+/** Why a worker left: `requested` exits are never replaced, the others are. */
+export type ExitReason = 'requested' | 'crash' | 'signal' | 'start-timeout' | 'start-failed'
+
+export interface WorkerInfo {
+  workerId: number
+  pid: number
+  state: WorkerState
+  generation: number
+  /** ms since epoch when this process was forked. */
+  startedAt: number
+  /** How many times this slot has been replaced after an unexpected exit. */
+  restarts: number
+}
+
+export interface WorkerReadyEvent { workerId: number, pid: number, generation: number, startMs: number }
+export interface WorkerExitEvent {
+  workerId: number
+  pid: number
+  generation: number
+  code: number | null
+  signal: NodeJS.Signals | null
+  reason: ExitReason
+  /** Error message reported by the worker before it died, if any. */
+  error?: string
+}
+export interface RestartEvent { workerId: number, attempt: number, delay: number, reason: ExitReason }
+export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop', signal?: NodeJS.Signals }
+export interface StateEvent { workerId: number, pid: number, generation: number, from: WorkerState | null, to: WorkerState }
+export interface CrashLoopEvent { workerId: number, failures: number, windowMs: number, lastCode: number | null, lastSignal: NodeJS.Signals | null }
+export interface ClosedEvent { code: number, killed: Array<{ workerId: number, pid: number }> }
+
+export interface SupervisorEvents {
+  'worker-ready': [WorkerReadyEvent]
+  'worker-exit': [WorkerExitEvent]
+  restart: [RestartEvent]
+  shutdown: [ShutdownEvent]
+  state: [StateEvent]
+  'crash-loop': [CrashLoopEvent]
+  closed: [ClosedEvent]
+}
+
+export interface RequestOptions {
+  /** Per-worker timeout in ms (default 1000). */
+  timeout?: number
+}
+
+export type RequestResult<T> =
+  | { workerId: number, pid: number, ok: true, value: T, ms: number }
+  | { workerId: number, pid: number, ok: false, error: string, ms: number }
+
+/** Returned by `startClustered` in the primary. */
+export interface PrimaryHandle {
+  role: 'primary'
+  /** Desired worker count. */
+  readonly size: number
+  /** Supervisor events; every slot transition is also a `state` event. */
+  readonly events: EventEmitter<SupervisorEvents>
+  /** Snapshot of the live workers (one entry per running process, including draining ones). */
+  workers (): WorkerInfo[]
+  /** Ask one worker over IPC; rejects on timeout, missing handler or dead worker. */
+  request<T = unknown>(workerId: number, channel: string, payload?: unknown, options?: RequestOptions): Promise<T>
+  /** Ask every ready worker at once; never rejects: each worker's result or error is reported on its own. */
+  requestAll<T = unknown>(channel: string, payload?: unknown, options?: RequestOptions): Promise<Array<RequestResult<T>>>
+  /** Run `fn` during shutdown after the workers are gone (e.g. close a metrics server). */
+  onClose (fn: () => void | Promise<void>): void
+  /** Graceful shutdown of every worker; resolves with the exit code the primary would use. Does not exit the process. */
+  close (): Promise<number>
+  /** Resolves once every slot has been ready at least once (rejects if the supervisor shuts down first). */
+  ready (): Promise<void>
+}
+
+/** Returned in a forked worker. */
+export interface WorkerHandle {
+  role: 'worker'
+  app: FastifyInstance
+  context: WorkerContext
+  close (): Promise<void>
+}
+
+/** Returned in single-process mode (`workers: 1`): the app runs in this process. */
+export interface SingleHandle {
+  role: 'single'
+  app: FastifyInstance
+  context: WorkerContext
+  close (): Promise<void>
+}
+
+export type ClusterHandle = PrimaryHandle | WorkerHandle | SingleHandle
+
+/** Handler for a request sent by the primary to this worker over IPC. */
+export type RequestHandler = (payload: unknown) => unknown | Promise<unknown>
