@@ -1,1 +1,6 @@
-export {}
+import { clusterDrain } from './plugin.js'
+
+export { clusterDrain }
+export { InvalidOptionError, ServerOptionError } from './options.js'
+export type { DrainOptions, DrainPhase, DrainState } from './types.js'
+export default clusterDrain

@@ -1,0 +1,185 @@
+import { Server as NetServer } from 'node:net'
+import { setTimeout as sleep } from 'node:timers/promises'
+import type { IncomingMessage, ServerResponse } from 'node:http'
+import type { FastifyBaseLogger } from 'fastify'
+import type { ResolvedOptions } from './options.js'
+import type { DrainPhase, DrainState } from './types.js'
+import { Tracker, type TrackedSocket } from './tracker.js'
+
+const BODY = '{"statusCode":503,"error":"Service Unavailable","message":"Server is shutting down, retry on another connection"}'
+/** After the deadline's 503s are written, how long their sockets get to flush before being destroyed. */
+const FLUSH_GRACE = 200
+
+/** The drain of one server, run once: from `start()` to every socket closed or the deadline. */
+export class Drainer {
+  phase: DrainPhase = 'serving'
+  rejected = 0
+  destroyed = 0
+  idleClosed = 0
+  readonly controller = new AbortController()
+  readonly tracker: Tracker
+  readonly state: DrainState
+  private readonly server: NetServer
+  private readonly opts: ResolvedOptions
+  private readonly log: FastifyBaseLogger
+  private running: Promise<void> | null = null
+  private finish: (() => void) | null = null
+  private sweepTimer: NodeJS.Timeout | null = null
+  private sweepAt = Infinity
+  private refusing = false
+
+  constructor (server: NetServer, opts: ResolvedOptions, log: FastifyBaseLogger, kind: { http2: boolean, https: boolean }) {
+    this.server = server
+    this.opts = opts
+    this.log = log
+    this.tracker = new Tracker(server, {
+      idle: () => { if (this.phase === 'draining') this.arm(opts.linger) },
+      gone: () => this.checkDone(),
+      refuse: (req, res) => this.refuse(req, res)
+    }, kind)
+    const self = this
+    this.state = {
+      get draining () { return self.phase !== 'serving' },
+      get phase () { return self.phase },
+      get inFlight () { return self.tracker.open.size },
+      get rejected () { return self.rejected },
+      get destroyed () { return self.destroyed },
+      get idleClosed () { return self.idleClosed },
+      get signal () { return self.controller.signal }
+    }
+  }
+
+  /** Idempotent: every call returns the same drain. */
+  start (): Promise<void> {
+    this.running ??= this.run()
+    return this.running
+  }
+
+  private async run (): Promise<void> {
+    const started = Date.now()
+    const { delay, timeout } = this.opts
+    const done = new Promise<void>((resolve) => { this.finish = resolve })
+    this.phase = delay > 0 ? 'delaying' : 'draining'
+    this.tracker.draining = true
+    this.log.info({ inFlight: this.tracker.open.size, sockets: this.tracker.sockets.size, delay, timeout }, 'drain: started')
+    // In-flight responses not started yet will tell their client to go elsewhere next time.
+    for (const res of this.tracker.open) {
+      if (!res.headersSent && res.req.httpVersionMajor === 1) res.setHeader('Connection', 'close')
+    }
+    this.controller.abort()
+    const deadline = setTimeout(() => this.cut(), timeout)
+
+    if (delay > 0) {
+      await sleep(delay) // delay < timeout (validated): the deadline cannot strike before this ends
+      this.phase = 'draining'
+    }
+
+    // Stop accepting: net's close, not http's, which would also destroy every idle socket at once
+    // (racing clients that are sending on them right now). Under node:cluster this tells the primary.
+    if (this.server.listening) NetServer.prototype.close.call(this.server)
+    for (const session of this.tracker.sessions) session.close() // HTTP/2 GOAWAY: finish streams, open none
+    this.sweep()
+    this.checkDone()
+    await done
+
+    clearTimeout(deadline)
+    if (this.sweepTimer !== null) clearTimeout(this.sweepTimer)
+    this.phase = 'closed'
+    this.refusing = true
+    this.log.info({
+      ms: Date.now() - started,
+      idleClosed: this.idleClosed,
+      rejected: this.rejected,
+      destroyed: this.destroyed
+    }, 'drain: done')
+  }
+
+  /** Close idle sockets whose linger is over, and come back for the others when theirs is. */
+  private sweep (): void {
+    this.sweepTimer = null
+    this.sweepAt = Infinity
+    if (this.phase !== 'draining') return
+    const now = Date.now()
+    let next = Infinity
+    for (const socket of this.tracker.sockets) {
+      const since = this.tracker.idleSince(socket)
+      if (since === null) continue
+      const due = since + this.opts.linger
+      if (due <= now) {
+        this.idleClosed++
+        socket.destroy()
+      } else if (due < next) {
+        next = due
+      }
+    }
+    if (next !== Infinity) this.arm(next - now)
+  }
+
+  private arm (ms: number): void {
+    const at = Date.now() + ms
+    if (this.sweepTimer !== null && this.sweepAt <= at) return
+    if (this.sweepTimer !== null) clearTimeout(this.sweepTimer)
+    this.sweepAt = at
+    this.sweepTimer = setTimeout(() => this.sweep(), ms)
+  }
+
+  private checkDone (): void {
+    if (this.phase !== 'draining' || this.finish === null) return
+    if (this.tracker.sockets.size === 0 && this.tracker.sessions.size === 0) this.finish()
+  }
+
+  /** Answer 503 to what can no longer be served (after the deadline, or after the drain ended). */
+  private refuse (_req: IncomingMessage, res: ServerResponse): boolean {
+    if (!this.refusing) return false
+    this.reject(res)
+    return true
+  }
+
+  private reject (res: ServerResponse): void {
+    this.rejected++
+    const headers: Record<string, string> = {
+      'content-type': 'application/json; charset=utf-8',
+      'content-length': String(Buffer.byteLength(BODY)),
+      'retry-after': String(this.opts.retryAfter)
+    }
+    if (res.req.httpVersionMajor === 1) headers.connection = 'close'
+    res.writeHead(503, headers)
+    res.end(BODY)
+  }
+
+  /** The deadline: 503 what has not started answering, destroy everything else, log what was cut. */
+  private cut (): void {
+    this.refusing = true
+    const routes: Record<string, number> = {}
+    const answering = new Set<TrackedSocket>()
+    let cutRequests = 0
+    for (const res of [...this.tracker.open]) {
+      const req = res.req
+      const route = `${req.method ?? '?'} ${(req.url ?? '').split('?')[0] ?? ''}`
+      routes[route] = (routes[route] ?? 0) + 1
+      cutRequests++
+      if (!res.headersSent && req.httpVersionMajor === 1 && !req.socket.destroyed) {
+        this.reject(res)
+        answering.add(req.socket as TrackedSocket)
+      }
+    }
+    let cutSockets = 0
+    for (const socket of this.tracker.sockets) {
+      if (answering.has(socket)) continue
+      cutSockets++
+      socket.destroy()
+    }
+    for (const session of this.tracker.sessions) {
+      cutSockets++
+      session.destroy()
+    }
+    this.destroyed += cutSockets
+    this.log.error({ requests: cutRequests, sockets: cutSockets, answered503: answering.size, routes },
+      `drain: deadline of ${this.opts.timeout} ms reached, cut ${cutRequests} request(s) and ${cutSockets} socket(s)`)
+    this.checkDone()
+    setTimeout(() => {
+      for (const socket of this.tracker.sockets) { this.destroyed++; socket.destroy() }
+      this.finish?.()
+    }, FLUSH_GRACE).unref()
+  }
+}

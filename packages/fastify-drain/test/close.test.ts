@@ -1,0 +1,118 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { makeApp, listen, RawClient, until, tryConnect, deferred } from './helpers.js'
+
+test('close with one idle keep-alive socket resolves well under a second and closes the socket', async (t) => {
+  const { app } = await makeApp()
+  t.after(() => app.close())
+  const port = await listen(app)
+  const client = await RawClient.connect(port)
+  t.after(() => client.socket.destroy())
+
+  const res = await client.request('/')
+  assert.equal(res.status, 200)
+  assert.equal(res.headers.connection, 'keep-alive')
+
+  const started = Date.now()
+  await app.close()
+  const took = Date.now() - started
+  await client.closed
+  assert.ok(took < 900, `close took ${took} ms`)
+  assert.ok(client.closedAt - started < 900, 'the idle socket was closed by the drain')
+  assert.equal(app.drain.idleClosed, 1)
+  assert.equal(app.drain.destroyed, 0)
+  assert.equal(app.drain.phase, 'closed')
+  assert.equal(await tryConnect(port), 'ECONNREFUSED')
+})
+
+test('an idle socket that has not been used for longer than linger is closed at once', async (t) => {
+  const { app } = await makeApp({ linger: 200 })
+  t.after(() => app.close())
+  const port = await listen(app)
+  const client = await RawClient.connect(port)
+  t.after(() => client.socket.destroy())
+  assert.equal((await client.request('/')).status, 200)
+  await sleep(300) // age the socket past linger: this wait is the scenario, not a synchronisation
+
+  const started = Date.now()
+  await app.close()
+  await client.closed
+  assert.ok(client.closedAt - started < 150, `idle socket closed after ${client.closedAt - started} ms`)
+})
+
+test('an in-flight 1 s request completes with 200 and Connection: close, its socket closed right after', async (t) => {
+  const entered = deferred()
+  const { app } = await makeApp({}, (app) => {
+    app.get('/slow', async () => {
+      entered.resolve()
+      await sleep(1000)
+      return { slow: true }
+    })
+  })
+  t.after(() => app.close())
+  const port = await listen(app)
+  const client = await RawClient.connect(port)
+  t.after(() => client.socket.destroy())
+
+  const pending = client.request('/slow')
+  await entered.promise
+  assert.equal(app.drain.inFlight, 1)
+  const closing = app.close()
+  const res = await pending
+  const answeredAt = Date.now()
+  assert.equal(res.status, 200)
+  assert.equal(res.body, '{"slow":true}')
+  assert.equal(res.headers.connection, 'close')
+  await client.closed
+  assert.ok(client.closedAt - answeredAt < 200, `socket closed ${client.closedAt - answeredAt} ms after the response`)
+  await closing
+  assert.equal(app.drain.inFlight, 0)
+  assert.equal(app.drain.rejected, 0)
+  assert.equal(app.drain.destroyed, 0)
+})
+
+test('a request arriving on a kept-alive socket during the drain is served with Connection: close; new connections are refused', async (t) => {
+  const entered = deferred()
+  const release = deferred()
+  const { app } = await makeApp({ linger: 5000, timeout: 20_000 }, (app) => {
+    app.get('/hold', async () => { entered.resolve(); await release.promise; return 'held' })
+  })
+  t.after(() => app.close())
+  const port = await listen(app)
+  const holder = await RawClient.connect(port)
+  const kept = await RawClient.connect(port)
+  t.after(() => { holder.socket.destroy(); kept.socket.destroy() })
+
+  assert.equal((await kept.request('/')).headers.connection, 'keep-alive')
+  const held = holder.request('/hold')
+  await entered.promise
+
+  const closing = app.close()
+  await until(() => !app.server.listening, 5000, 'the listener to stop')
+  assert.equal(app.drain.draining, true)
+  assert.equal(await tryConnect(port), 'ECONNREFUSED')
+
+  const res = await kept.request('/')
+  assert.equal(res.status, 200)
+  assert.equal(res.body, '{"hello":"world"}')
+  assert.equal(res.headers.connection, 'close')
+  await kept.closed
+
+  release.resolve()
+  const last = await held
+  assert.equal(last.status, 200)
+  assert.equal(last.headers.connection, 'close')
+  await closing
+  assert.equal(app.drain.rejected, 0)
+})
+
+test('close on an app that never listened resolves', async () => {
+  const { app } = await makeApp()
+  await app.ready()
+  assert.equal(app.drain.draining, false)
+  const res = await app.inject('/')
+  assert.equal(res.statusCode, 200)
+  await app.close()
+  assert.equal(app.drain.phase, 'closed')
+})
