@@ -1,0 +1,159 @@
+import { randomUUID } from 'node:crypto'
+import { STATUS_CODES } from 'node:http'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyPluginAsync } from 'fastify'
+import fastifyJwt from '@fastify/jwt'
+import fastifyPostgres from '@fastify/postgres'
+import fastifyRedis from '@fastify/redis'
+import fastifyRateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+import type { WorkerContext } from '@nclust/fastify-cluster'
+import { pino } from 'pino'
+import { loadConfig, poolSizePerWorker, type Config } from './config.js'
+import { isPgUnavailable, poolOptions } from './db.js'
+import { DependencyUnavailableError } from './errors.js'
+import { redisRateLimitStore } from './rate-limit-store.js'
+import { authRoutes } from './routes/auth.js'
+import { notesRoutes } from './routes/notes.js'
+import { cartRoutes } from './routes/cart.js'
+import { healthRoutes } from './routes/health.js'
+
+/** What the app needs from the cluster; `logger` is optional so tests can build the app in-process. */
+export interface AppContext {
+  workerId: number
+  workers: number
+  logger?: WorkerContext['logger']
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: Config
+    worker: { workerId: number, workers: number, pid: number }
+  }
+}
+
+/**
+ * The worker half of the service, given to `startClustered`. Nothing here is kept in process memory
+ * between requests: the next request of the same user may land on another worker, so identity travels
+ * in the JWT, and everything else shared (revocations, carts, rate-limit counters, notes) lives in
+ * Redis or Postgres. Does not call listen(): the cluster worker does.
+ */
+export async function buildApp (ctx: AppContext, config: Config = loadConfig()): Promise<FastifyInstance> {
+  if (config.jwtSecret === undefined) {
+    // server.ts generates a dev secret in the primary and hands it to every worker through the env.
+    throw new Error('JWT_SECRET is not set: start through server.ts or set JWT_SECRET')
+  }
+  const logger: FastifyBaseLogger = ctx.logger ?? pino({ level: config.logLevel })
+  const app = Fastify({
+    loggerInstance: logger,
+    bodyLimit: config.bodyLimit,
+    // Per-process counters ("req-1") collide across workers; a UUID (or the caller's id) does not.
+    requestIdHeader: 'x-request-id',
+    genReqId: () => randomUUID(),
+    // Lets the worker stop quickly on shutdown; the drain plugin closes idle keep-alive sockets too.
+    return503OnClosing: true
+  })
+  app.decorate('config', config)
+  app.decorate('worker', { workerId: ctx.workerId, workers: ctx.workers, pid: process.pid })
+
+  // Every response says which process served it, so users can watch the balancing.
+  app.addHook('onRequest', async (request, reply) => {
+    reply.header('x-worker-id', String(ctx.workerId))
+    reply.header('x-pid', String(process.pid))
+    reply.header('x-request-id', request.id)
+  })
+
+  app.setErrorHandler((err: FastifyError, request, reply) => {
+    const requestId = request.id
+    if (err.validation !== undefined) {
+      return reply.code(400).send({ statusCode: 400, error: 'Bad Request', code: 'FST_ERR_VALIDATION', message: err.message, requestId })
+    }
+    const dependencyError = err instanceof DependencyUnavailableError
+      ? err
+      : isPgUnavailable(err) ? new DependencyUnavailableError('postgres', err) : undefined
+    if (dependencyError !== undefined) {
+      const cause = dependencyError.cause instanceof Error ? dependencyError.cause.message : String(dependencyError.cause)
+      request.log.warn({ dependency: dependencyError.dependency, cause }, 'dependency unavailable')
+      reply.header('retry-after', '1')
+      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: dependencyError.code, message: dependencyError.message, requestId })
+    }
+    const status = err.statusCode ?? 500
+    if (status >= 400 && status < 500) {
+      return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status] ?? 'Error', code: err.code, message: err.message, requestId })
+    }
+    request.log.error({ err }, 'request failed')
+    return reply.code(500).send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error', requestId })
+  })
+
+  const poolMax = poolSizePerWorker(config.pgPoolTotal, ctx.workers)
+  app.log.info({ poolMax, workers: ctx.workers, pgPoolTotal: config.pgPoolTotal }, `postgres pool: ${poolMax} connections in this worker (${ctx.workers} workers, budget ${config.pgPoolTotal})`)
+  await app.register(fastifyPostgres, poolOptions(config.databaseUrl, poolMax))
+  // An idle pooled connection that dies (Postgres restarted, network cut) is reported here; without a
+  // listener the 'error' event would crash the worker. The pool drops it and opens a new one on demand.
+  app.pg.pool.on('error', (err) => app.log.warn({ err: err.message }, 'postgres pool: idle connection lost'))
+
+  await app.register(fastifyRedis, {
+    url: config.redisUrl,
+    keyPrefix: config.redisPrefix,
+    // Fail fast while Redis is away instead of queueing commands (and requests) until it returns...
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 1,
+    connectTimeout: 2000,
+    commandTimeout: 1000,
+    // ...and keep reconnecting in the background, so service comes back by itself.
+    retryStrategy: (times: number) => Math.min(times * 200, 2000)
+  })
+  let redisDown = false
+  app.redis.on('error', (err: Error) => {
+    if (!redisDown) app.log.warn({ err: err.message }, 'redis connection lost, reconnecting')
+    redisDown = true
+  })
+  app.redis.on('ready', () => {
+    if (redisDown) app.log.info('redis connection restored')
+    redisDown = false
+  })
+
+  await app.register(fastifyJwt, {
+    secret: config.jwtSecret,
+    sign: { algorithm: 'HS256', expiresIn: config.jwtExpiresIn },
+    verify: { algorithms: ['HS256'] }
+  })
+
+  // Per-worker /metrics, registered before the rate limiter so scrapes are never limited.
+  await registerWorkerMetrics(app)
+
+  await app.register(fastifyRateLimit, {
+    max: config.rateLimitMax,
+    timeWindow: config.rateLimitWindow,
+    store: redisRateLimitStore(app.redis, app.log) as unknown as FastifyRateLimitStoreCtor,
+    skipOnError: true
+  })
+
+  app.get('/', {
+    schema: {
+      response: {
+        200: {
+          type: 'object',
+          properties: { service: { type: 'string' }, pid: { type: 'integer' }, workerId: { type: 'integer' }, workers: { type: 'integer' } }
+        }
+      }
+    }
+  }, async () => ({ service: 'nclust clustered-api example', pid: process.pid, workerId: ctx.workerId, workers: ctx.workers }))
+
+  healthRoutes(app)
+  authRoutes(app)
+  notesRoutes(app)
+  cartRoutes(app)
+  return app
+}
+
+/**
+ * `pidMetrics` from @nclust/fastify-pidmetrics is being written at the same time as this example:
+ * register it when the package exports it, and say so in the log when it does not yet.
+ */
+async function registerWorkerMetrics (app: FastifyInstance): Promise<void> {
+  const mod = await import('@nclust/fastify-pidmetrics') as { pidMetrics?: FastifyPluginAsync, default?: unknown }
+  if (typeof mod.pidMetrics === 'function') {
+    await app.register(mod.pidMetrics)
+  } else {
+    app.log.warn('@nclust/fastify-pidmetrics does not export pidMetrics yet: no /metrics on this worker')
+  }
+}

@@ -1,0 +1,96 @@
+import cluster from 'node:cluster'
+import { randomBytes } from 'node:crypto'
+import { startClustered, type PrimaryHandle } from '@nclust/fastify-cluster'
+import { pino, type Logger } from 'pino'
+import { buildApp } from './app.js'
+import { ConfigError, loadConfig, poolSizePerWorker, type Config } from './config.js'
+import { migrate } from './db.js'
+
+/**
+ * Entry point (`pnpm start`). This file runs in the primary AND in every forked worker:
+ * - primary: validate the env, make sure every worker gets the same JWT secret, run the migrations
+ *   once, then `startClustered` forks the workers and serves the cluster-wide /metrics;
+ * - worker: validate the env again (it is the same env) and build the app; `startClustered` listens.
+ */
+function configOrExit (): Config {
+  try {
+    return loadConfig()
+  } catch (err) {
+    if (err instanceof ConfigError) {
+      console.error(`${err.message}\nSee examples/clustered-api/README.md for every variable.`)
+      process.exit(1)
+    }
+    throw err
+  }
+}
+
+let config = configOrExit()
+
+// `startClustered` decides the role, but the primary can already be told apart here: it is the
+// process that was not forked by node:cluster (in single mode, WORKER_COUNT=1, it is the only one).
+if (cluster.isPrimary) {
+  const log = pino({ level: config.logLevel }).child({ role: 'primary' })
+  config = ensureSharedJwtSecret(config, log)
+  await migrateOrExit(config, log)
+  log.info({ workers: config.workers, poolPerWorker: poolSizePerWorker(config.pgPoolTotal, config.workers), pgPoolTotal: config.pgPoolTotal },
+    'starting workers')
+}
+
+const handle = await startClustered((ctx) => buildApp(ctx, config), {
+  workers: config.workers,
+  port: config.port,
+  host: config.host,
+  shutdownTimeout: config.shutdownTimeout
+})
+
+if (handle.role === 'primary') await serveClusterMetrics(handle, config)
+
+/**
+ * Every worker must sign and verify with the same secret, or a token issued by worker 0 is refused
+ * by worker 1. Without JWT_SECRET (allowed outside production only) the primary generates one and puts
+ * it in its own environment, which node:cluster copies into every worker it forks, replacements included.
+ */
+function ensureSharedJwtSecret (cfg: Config, log: Logger): Config {
+  if (cfg.jwtSecret !== undefined) return cfg
+  const secret = randomBytes(32).toString('hex')
+  process.env['JWT_SECRET'] = secret
+  log.warn('JWT_SECRET is not set: generated a random development secret shared by all workers. ' +
+    'Tokens will not survive a restart; set JWT_SECRET (NODE_ENV=production refuses to start without it).')
+  return { ...cfg, jwtSecret: secret }
+}
+
+/**
+ * Migrations run here, in the primary, before any worker exists: once per start whatever the worker
+ * count, never again when a crashed worker is replaced, and a failure stops the start before
+ * anything listens. The advisory lock inside `migrate` covers several machines starting at once.
+ */
+async function migrateOrExit (cfg: Config, log: Logger): Promise<void> {
+  try {
+    const result = await migrate(cfg.databaseUrl, cfg.pgSchema, (msg) => log.info(msg))
+    log.info({ schema: cfg.pgSchema, ...result }, 'migrations done')
+  } catch (err) {
+    log.fatal({ err }, 'migrations failed: is Postgres reachable at DATABASE_URL?')
+    process.exit(1)
+  }
+}
+
+/**
+ * The cluster-wide scrape (every worker's metrics, labelled by pid) served by the primary on
+ * METRICS_PORT. `clusterMetrics` is being written at the same time as this example: use it when
+ * the package exports it.
+ */
+async function serveClusterMetrics (primary: PrimaryHandle, cfg: Config): Promise<void> {
+  const log = pino({ level: cfg.logLevel }).child({ role: 'primary' })
+  const mod = await import('@nclust/fastify-pidmetrics') as {
+    clusterMetrics?: (h: PrimaryHandle, o: { port: number, host: string }) => unknown
+  }
+  if (typeof mod.clusterMetrics !== 'function') {
+    log.warn('@nclust/fastify-pidmetrics does not export clusterMetrics yet: no cluster-wide /metrics')
+    return
+  }
+  const server = await mod.clusterMetrics(primary, { port: cfg.metricsPort, host: cfg.metricsHost })
+  if (typeof (server as { close?: unknown } | undefined)?.close === 'function') {
+    primary.onClose(async () => { await (server as { close: () => unknown }).close() })
+  }
+  log.info({ port: cfg.metricsPort, host: cfg.metricsHost }, 'cluster metrics listening')
+}

@@ -1,0 +1,201 @@
+// The worker app in-process (no cluster): every route against the real Postgres and Redis, through
+// app.inject. The cross-worker behaviour is covered by cluster.test.ts on the built server.
+import { after, before, describe, test } from 'node:test'
+import assert from 'node:assert/strict'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+import { migrate } from '../src/db.js'
+import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
+
+const { schema, prefix } = isolation('app')
+let app: FastifyInstance
+
+const json = (body: unknown, token?: string): { headers: Record<string, string>, payload: string } =>
+  ({ headers: { 'content-type': 'application/json', ...(token !== undefined ? bearer(token) : {}) }, payload: JSON.stringify(body) })
+const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` })
+
+async function register (username: string, password = 'correct horse battery'): Promise<string> {
+  const r = await app.inject({ method: 'POST', url: '/users', ...json({ username, password }) })
+  assert.equal(r.statusCode, 201, r.body)
+  const l = await app.inject({ method: 'POST', url: '/login', ...json({ username, password }) })
+  assert.equal(l.statusCode, 200, l.body)
+  return l.json<{ token: string }>().token
+}
+
+before(async () => {
+  await migrate(DATABASE_URL, schema)
+  const config = loadConfig({
+    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', BODY_LIMIT: '4096'
+  })
+  app = await buildApp({ workerId: 0, workers: 1 }, config)
+  await app.ready()
+})
+
+after(async () => {
+  await app?.close()
+  await dropSchema(schema)
+  await deleteKeys(prefix)
+  assert.equal(await countKeys(prefix), 0)
+})
+
+describe('validation', () => {
+  test('a missing field is a 400 naming it', async () => {
+    const r = await app.inject({ method: 'POST', url: '/users', ...json({ username: 'alice' }) })
+    assert.equal(r.statusCode, 400)
+    const body = r.json<{ message: string, requestId: string }>()
+    assert.match(body.message, /body must have required property 'password'/)
+    assert.ok(body.requestId.length > 0)
+  })
+
+  test('a bad field is a 400 naming it', async () => {
+    const r = await app.inject({ method: 'POST', url: '/users', ...json({ username: 'a b', password: 'long enough' }) })
+    assert.equal(r.statusCode, 400)
+    assert.match(r.json<{ message: string }>().message, /body\/username/)
+    const short = await app.inject({ method: 'POST', url: '/users', ...json({ username: 'bob', password: 'short' }) })
+    assert.equal(short.statusCode, 400)
+    assert.match(short.json<{ message: string }>().message, /body\/password must NOT have fewer than 8 characters/)
+  })
+
+  test('malformed JSON is a 400', async () => {
+    const r = await app.inject({ method: 'POST', url: '/login', headers: { 'content-type': 'application/json' }, payload: '{"username":' })
+    assert.equal(r.statusCode, 400)
+  })
+
+  test('a body over BODY_LIMIT is a 413', async () => {
+    const r = await app.inject({ method: 'POST', url: '/users', ...json({ username: 'big', password: 'x'.repeat(10000) }) })
+    assert.equal(r.statusCode, 413)
+  })
+
+  test('a non-numeric note id is a 400', async () => {
+    const token = await register('validator')
+    const r = await app.inject({ method: 'GET', url: '/notes/abc', headers: bearer(token) })
+    assert.equal(r.statusCode, 400)
+    assert.match(r.json<{ message: string }>().message, /params\/id must be integer/)
+  })
+})
+
+describe('users and tokens', () => {
+  test('register, duplicate, login, wrong password', async () => {
+    const token = await register('alice')
+    assert.match(token, /^[\w-]+\.[\w-]+\.[\w-]+$/)
+    const dup = await app.inject({ method: 'POST', url: '/users', ...json({ username: 'alice', password: 'whatever123' }) })
+    assert.equal(dup.statusCode, 409)
+    const wrong = await app.inject({ method: 'POST', url: '/login', ...json({ username: 'alice', password: 'wrong password' }) })
+    assert.equal(wrong.statusCode, 401)
+    const nobody = await app.inject({ method: 'POST', url: '/login', ...json({ username: 'nobody', password: 'wrong password' }) })
+    assert.equal(nobody.statusCode, 401)
+    assert.equal(nobody.json<{ message: string }>().message, wrong.json<{ message: string }>().message, 'no user enumeration')
+    const [row] = await query<{ password_hash: string }>(`SELECT password_hash FROM "${schema}".users WHERE username = 'alice'`)
+    assert.match(row?.password_hash ?? '', /^scrypt\$16384\$8\$1\$/)
+  })
+
+  test('whoami needs a valid token: missing, forged, expired and garbage are 401', async () => {
+    const token = await register('bob')
+    const ok = await app.inject({ method: 'GET', url: '/whoami', headers: bearer(token) })
+    assert.equal(ok.statusCode, 200)
+    assert.equal(ok.json<{ username: string }>().username, 'bob')
+    assert.equal(ok.headers['x-pid'], String(process.pid))
+    assert.equal(ok.headers['x-worker-id'], '0')
+    assert.ok(typeof ok.headers['x-request-id'] === 'string')
+
+    const now = Math.floor(Date.now() / 1000)
+    const claims = { sub: '1', username: 'bob', jti: 'j1', iat: now, exp: now + 600 }
+    const cases: Array<[string, Record<string, string>]> = [
+      ['missing', {}],
+      ['forged', bearer(signJwt(claims, 'another-secret-another-secret-another'))],
+      ['expired', bearer(signJwt({ ...claims, iat: now - 7200, exp: now - 3600 }, TEST_SECRET))],
+      ['garbage', bearer('not.a.token')]
+    ]
+    for (const [name, headers] of cases) {
+      const r = await app.inject({ method: 'GET', url: '/whoami', headers })
+      assert.equal(r.statusCode, 401, `${name}: ${r.body}`)
+    }
+    // Sanity: the hand-made token is accepted when it is valid, so the 401s above are for the right reason.
+    const handmade = await app.inject({ method: 'GET', url: '/whoami', headers: bearer(signJwt(claims, TEST_SECRET)) })
+    assert.equal(handmade.statusCode, 200)
+  })
+
+  test('logout revokes the token in Redis for its remaining life', async () => {
+    const token = await register('carol')
+    const out = await app.inject({ method: 'POST', url: '/logout', headers: bearer(token) })
+    assert.equal(out.statusCode, 204)
+    const again = await app.inject({ method: 'GET', url: '/whoami', headers: bearer(token) })
+    assert.equal(again.statusCode, 401)
+    assert.match(again.json<{ message: string }>().message, /revoked/)
+    const ttl = await app.redis.pttl('revoked:' + JSON.parse(Buffer.from(token.split('.')[1] ?? '', 'base64url').toString()).jti)
+    assert.ok(ttl > 3500_000 && ttl <= 3600_000, `ttl ${ttl}`)
+  })
+})
+
+describe('notes', () => {
+  test('create, list, get, delete; scoped to the owner', async () => {
+    const dave = await register('dave')
+    const erin = await register('erin')
+    const c = await app.inject({ method: 'POST', url: '/notes', ...json({ title: 'hello', body: 'world' }, dave) })
+    assert.equal(c.statusCode, 201, c.body)
+    const note = c.json<{ id: number, title: string, body: string }>()
+    assert.equal(note.title, 'hello')
+    const list = await app.inject({ method: 'GET', url: '/notes', headers: bearer(dave) })
+    assert.deepEqual(list.json<{ notes: Array<{ id: number }> }>().notes.map((n) => n.id), [note.id])
+    const one = await app.inject({ method: 'GET', url: `/notes/${note.id}`, headers: bearer(dave) })
+    assert.equal(one.json<{ body: string }>().body, 'world')
+    const theirs = await app.inject({ method: 'GET', url: `/notes/${note.id}`, headers: bearer(erin) })
+    assert.equal(theirs.statusCode, 404)
+    const del = await app.inject({ method: 'DELETE', url: `/notes/${note.id}`, headers: bearer(erin) })
+    assert.equal(del.statusCode, 404)
+    const mine = await app.inject({ method: 'DELETE', url: `/notes/${note.id}`, headers: bearer(dave) })
+    assert.equal(mine.statusCode, 204)
+    const gone = await app.inject({ method: 'GET', url: `/notes/${note.id}`, headers: bearer(dave) })
+    assert.equal(gone.statusCode, 404)
+  })
+
+  test('notes need a token', async () => {
+    const r = await app.inject({ method: 'POST', url: '/notes', ...json({ title: 'x' }) })
+    assert.equal(r.statusCode, 401)
+  })
+})
+
+describe('cart', () => {
+  test('items add up in Redis', async () => {
+    const token = await register('frank')
+    await app.inject({ method: 'POST', url: '/cart/items', ...json({ sku: 'apple', quantity: 2 }, token) })
+    const r = await app.inject({ method: 'POST', url: '/cart/items', ...json({ sku: 'apple' }, token) })
+    assert.equal(r.statusCode, 200)
+    assert.deepEqual(r.json<{ items: unknown }>().items, [{ sku: 'apple', quantity: 3 }])
+    const g = await app.inject({ method: 'GET', url: '/cart', headers: bearer(token) })
+    assert.equal(g.json<{ totalQuantity: number }>().totalQuantity, 3)
+    const d = await app.inject({ method: 'DELETE', url: '/cart', headers: bearer(token) })
+    assert.equal(d.statusCode, 204)
+    const empty = await app.inject({ method: 'GET', url: '/cart', headers: bearer(token) })
+    assert.deepEqual(empty.json<{ items: unknown }>().items, [])
+  })
+})
+
+describe('health and migrations', () => {
+  test('health reports both dependencies', async () => {
+    const r = await app.inject({ method: 'GET', url: '/health' })
+    assert.equal(r.statusCode, 200, r.body)
+    const body = r.json<{ status: string, pid: number, workerId: number, checks: { postgres: { ok: boolean }, redis: { ok: boolean } } }>()
+    assert.equal(body.status, 'ok')
+    assert.equal(body.pid, process.pid)
+    assert.equal(body.checks.postgres.ok, true)
+    assert.equal(body.checks.redis.ok, true)
+    assert.equal(r.headers['x-ratelimit-limit'], undefined, 'health is not rate limited')
+  })
+
+  test('migrations racing on a fresh schema apply each version exactly once (advisory lock)', async () => {
+    const fresh = isolation('race').schema
+    try {
+      const results = await Promise.all([1, 2, 3, 4].map(() => migrate(DATABASE_URL, fresh)))
+      const applied = results.flatMap((r) => r.applied).sort()
+      assert.deepEqual(applied, [1, 2])
+      const rows = await query<{ version: number }>(`SELECT version FROM "${fresh}".schema_migrations ORDER BY version`)
+      assert.deepEqual(rows.map((r) => r.version), [1, 2])
+      const again = await migrate(DATABASE_URL, fresh)
+      assert.deepEqual(again, { applied: [], alreadyApplied: [1, 2] })
+    } finally {
+      await dropSchema(fresh)
+    }
+  })
+})

@@ -1,0 +1,54 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { ConfigError, loadConfig, poolSizePerWorker } from '../src/config.js'
+
+test('defaults are usable for local development', () => {
+  const c = loadConfig({})
+  assert.equal(c.port, 3000)
+  assert.equal(c.host, '0.0.0.0')
+  assert.equal(c.databaseUrl, 'postgres://postgres@127.0.0.1:5432/postgres')
+  assert.equal(c.redisUrl, 'redis://127.0.0.1:6379')
+  assert.equal(c.jwtSecret, undefined)
+  assert.equal(c.pgPoolTotal, 80)
+  assert.ok(c.workers >= 1)
+})
+
+test('values are coerced from strings and empty strings count as unset', () => {
+  const c = loadConfig({ PORT: '8080', WORKER_COUNT: '2', RATE_LIMIT_MAX: '7', HOST: '' })
+  assert.equal(c.port, 8080)
+  assert.equal(c.workers, 2)
+  assert.equal(c.rateLimitMax, 7)
+  assert.equal(c.host, '0.0.0.0')
+})
+
+test('every bad variable is named in one message', () => {
+  assert.throws(() => loadConfig({ PORT: 'abc', WORKER_COUNT: '0', DATABASE_URL: 'mysql://x', JWT_SECRET: 'short' }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.deepEqual([...err.variables].sort(), ['DATABASE_URL', 'JWT_SECRET', 'PORT', 'WORKER_COUNT'])
+    assert.match(err.message, /PORT must be integer \(got "abc"\)/)
+    assert.match(err.message, /WORKER_COUNT must be >= 1/)
+    assert.doesNotMatch(err.message, /short|mysql/, 'secrets and URLs are not echoed')
+    return true
+  })
+})
+
+test('production refuses to start without JWT_SECRET and without explicit service URLs', () => {
+  assert.throws(() => loadConfig({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/app', REDIS_URL: 'redis://r' }), /JWT_SECRET is required when NODE_ENV=production/)
+  assert.throws(() => loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32) }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError)
+    assert.deepEqual([...err.variables].sort(), ['DATABASE_URL', 'REDIS_URL'])
+    return true
+  })
+  const c = loadConfig({ NODE_ENV: 'production', JWT_SECRET: 'x'.repeat(32), DATABASE_URL: 'postgres://db/app', REDIS_URL: 'redis://r' })
+  assert.equal(c.jwtSecret, 'x'.repeat(32))
+})
+
+test('pool size: a share of the budget, at most 5 and at least 1 per worker', () => {
+  assert.equal(poolSizePerWorker(80, 1), 5)
+  assert.equal(poolSizePerWorker(80, 2), 5)
+  assert.equal(poolSizePerWorker(80, 16), 5)
+  assert.equal(poolSizePerWorker(80, 32), 2)
+  assert.equal(poolSizePerWorker(80, 200), 1)
+  assert.equal(poolSizePerWorker(10, 4), 2)
+  for (let w = 1; w <= 64; w++) assert.ok(w * poolSizePerWorker(80, w) <= 80, `${w} workers stay within the budget`)
+})

@@ -1,0 +1,78 @@
+import { createHmac, randomBytes } from 'node:crypto'
+import { Redis } from 'ioredis'
+import pg from 'pg'
+
+export const DATABASE_URL = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test'
+export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
+
+/** A throwaway Postgres schema and Redis key prefix per test run, so runs never see each other's data. */
+export function isolation (label: string): { schema: string, prefix: string } {
+  const id = `${label}_${process.pid}_${randomBytes(3).toString('hex')}`
+  return { schema: `nclust_test_${id}`, prefix: `nclust-test:${id}:` }
+}
+
+export async function dropSchema (schema: string): Promise<void> {
+  const client = new pg.Client({ connectionString: DATABASE_URL })
+  await client.connect()
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`)
+  } finally {
+    await client.end()
+  }
+}
+
+export async function query<T extends pg.QueryResultRow> (sql: string, params: unknown[] = []): Promise<T[]> {
+  const client = new pg.Client({ connectionString: DATABASE_URL })
+  await client.connect()
+  try {
+    return (await client.query<T>(sql, params)).rows
+  } finally {
+    await client.end()
+  }
+}
+
+/** Delete every key under `prefix` (SCAN, never KEYS, on the shared Redis). */
+export async function deleteKeys (prefix: string): Promise<number> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  await redis.connect()
+  let deleted = 0
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      cursor = next
+      if (keys.length > 0) deleted += await redis.del(...keys)
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+  return deleted
+}
+
+export async function countKeys (prefix: string): Promise<number> {
+  const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 1 })
+  await redis.connect()
+  let n = 0
+  try {
+    let cursor = '0'
+    do {
+      const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 500)
+      cursor = next
+      n += keys.length
+    } while (cursor !== '0')
+  } finally {
+    redis.disconnect()
+  }
+  return n
+}
+
+/** An HS256 JWT signed by hand, to forge tokens (wrong secret) or make already expired ones. */
+export function signJwt (claims: Record<string, unknown>, secret: string): string {
+  const b64 = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const head = b64({ alg: 'HS256', typ: 'JWT' })
+  const body = b64(claims)
+  const sig = createHmac('sha256', secret).update(`${head}.${body}`).digest('base64url')
+  return `${head}.${body}.${sig}`
+}
+
+export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
