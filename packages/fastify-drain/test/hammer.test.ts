@@ -1,0 +1,56 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Client } from 'undici'
+import { makeApp, listen, until } from './helpers.js'
+
+interface ClientTally { ok: number, lastConnection: string | undefined, end: string, lost: string[] }
+
+/** One keep-alive connection sending back to back until a fresh connection is refused. */
+async function hammer (port: number, tally: ClientTally, stop: () => boolean): Promise<void> {
+  const client = new Client(`http://127.0.0.1:${port}`, { pipelining: 1, keepAliveTimeout: 60_000 })
+  try {
+    while (!stop()) {
+      try {
+        const res = await client.request({ path: '/', method: 'GET' })
+        const body = await res.body.text()
+        if (res.statusCode !== 200 || body !== '{"hello":"world"}') tally.lost.push(`status ${res.statusCode}`)
+        else tally.ok++
+        const connection = res.headers.connection
+        tally.lastConnection = Array.isArray(connection) ? connection.join(',') : connection
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException).code ?? String(err)
+        if (code === 'ECONNREFUSED') { tally.end = 'refused'; return }
+        tally.lost.push(code)
+      }
+    }
+    tally.end = 'stopped'
+  } finally {
+    await client.destroy()
+  }
+}
+
+test('50 keep-alive clients hammering while the server closes: only 200s, the last with Connection: close, then refused', async (t) => {
+  const { app } = await makeApp()
+  t.after(() => app.close())
+  const port = await listen(app)
+
+  const tallies: ClientTally[] = Array.from({ length: 50 }, () => ({ ok: 0, lastConnection: undefined, end: '', lost: [] }))
+  const giveUp = Date.now() + 60_000
+  const loops = tallies.map((tally) => hammer(port, tally, () => Date.now() > giveUp))
+  await until(() => tallies.every((x) => x.ok >= 5), 30_000, 'every client to get going')
+
+  const before = tallies.reduce((n, x) => n + x.ok, 0)
+  await app.close()
+  await Promise.all(loops)
+  const total = tallies.reduce((n, x) => n + x.ok, 0)
+  const lost = tallies.flatMap((x) => x.lost)
+
+  t.diagnostic(`200s: ${total} (${total - before} after close started), lost: ${lost.length}, idleClosed ${app.drain.idleClosed}`)
+  assert.deepEqual(lost, [], 'no reset, no 503')
+  for (const [i, x] of tallies.entries()) {
+    assert.equal(x.end, 'refused', `client ${i} ends on a refused new connection`)
+    assert.equal(x.lastConnection, 'close', `client ${i}: last response says Connection: close`)
+  }
+  assert.equal(app.drain.rejected, 0)
+  assert.equal(app.drain.destroyed, 0)
+})
