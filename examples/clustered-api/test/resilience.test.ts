@@ -1,0 +1,106 @@
+// In-process: Redis and Postgres taken away through a TCP proxy and given back. The worker must keep
+// running, answer 503 (never hang, never crash) and recover by itself. The shared services are never
+// touched: only the proxy is cut. cluster-resilience.test.ts checks the same across 2 real workers.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import type { FastifyInstance } from 'fastify'
+import { buildApp } from '../src/app.js'
+import { loadConfig } from '../src/config.js'
+import { migrate } from '../src/db.js'
+import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { TcpProxy, waitFor } from './proxy.js'
+
+const { schema, prefix } = isolation('resil')
+const redisProxy = TcpProxy.forUrl(REDIS_URL)
+const pgProxy = TcpProxy.forUrl(DATABASE_URL)
+let app: FastifyInstance
+let token = ''
+
+interface Health { status: string, checks: { postgres: { ok: boolean, error?: string }, redis: { ok: boolean, error?: string } } }
+
+const health = async (): Promise<{ code: number, body: Health }> => {
+  const r = await app.inject({ method: 'GET', url: '/health' })
+  return { code: r.statusCode, body: r.json<Health>() }
+}
+const auth = { authorization: '' }
+
+before(async () => {
+  await migrate(DATABASE_URL, schema)
+  await redisProxy.start()
+  await pgProxy.start()
+  const config = loadConfig({
+    DATABASE_URL: pgProxy.rewrite(DATABASE_URL),
+    REDIS_URL: redisProxy.rewrite(REDIS_URL),
+    PG_SCHEMA: schema,
+    REDIS_PREFIX: prefix,
+    JWT_SECRET: TEST_SECRET,
+    LOG_LEVEL: 'silent',
+    HEALTH_TIMEOUT: '500'
+  })
+  app = await buildApp({ workerId: 0, workers: 1 }, config)
+  await app.ready()
+  const creds = { username: 'resilient', password: 'long enough password' }
+  assert.equal((await app.inject({ method: 'POST', url: '/users', payload: creds })).statusCode, 201)
+  token = (await app.inject({ method: 'POST', url: '/login', payload: creds })).json<{ token: string }>().token
+  auth.authorization = `Bearer ${token}`
+})
+
+after(async () => {
+  await app?.close()
+  await redisProxy.close()
+  await pgProxy.close()
+  await dropSchema(schema)
+  await deleteKeys(prefix)
+})
+
+test('redis away: health 503, redis routes 503 with a request id, postgres-only routes still work; then recovery', async () => {
+  assert.equal((await health()).code, 200)
+  await redisProxy.cut()
+
+  const down = await waitFor('health 503', async () => { const h = await health(); return h.code === 503 && h })
+  assert.equal(down.body.status, 'degraded')
+  assert.equal(down.body.checks.redis.ok, false)
+  assert.equal(down.body.checks.postgres.ok, true)
+
+  const started = Date.now()
+  const cart = await app.inject({ method: 'GET', url: '/cart', headers: auth })
+  assert.equal(cart.statusCode, 503, cart.body)
+  assert.ok(Date.now() - started < 3000, 'fails fast instead of hanging')
+  const body = cart.json<{ message: string, requestId: string }>()
+  assert.match(body.message, /redis is unavailable/)
+  assert.equal(body.requestId, cart.headers['x-request-id'])
+  assert.equal(cart.headers['retry-after'], '1')
+
+  // The rate limiter fails open, so routes that need only Postgres keep working.
+  const login = await app.inject({ method: 'POST', url: '/login', payload: { username: 'resilient', password: 'long enough password' } })
+  assert.equal(login.statusCode, 200)
+  assert.equal((await app.inject({ method: 'GET', url: '/' })).statusCode, 200)
+
+  await redisProxy.restore()
+  await waitFor('health 200 after redis returns', async () => (await health()).code === 200)
+  const back = await app.inject({ method: 'GET', url: '/cart', headers: auth })
+  assert.equal(back.statusCode, 200, back.body)
+})
+
+test('postgres away: health 503, database routes 503; then recovery', async () => {
+  // Open pooled connections first, so cutting them exercises the pool's idle 'error' handler too.
+  assert.equal((await app.inject({ method: 'GET', url: '/notes', headers: auth })).statusCode, 200)
+  await pgProxy.cut()
+
+  const down = await waitFor('health 503', async () => { const h = await health(); return h.code === 503 && h })
+  assert.equal(down.body.checks.postgres.ok, false)
+  assert.equal(down.body.checks.redis.ok, true)
+
+  const notes = await waitFor('notes 503', async () => {
+    const r = await app.inject({ method: 'GET', url: '/notes', headers: auth })
+    return r.statusCode === 503 && r
+  })
+  assert.match(notes.json<{ message: string }>().message, /postgres is unavailable/)
+  const login = await app.inject({ method: 'POST', url: '/login', payload: { username: 'resilient', password: 'long enough password' } })
+  assert.equal(login.statusCode, 503)
+
+  await pgProxy.restore()
+  await waitFor('health 200 after postgres returns', async () => (await health()).code === 200)
+  const created = await app.inject({ method: 'POST', url: '/notes', headers: auth, payload: { title: 'after the outage' } })
+  assert.equal(created.statusCode, 201, created.body)
+})
