@@ -1,0 +1,216 @@
+import { createServer, type Server } from 'node:http'
+import type { AddressInfo } from 'node:net'
+import { collectDefaultMetrics, Registry } from 'prom-client'
+import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
+import { ClusterMerger, formatFamilies, type Family, type ScrapeResult } from './merge.js'
+import { RateWindow } from './imbalance.js'
+import { DEFAULT_CHANNEL } from './options.js'
+import { registerSupervisorMetrics, type PrimaryLike } from './supervisor-metrics.js'
+
+export interface ClusterMetricsOptions {
+  /** Port of the primary's scrape endpoint. Default `METRICS_PORT` or 9091; 0 picks a free port. */
+  port?: number
+  /** Address to listen on. Default `METRICS_HOST` or `'0.0.0.0'`. */
+  host?: string
+  /** Path of the scrape endpoint. Default `'/metrics'`. */
+  path?: string
+  /** Milliseconds each worker gets to answer; a worker that misses it is reported down for this scrape. Default 1000. */
+  timeout?: number
+  /** `false` serves nothing (e.g. when each worker's own `/metrics` is the scrape target). Default `true`, unless `METRICS_PORT=off`. */
+  enabled?: boolean
+  /** Also export the primary process's own process/Node metrics, labelled `worker="primary"`. Default `true`. */
+  primaryMetrics?: boolean
+  /** Window of the per-worker request rates behind the imbalance gauges, in ms. Default 60000. */
+  imbalanceWindow?: number
+  /** IPC channel; must match the workers' `pidMetrics({ channel })`. Default `'pidmetrics:scrape'`. */
+  channel?: string
+}
+
+/** What `clusterMetrics()` resolves to. */
+export interface ClusterMetricsServer {
+  /** False when nothing is served (single-process mode, worker role, `enabled: false`). */
+  readonly enabled: boolean
+  /** The bound port (useful with `port: 0`), undefined when disabled. */
+  readonly port: number | undefined
+  /** `http://host:port/path` of the endpoint, undefined when disabled. */
+  readonly url: string | undefined
+  /** Run one cluster scrape and return the exposition text (what a GET on the endpoint returns). */
+  scrape (): Promise<string>
+  /** Stop serving; also run by the cluster's shutdown. Idempotent. */
+  close (): Promise<void>
+}
+
+interface Resolved { port: number, host: string, path: string, timeout: number, enabled: boolean, primaryMetrics: boolean, imbalanceWindow: number, channel: string }
+
+function bad (name: string, value: unknown, expected: string): never {
+  throw new PidMetricsOptionError(name, show(value), expected)
+}
+
+export function resolveClusterMetricsOptions (raw: unknown, env: NodeJS.ProcessEnv = process.env): Resolved {
+  if (raw === undefined || raw === null) raw = {}
+  if (typeof raw !== 'object' || Array.isArray(raw)) bad('options', raw, 'an object')
+  const o = raw as Record<string, unknown>
+  const known = ['port', 'host', 'path', 'timeout', 'enabled', 'primaryMetrics', 'imbalanceWindow', 'channel']
+  for (const k of Object.keys(o)) if (!known.includes(k)) bad(k, o[k], `no such option; known options are ${known.join(', ')}`)
+
+  let enabled = env.METRICS_PORT !== 'off'
+  if (o.enabled !== undefined) {
+    if (typeof o.enabled !== 'boolean') bad('enabled', o.enabled, 'true or false')
+    enabled = o.enabled
+  }
+  let port = 9091
+  if (o.port !== undefined) {
+    if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535) bad('port', o.port, 'an integer port 0-65535')
+    port = o.port
+  } else if (env.METRICS_PORT !== undefined && env.METRICS_PORT !== '' && env.METRICS_PORT !== 'off') {
+    const n = Number(env.METRICS_PORT)
+    if (!Number.isInteger(n) || n < 0 || n > 65535) bad('port (from METRICS_PORT)', env.METRICS_PORT, 'an integer port 0-65535, or "off"')
+    port = n
+  }
+  let host = env.METRICS_HOST !== undefined && env.METRICS_HOST !== '' ? env.METRICS_HOST : '0.0.0.0'
+  if (o.host !== undefined) {
+    if (typeof o.host !== 'string' || o.host.length === 0) bad('host', o.host, 'a non-empty host name or address')
+    host = o.host
+  }
+  let path = '/metrics'
+  if (o.path !== undefined) {
+    if (typeof o.path !== 'string' || !o.path.startsWith('/')) bad('path', o.path, 'a path starting with "/"')
+    path = o.path
+  }
+  let timeout = 1000
+  if (o.timeout !== undefined) {
+    if (typeof o.timeout !== 'number' || !Number.isFinite(o.timeout) || o.timeout <= 0) bad('timeout', o.timeout, 'a positive number of milliseconds (keep it under Prometheus\'s scrape_timeout)')
+    timeout = o.timeout
+  }
+  let primaryMetrics = true
+  if (o.primaryMetrics !== undefined) {
+    if (typeof o.primaryMetrics !== 'boolean') bad('primaryMetrics', o.primaryMetrics, 'true or false')
+    primaryMetrics = o.primaryMetrics
+  }
+  let imbalanceWindow = 60_000
+  if (o.imbalanceWindow !== undefined) {
+    if (typeof o.imbalanceWindow !== 'number' || !Number.isFinite(o.imbalanceWindow) || o.imbalanceWindow < 1000) bad('imbalanceWindow', o.imbalanceWindow, 'a number of milliseconds >= 1000')
+    imbalanceWindow = o.imbalanceWindow
+  }
+  let channel = DEFAULT_CHANNEL
+  if (o.channel !== undefined) {
+    if (typeof o.channel !== 'string' || o.channel.length === 0) bad('channel', o.channel, 'a non-empty string')
+    channel = o.channel
+  }
+  return { port, host, path, timeout, enabled, primaryMetrics, imbalanceWindow, channel }
+}
+
+const DISABLED: ClusterMetricsServer = Object.freeze({
+  enabled: false,
+  port: undefined,
+  url: undefined,
+  scrape: async () => '',
+  close: async () => {}
+})
+
+/**
+ * Serve one cluster-wide scrape from the primary. Call it with what `startClustered()` returned: in a
+ * worker or in single-process mode it serves nothing and resolves to a disabled server (each worker's
+ * own `/metrics` is then the target), so the same line can run in every role.
+ */
+export async function clusterMetrics (handle: unknown, options: ClusterMetricsOptions = {}): Promise<ClusterMetricsServer> {
+  const opts = resolveClusterMetricsOptions(options)
+  if (typeof handle !== 'object' || handle === null || typeof (handle as { role?: unknown }).role !== 'string') {
+    throw new PidMetricsHandleError(`expected the handle startClustered() returns, got ${show(handle)}`)
+  }
+  const role = (handle as { role: string }).role
+  if (role !== 'primary' || !opts.enabled) return DISABLED
+  const h = handle as PrimaryLike
+  for (const m of ['workers', 'requestAll', 'onClose'] as const) {
+    if (typeof h[m] !== 'function') throw new PidMetricsHandleError(`a primary handle needs ${m}(); got ${typeof h[m]}`)
+  }
+
+  const supervisorRegistry = new Registry()
+  const supervisor = registerSupervisorMetrics(supervisorRegistry, h)
+  let processRegistry: Registry | undefined
+  if (opts.primaryMetrics) {
+    processRegistry = new Registry()
+    processRegistry.setDefaultLabels({ pid: String(process.pid), worker: 'primary' })
+    collectDefaultMetrics({ register: processRegistry })
+  }
+  const merger = new ClusterMerger(() => Array.from({ length: h.size }, (_, i) => i))
+  const window = new RateWindow(opts.imbalanceWindow)
+
+  const scrapeOnce = async (): Promise<string> => {
+    const started = process.hrtime.bigint()
+    const results = await h.requestAll(opts.channel, undefined, { timeout: opts.timeout }) as ScrapeResult[]
+    const merged = merger.merge(results)
+    const spread = window.add(Date.now(), merged.requestTotals, Array.from({ length: h.size }, (_, i) => i))
+    supervisor.recordScrape(merged.slots, Number(process.hrtime.bigint() - started) / 1e9, spread)
+    const extra: Family[] = [
+      ...(await supervisorRegistry.getMetricsAsJSON() as unknown as Family[]),
+      ...(processRegistry !== undefined ? await processRegistry.getMetricsAsJSON() as unknown as Family[] : [])
+    ]
+    // Merge again with the primary's families appended (same-named process metrics of the primary join the workers').
+    const families = mergeExtra(merged.families, extra)
+    return await formatFamilies(families)
+  }
+  // Concurrent GETs share one round of IPC: the merger's carried totals move one scrape at a time.
+  let inflight: Promise<string> | undefined
+  const scrape = (): Promise<string> => {
+    inflight ??= scrapeOnce().finally(() => { inflight = undefined })
+    return inflight
+  }
+
+  const server: Server = createServer((req, res) => {
+    const url = (req.url ?? '/').split('?')[0]
+    if (url !== opts.path) {
+      res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: the cluster metrics are at ${opts.path}\n`)
+      return
+    }
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.writeHead(405, { allow: 'GET, HEAD' }).end()
+      return
+    }
+    scrape().then((body) => {
+      res.writeHead(200, { 'content-type': Registry.PROMETHEUS_CONTENT_TYPE })
+      res.end(req.method === 'HEAD' ? undefined : body)
+    }, (err: unknown) => {
+      res.writeHead(500, { 'content-type': 'text/plain' }).end(`cluster scrape failed: ${err instanceof Error ? err.message : String(err)}\n`)
+    })
+  })
+  server.keepAliveTimeout = 65_000
+
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen(opts.port, opts.host, () => {
+      server.off('error', reject)
+      resolve()
+    })
+  })
+  const port = (server.address() as AddressInfo).port
+  const shownHost = opts.host.includes(':') ? `[${opts.host}]` : opts.host
+  let closing: Promise<void> | undefined
+  const close = (): Promise<void> => {
+    closing ??= new Promise<void>((resolve) => {
+      supervisor.detach()
+      server.close(() => resolve())
+      server.closeAllConnections()
+    })
+    return closing
+  }
+  h.onClose(close)
+  return { enabled: true, port, url: `http://${shownHost}:${port}${opts.path}`, scrape, close }
+}
+
+function mergeExtra (families: Family[], extra: Family[]): Family[] {
+  const byName = new Map(families.map((f) => [f.name, f]))
+  const out = [...families]
+  for (const e of extra) {
+    const f = byName.get(e.name)
+    const values = e.values.map((v) => ({ ...v, value: typeof v.value === 'number' ? v.value : NaN }))
+    if (f === undefined) {
+      const copy = { ...e, values }
+      byName.set(e.name, copy)
+      out.push(copy)
+    } else if (f.type === e.type) {
+      f.values.push(...values)
+    }
+  }
+  return out
+}

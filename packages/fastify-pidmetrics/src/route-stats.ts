@@ -1,0 +1,99 @@
+import { Counter, Histogram, type Registry } from 'prom-client'
+
+/** One (method, route, status_code) series: plain numbers, updated per request. */
+export interface RouteSeries {
+  method: string
+  route: string
+  status: string
+  /** Non-cumulative count per bucket; the last slot counts observations above the largest bound. */
+  buckets: Float64Array
+  sum: number
+  count: number
+}
+
+/**
+ * Per-route request statistics kept in plain JS structures and copied into prom-client metrics only
+ * when the registry is read (`collect()`). The per-request path is a Map lookup, a short bucket scan
+ * and three additions: no label validation, no label hashing, no object allocation.
+ */
+export class RouteStats {
+  readonly bounds: Float64Array
+  readonly series = new Map<string, RouteSeries>()
+
+  constructor (buckets: readonly number[]) {
+    this.bounds = Float64Array.from(buckets)
+  }
+
+  /** Record one finished request of `seconds`. */
+  observe (method: string, route: string, status: number, seconds: number): void {
+    const key = method + ' ' + status + ' ' + route
+    let s = this.series.get(key)
+    if (s === undefined) {
+      s = { method, route, status: String(status), buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 }
+      this.series.set(key, s)
+    }
+    const bounds = this.bounds
+    let i = 0
+    while (i < bounds.length && seconds > (bounds[i] ?? Infinity)) i++
+    s.buckets[i] = (s.buckets[i] ?? 0) + 1
+    s.sum += seconds
+    s.count++
+  }
+}
+
+/** The internal per-label-set record prom-client's Histogram exports (`hashMap` values). */
+interface HistogramEntry {
+  labels: Record<string, string>
+  bucketValues: Record<number, number>
+  sum: number
+  count: number
+}
+interface HistogramInternals { hashMap: Record<string, HistogramEntry>, upperBounds: number[] }
+
+export interface RouteMetricNames {
+  histogram: string
+  counter: string
+}
+
+/**
+ * Create the prom-client Histogram and Counter whose `collect()` copies `stats` in at scrape time.
+ *
+ * prom-client has no public "set bucket counts" call, so the histogram's label-set map is rebuilt in
+ * `collect()` with the same record shape `observe()` creates; `test/route-stats.test.ts` pins that the
+ * exposition output is identical to a Histogram fed with `observe()` for the same durations, so a
+ * prom-client upgrade that changes the shape fails the tests instead of exporting wrong numbers.
+ */
+export function registerRouteMetrics (registry: Registry, stats: RouteStats, names: RouteMetricNames): { histogram: Histogram<string>, counter: Counter<string> } {
+  const labelNames = ['method', 'route', 'status_code']
+  const upper = Array.from(stats.bounds)
+  const histogram = new Histogram({
+    name: names.histogram,
+    help: 'HTTP request duration in seconds, by route pattern (copied from per-route counts at scrape time)',
+    labelNames,
+    buckets: upper,
+    registers: [registry],
+    collect () {
+      const h = this as unknown as HistogramInternals
+      const map: Record<string, HistogramEntry> = {}
+      for (const [key, s] of stats.series) {
+        const bucketValues: Record<number, number> = {}
+        for (let i = 0; i < upper.length; i++) bucketValues[upper[i] as number] = s.buckets[i] as number
+        map[key] = { labels: { method: s.method, route: s.route, status_code: s.status }, bucketValues, sum: s.sum, count: s.count }
+      }
+      h.hashMap = map
+    }
+  })
+  const counter = new Counter({
+    name: names.counter,
+    help: 'HTTP requests answered, by route pattern (copied from per-route counts at scrape time)',
+    labelNames,
+    registers: [registry],
+    collect () {
+      this.reset()
+      for (const s of stats.series.values()) {
+        this.inc({ method: s.method, route: s.route, status_code: s.status }, s.count)
+      }
+    }
+  })
+  return { histogram, counter }
+}

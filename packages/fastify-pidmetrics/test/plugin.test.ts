@@ -1,0 +1,164 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import Fastify, { type FastifyInstance } from 'fastify'
+import { Registry } from 'prom-client'
+import { pidMetrics, type PidMetricsOptions } from '../src/index.js'
+import { familyTypes, promtoolCheckMetrics, PROMTOOL, samples, sumOf } from './helpers.js'
+
+async function app (opts: PidMetricsOptions = {}): Promise<FastifyInstance> {
+  const f = Fastify()
+  await f.register(pidMetrics, { registry: new Registry(), ...opts })
+  f.get('/users/:id', async () => ({ ok: true }))
+  f.post('/users', async (_req, reply) => reply.code(201).send({ ok: true }))
+  f.get('/boom', async () => { throw new Error('boom') })
+  f.get('/health', async () => 'ok')
+  await f.ready()
+  return f
+}
+
+test('every series carries pid and worker labels; route labels use the pattern; 404s share one label', async (t) => {
+  const f = await app({ worker: '3', labels: { app: 'api' } })
+  t.after(() => f.close())
+  for (let i = 0; i < 5; i++) await f.inject(`/users/${i}`)
+  await f.inject({ method: 'POST', url: '/users' })
+  await f.inject('/boom')
+  for (let i = 0; i < 4; i++) await f.inject(`/no/such/${i}`)
+  await f.inject('/metrics')
+
+  const res = await f.inject('/metrics')
+  assert.equal(res.statusCode, 200)
+  assert.match(String(res.headers['content-type']), /text\/plain; version=0\.0\.4/)
+  const s = samples(res.body)
+  let seen = 0
+  for (const [name, list] of s) {
+    for (const sample of list) {
+      seen++
+      assert.equal(sample.labels.pid, String(process.pid), `${name} has pid`)
+      assert.equal(sample.labels.worker, '3', `${name} has worker`)
+      assert.equal(sample.labels.app, 'api', `${name} has the extra label`)
+    }
+  }
+  assert.ok(seen > 50, 'default metrics are there too')
+  assert.ok(s.has('process_cpu_user_seconds_total'))
+  assert.ok(s.has('nodejs_eventloop_lag_seconds'))
+
+  const types = familyTypes(res.body)
+  assert.equal(types.get('http_requests_total'), 'COUNTER')
+  assert.equal(types.get('http_request_duration_seconds'), 'HISTOGRAM')
+
+  const total = s.get('http_requests_total') ?? []
+  const routes = new Set(total.map((x) => x.labels.route))
+  assert.deepEqual([...routes].sort(), ['/boom', '/users', '/users/:id', '__not_found__'])
+  assert.equal(sumOf(total, (l) => l.route === '/users/:id' && l.method === 'GET' && l.status_code === '200'), 5)
+  assert.equal(sumOf(total, (l) => l.route === '/users' && l.method === 'POST' && l.status_code === '201'), 1)
+  assert.equal(sumOf(total, (l) => l.route === '/boom' && l.status_code === '500'), 1)
+  assert.equal(sumOf(total, (l) => l.route === '__not_found__' && l.status_code === '404'), 4)
+  assert.equal(sumOf(total), 11, 'the metrics endpoint itself is not counted')
+
+  const count = s.get('http_request_duration_seconds_count') ?? []
+  assert.equal(sumOf(count), 11)
+  const inf = s.get('http_request_duration_seconds_bucket') ?? []
+  assert.equal(sumOf(inf, (l) => l.le === '+Inf'), 11)
+  assert.equal(sumOf(inf, (l) => l.le === '+Inf' && l.route === '/users/:id'), 5)
+
+  if (PROMTOOL !== undefined) {
+    const r = promtoolCheckMetrics(res.body)
+    // promtool lints style too (e.g. help text); only parse errors fail the exposition.
+    assert.doesNotMatch(r.output, /error while linting|parse error|invalid/i, r.output)
+  }
+})
+
+test('endpoint: false serves no /metrics, but scrape() still works; a custom path works', async (t) => {
+  const off = await app({ endpoint: false })
+  t.after(() => off.close())
+  assert.equal((await off.inject('/metrics')).statusCode, 404)
+  await off.inject('/users/1')
+  const scrape = await off.pidMetrics.scrape()
+  assert.equal(scrape.v, 1)
+  assert.equal(scrape.pid, process.pid)
+  const fam = scrape.metrics.find((m) => m.name === 'http_requests_total')
+  // both /metrics (404 not_found) and /users/1 were counted
+  assert.equal(fam?.values.reduce((a, v) => a + v.value, 0), 2)
+
+  const custom = await app({ endpoint: '/internal/metrics', excludeRoutes: ['/internal/metrics', '/health'] })
+  t.after(() => custom.close())
+  await custom.inject('/health')
+  const res = await custom.inject('/internal/metrics')
+  assert.equal(res.statusCode, 200)
+  assert.equal(sumOf(samples(res.body).get('http_requests_total')), 0)
+})
+
+test('defaultMetrics: false and routeMetrics: false leave those families out', async (t) => {
+  const f = await app({ defaultMetrics: false })
+  t.after(() => f.close())
+  await f.inject('/users/1')
+  const s = samples((await f.inject('/metrics')).body)
+  assert.ok(!s.has('process_cpu_user_seconds_total'))
+  assert.equal(sumOf(s.get('http_requests_total')), 1)
+
+  const g = await app({ routeMetrics: false })
+  t.after(() => g.close())
+  await g.inject('/users/1')
+  const s2 = samples((await g.inject('/metrics')).body)
+  assert.ok(!s2.has('http_requests_total'))
+  assert.ok(s2.has('process_cpu_user_seconds_total'))
+})
+
+test('custom buckets and the default registry', async (t) => {
+  const f = await app({ buckets: [0.1, 1] })
+  t.after(() => f.close())
+  await f.inject('/users/1')
+  const buckets = samples((await f.inject('/metrics')).body).get('http_request_duration_seconds_bucket') ?? []
+  assert.deepEqual(buckets.map((b) => b.labels.le), ['0.1', '1', '+Inf'])
+})
+
+test('plugin metadata: name and fastify range; decorated instance', async (t) => {
+  const meta = (pidMetrics as unknown as Record<symbol, { name: string, fastify: string }>)[Symbol.for('plugin-meta')]
+  assert.equal(meta?.name, '@nclust/fastify-pidmetrics')
+  assert.equal(meta?.fastify, '5.x')
+  const f = await app()
+  t.after(() => f.close())
+  assert.equal(f.pidMetrics.labels.pid, String(process.pid))
+  assert.equal(f.pidMetrics.labels.worker, process.env.NCLUST_WORKER ?? '0')
+  assert.ok(f.hasDecorator('metrics'), 'fastify-metrics is underneath')
+})
+
+test('registering twice on one registry fails with a clear error', async () => {
+  const registry = new Registry()
+  const f = Fastify()
+  await f.register(pidMetrics, { registry })
+  const g = Fastify()
+  await assert.rejects(async () => { await g.register(pidMetrics, { registry }) }, (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'FST_PIDMETRICS_DUPLICATE')
+    assert.match(err.message, /new Registry\(\)/)
+    return true
+  })
+  await f.close()
+})
+
+test('bad options are rejected naming the option, the value and what is allowed', async () => {
+  const cases: Array<[unknown, RegExp]> = [
+    [{ endpoint: 'metrics' }, /option "endpoint" is "metrics": expected a path starting with "\/" or false/],
+    [{ buckets: [1, 0.5] }, /option "buckets" is \[1,0\.5\]: expected a non-empty array of increasing finite numbers/],
+    [{ buckets: [] }, /option "buckets" is \[\]/],
+    [{ registry: {} }, /option "registry" is \{\}: expected a prom-client Registry/],
+    [{ routeMetrics: 'yes' }, /option "routeMetrics" is "yes": expected true or false/],
+    [{ labels: { pid: 'x' } }, /option "labels\.pid" is "x": expected a label name other than pid/],
+    [{ labels: { 'bad-name': 'x' } }, /option "labels\.bad-name" is "x": expected a valid Prometheus label name/],
+    [{ worker: 3 }, /option "worker" is 3: expected a non-empty string/],
+    [{ defaultMetrics: { register: 1 } }, /option "defaultMetrics\.register" is 1/],
+    [{ defaultMetrics: 'on' }, /option "defaultMetrics" is "on"/],
+    [{ excludeRoutes: '/health' }, /option "excludeRoutes" is "\/health": expected an array/],
+    [{ notFoundRoute: '' }, /option "notFoundRoute" is "": expected a non-empty string/],
+    [{ endpiont: '/metrics' }, /option "endpiont" is "\/metrics": expected no such option; known options are endpoint/]
+  ]
+  for (const [opts, re] of cases) {
+    const f = Fastify()
+    await assert.rejects(async () => { await f.register(pidMetrics, { registry: new Registry(), ...(opts as object) }) }, (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'FST_PIDMETRICS_OPTION', `code for ${JSON.stringify(opts)}`)
+      assert.ok(err instanceof TypeError)
+      assert.match(err.message, re)
+      return true
+    })
+  }
+})
