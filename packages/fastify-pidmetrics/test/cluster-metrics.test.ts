@@ -1,0 +1,184 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { request } from 'undici'
+import { clusterMetrics, RateWindow, spreadOf } from '../src/index.js'
+import { resolveClusterMetricsOptions } from '../src/cluster-metrics.js'
+import { exitCodeOf } from '../src/supervisor-metrics.js'
+import { FakePrimary, FakeWorker } from './fake-cluster.js'
+import { samples, sumOf } from './helpers.js'
+
+async function get (url: string): Promise<{ status: number, body: string, ms: number, type: string }> {
+  const start = Date.now()
+  const res = await request(url, { headersTimeout: 20_000, bodyTimeout: 20_000 })
+  const body = await res.body.text()
+  return { status: res.statusCode, body, ms: Date.now() - start, type: String(res.headers['content-type']) }
+}
+
+async function fleet (n: number, basePid: number): Promise<FakePrimary> {
+  const workers: FakeWorker[] = []
+  for (let i = 0; i < n; i++) workers.push(await FakeWorker.start(i, basePid + i))
+  return new FakePrimary(workers)
+}
+
+test('the primary serves one scrape over HTTP; a slow worker is reported, not waited for', async (t) => {
+  const primary = await fleet(2, 5000)
+  t.after(() => primary.close())
+  const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1', timeout: 300 })
+  assert.equal(server.enabled, true)
+  assert.match(server.url ?? '', /^http:\/\/127\.0\.0\.1:\d+\/metrics$/)
+  await primary.fleet[0]?.hit(10)
+  await primary.fleet[1]?.hit(5)
+
+  const ok = await get(server.url ?? '')
+  assert.equal(ok.status, 200)
+  assert.match(ok.type, /version=0\.0\.4/)
+  let s = samples(ok.body)
+  assert.equal(sumOf(s.get('http_requests_total')), 15)
+  assert.deepEqual((s.get('nclust_scrape_worker_up') ?? []).map((x) => [x.labels.worker, x.value]), [['0', 1], ['1', 1]])
+  assert.equal(sumOf(s.get('nclust_workers_desired')), 2)
+  assert.equal(sumOf(s.get('nclust_workers_ready')), 2)
+  // The primary's own process metrics, labelled worker="primary".
+  assert.equal((s.get('process_cpu_user_seconds_total') ?? []).filter((x) => x.labels.worker === 'primary' && x.labels.pid === String(process.pid)).length, 1)
+
+  // Worker 1 blocks for 3 s: the scrape returns after ~timeout, worker 1 down, its counters still there.
+  const slow = primary.fleet[1]
+  assert.ok(slow !== undefined)
+  slow.delay = 3000
+  const late = await get(server.url ?? '')
+  assert.equal(late.status, 200)
+  assert.ok(late.ms < 2500, `scrape took ${late.ms} ms with a 300 ms per-worker timeout`)
+  s = samples(late.body)
+  assert.deepEqual((s.get('nclust_scrape_worker_up') ?? []).map((x) => [x.labels.worker, x.value]), [['0', 1], ['1', 0]])
+  assert.equal(sumOf(s.get('http_requests_total')), 15, 'the slow worker\'s counters are kept at their last value')
+  assert.ok(sumOf(s.get('nclust_scrape_worker_duration_seconds'), (l) => l.worker === '1') >= 0.29)
+  assert.equal(sumOf(s.get('nclust_scrape_worker_failures_total'), (l) => l.worker === '1'), 1)
+  slow.delay = 0
+
+  // A worker whose handler throws is reported down too.
+  slow.fail = 'registry exploded'
+  s = samples((await get(server.url ?? '')).body)
+  assert.equal(sumOf(s.get('nclust_scrape_worker_up'), (l) => l.worker === '1'), 0)
+  slow.fail = undefined
+
+  // Other paths and methods.
+  assert.equal((await get(server.url?.replace('/metrics', '/other') ?? '')).status, 404)
+  const head = await request(server.url ?? '', { method: 'HEAD' })
+  assert.equal(head.statusCode, 200)
+  await head.body.dump()
+
+  // Closing through the cluster's onClose closes the server.
+  await primary.closers[0]?.()
+  await assert.rejects(get(server.url ?? ''))
+  await server.close() // idempotent
+})
+
+test('supervisor events become nclust_* series', async (t) => {
+  const primary = await fleet(2, 6000)
+  t.after(() => primary.close())
+  const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1', primaryMetrics: false })
+  t.after(() => server.close())
+  const ev = primary.events
+  ev.emit('worker-exit', { workerId: 1, pid: 6001, generation: 0, code: null, signal: 'SIGKILL', reason: 'signal' })
+  ev.emit('restart', { workerId: 1, attempt: 1, delay: 100, reason: 'signal' })
+  ev.emit('worker-exit', { workerId: 0, pid: 6000, generation: 0, code: 1, signal: null, reason: 'crash' })
+  ev.emit('restart', { workerId: 0, attempt: 1, delay: 100, reason: 'crash' })
+  ev.emit('restart', { workerId: 0, attempt: 2, delay: 200, reason: 'crash' })
+  ev.emit('crash-loop', { workerId: 0, failures: 5, windowMs: 1000, lastCode: 1, lastSignal: null })
+  ev.emit('shutdown', { reason: 'signal', signal: 'SIGTERM' })
+  ev.emit('reload', { outcome: 'success' })
+  ev.emit('reload', { ok: false })
+  const workerOne = primary.fleet[1]
+  assert.ok(workerOne !== undefined)
+  workerOne.alive = false
+
+  const s = samples(await server.scrape())
+  const restarts = s.get('nclust_worker_restarts_total')
+  assert.equal(sumOf(restarts, (l) => l.worker === '0' && l.reason === 'crash'), 2)
+  assert.equal(sumOf(restarts, (l) => l.worker === '1' && l.reason === 'signal'), 1)
+  assert.equal((restarts ?? []).filter((x) => x.labels.reason === 'recycle').length, 2, 'zeroed per slot so increase() sees the first one')
+  assert.equal(sumOf(s.get('nclust_worker_last_exit_code'), (l) => l.worker === '1'), 137, '128 + SIGKILL')
+  assert.equal(sumOf(s.get('nclust_worker_last_exit_code'), (l) => l.worker === '0'), 1)
+  assert.equal(sumOf(s.get('nclust_worker_exits_total'), (l) => l.reason === 'crash'), 1)
+  assert.equal(sumOf(s.get('nclust_shutdowns_total'), (l) => l.reason === 'signal'), 1)
+  assert.equal(sumOf(s.get('nclust_crash_loops_total'), (l) => l.worker === '0'), 1)
+  assert.equal(sumOf(s.get('nclust_reloads_total'), (l) => l.outcome === 'success'), 1)
+  assert.equal(sumOf(s.get('nclust_reloads_total'), (l) => l.outcome === 'failure'), 1)
+  assert.equal(sumOf(s.get('nclust_worker_ready'), (l) => l.worker === '1'), 0)
+  assert.equal(sumOf(s.get('nclust_worker_ready'), (l) => l.worker === '0'), 1)
+  assert.equal(sumOf(s.get('nclust_workers_ready')), 1)
+  assert.equal(sumOf(s.get('nclust_scrape_worker_up'), (l) => l.worker === '1'), 0)
+  assert.ok(!s.has('process_cpu_user_seconds_total') || (s.get('process_cpu_user_seconds_total') ?? []).every((x) => x.labels.worker !== 'primary'))
+})
+
+test('imbalance gauges: per-worker rate, max/mean and coefficient of variation', async (t) => {
+  const primary = await fleet(2, 7000)
+  t.after(() => primary.close())
+  const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1', imbalanceWindow: 1000 })
+  t.after(() => server.close())
+  await server.scrape()
+  await primary.fleet[0]?.hit(90)
+  await primary.fleet[1]?.hit(10)
+  await new Promise((resolve) => setTimeout(resolve, 1100))
+  const s = samples(await server.scrape())
+  const ratio = sumOf(s.get('nclust_request_rate_imbalance_ratio'))
+  assert.ok(Math.abs(ratio - 1.8) < 1e-9, `90/10 split: max/mean = 1.8, got ${ratio}`)
+  const cv = sumOf(s.get('nclust_request_rate_cv'))
+  assert.ok(Math.abs(cv - 0.8) < 1e-9, `cv = 0.8, got ${cv}`)
+  const r0 = sumOf(s.get('nclust_worker_request_rate'), (l) => l.worker === '0')
+  const r1 = sumOf(s.get('nclust_worker_request_rate'), (l) => l.worker === '1')
+  assert.ok(Math.abs(r0 / r1 - 9) < 1e-9)
+})
+
+test('RateWindow and spreadOf', () => {
+  assert.deepEqual(spreadOf([5, 5, 5]), { maxOverMean: 1, cv: 0 })
+  assert.ok(Number.isNaN(spreadOf([0, 0]).maxOverMean), 'no traffic: NaN, not a fake "even"')
+  const w = new RateWindow(60_000)
+  const slots = [0, 1]
+  assert.equal(w.add(0, new Map([[0, 0], [1, 0]]), slots), undefined, 'one sample: no rate yet')
+  const a = w.add(30_000, new Map([[0, 300], [1, 0]]), slots)
+  assert.deepEqual([...(a?.rates ?? [])], [[0, 10], [1, 0]])
+  assert.equal(a?.maxOverMean, 2)
+  // 90 s later the window only looks back 60 s.
+  w.add(60_000, new Map([[0, 600], [1, 0]]), slots)
+  const b = w.add(90_000, new Map([[0, 600], [1, 600]]), slots)
+  assert.equal(b?.seconds, 60)
+  assert.deepEqual([...(b?.rates ?? [])], [[0, 5], [1, 10]])
+})
+
+test('single-process and worker roles: nothing served; disabled by option or METRICS_PORT=off', async () => {
+  for (const role of ['single', 'worker']) {
+    const s = await clusterMetrics({ role }, { port: 0 })
+    assert.equal(s.enabled, false)
+    assert.equal(s.url, undefined)
+    await s.close()
+  }
+  const primary = await fleet(1, 8000)
+  const off = await clusterMetrics(primary, { enabled: false })
+  assert.equal(off.enabled, false)
+  await primary.close()
+  assert.equal(resolveClusterMetricsOptions({}, { METRICS_PORT: 'off' }).enabled, false)
+  assert.equal(resolveClusterMetricsOptions({}, { METRICS_PORT: '9300' }).port, 9300)
+  assert.equal(resolveClusterMetricsOptions({}, {}).port, 9091)
+  assert.equal(resolveClusterMetricsOptions({}, { METRICS_HOST: '127.0.0.1' }).host, '127.0.0.1')
+})
+
+test('clusterMetrics rejects bad options and things that are not a handle', async () => {
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { port: 70000 }), /option "port" is 70000: expected an integer port 0-65535/)
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { timeout: 0 }), (err: Error & { code?: string }) => err.code === 'FST_PIDMETRICS_OPTION' && /"timeout" is 0/.test(err.message))
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { path: 'metrics' }), /option "path" is "metrics"/)
+  assert.throws(() => resolveClusterMetricsOptions({}, { METRICS_PORT: 'abc' }), /"port \(from METRICS_PORT\)" is "abc"/)
+  await assert.rejects(clusterMetrics(undefined), (err: Error & { code?: string }) => err.code === 'FST_PIDMETRICS_HANDLE')
+  await assert.rejects(clusterMetrics({ role: 'primary' }), /needs workers\(\)/)
+  // Port in use: a clear listen error.
+  const primary = await fleet(1, 9000)
+  const a = await clusterMetrics(primary, { port: 0, host: '127.0.0.1' })
+  await assert.rejects(clusterMetrics(primary, { port: a.port ?? 0, host: '127.0.0.1' }), /EADDRINUSE/)
+  await a.close()
+  await primary.close()
+})
+
+test('exitCodeOf', () => {
+  assert.equal(exitCodeOf(0, null), 0)
+  assert.equal(exitCodeOf(null, 'SIGTERM'), 143)
+  assert.equal(exitCodeOf(null, null), -1)
+})
