@@ -48,8 +48,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     // Per-process counters ("req-1") collide across workers; a UUID (or the caller's id) does not.
     requestIdHeader: 'x-request-id',
     genReqId: () => randomUUID(),
-    // Lets the worker stop quickly on shutdown; the drain plugin closes idle keep-alive sockets too.
-    return503OnClosing: true
+    // Requests still arriving on open keep-alive connections while the worker drains are served, not
+    // refused: @nclust/fastify-drain (registered by startClustered) closes those connections itself.
+    return503OnClosing: false
   })
   app.decorate('config', config)
   app.decorate('worker', { workerId: ctx.workerId, workers: ctx.workers, pid: process.pid })

@@ -1,0 +1,129 @@
+// End-to-end: the built server (`node dist/server.js`) with 2 workers under startClustered, against
+// the real Postgres and Redis. Every request uses a fresh connection so consecutive requests can land
+// on different workers; each cross-worker assertion checks that two distinct pids were involved.
+// JWT_SECRET is NOT set here: the primary generates the dev secret and hands it to both workers.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { DATABASE_URL, REDIS_URL, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
+import { Server, freePort, request } from './cluster-harness.js'
+
+const { schema, prefix } = isolation('cluster')
+let server: Server
+let port = 0
+
+async function userToken (username: string): Promise<{ token: string, pid: number }> {
+  const creds = { username, password: 'correct horse battery' }
+  const r = await request(port, 'POST', '/users', { body: creds })
+  assert.equal(r.status, 201, JSON.stringify(r.body))
+  const l = await request<{ token: string }>(port, 'POST', '/login', { body: creds })
+  assert.equal(l.status, 200, JSON.stringify(l.body))
+  return { token: l.body.token, pid: l.pid }
+}
+
+before(async () => {
+  port = await freePort()
+  server = new Server(port, {
+    WORKER_COUNT: '2',
+    DATABASE_URL,
+    REDIS_URL,
+    PG_SCHEMA: schema,
+    REDIS_PREFIX: prefix,
+    METRICS_PORT: String(await freePort()),
+    SHUTDOWN_TIMEOUT: '10000',
+    JWT_SECRET: ''
+  })
+  await server.start()
+})
+
+after(async () => {
+  const code = await server?.stop()
+  await dropSchema(schema)
+  await deleteKeys(prefix)
+  assert.equal(await countKeys(prefix), 0, 'no key left behind')
+  assert.equal(code, 0, 'graceful shutdown exits 0')
+})
+
+test('migrations ran once, in the primary, with 2 workers starting at once', async () => {
+  const rows = await query<{ version: number, applied_by_pid: number }>(`SELECT version, applied_by_pid FROM "${schema}".schema_migrations ORDER BY version`)
+  assert.deepEqual(rows.map((r) => r.version), [1, 2])
+  for (const r of rows) assert.equal(r.applied_by_pid, server.pid, 'applied by the primary process')
+  const applied = server.logs().filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('applied migration'))
+  assert.equal(applied.length, 2)
+})
+
+test('the generated dev secret is shared: a token issued by one worker is accepted by the other', async () => {
+  assert.ok(server.logs().some((l) => /JWT_SECRET is not set/.test(String(l['msg']))), 'the dev secret warning is logged')
+  const { token, pid } = await userToken('alice')
+  const other = await server.onOtherWorker<{ username: string, pid: number }>(pid, 'GET', '/whoami', { token })
+  assert.equal(other.status, 200, JSON.stringify(other.body))
+  assert.equal(other.body.username, 'alice')
+  assert.notEqual(other.pid, pid, 'two distinct pids served the same token')
+  assert.equal(other.body.pid, other.pid)
+})
+
+test('notes written through one worker are read through the other', async () => {
+  const { token } = await userToken('bob')
+  const created = await request<{ id: number }>(port, 'POST', '/notes', { token, body: { title: 'shared', body: 'nothing in memory' } })
+  assert.equal(created.status, 201, JSON.stringify(created.body))
+  const read = await server.onOtherWorker<{ title: string, body: string }>(created.pid, 'GET', `/notes/${created.body.id}`, { token })
+  assert.equal(read.status, 200)
+  assert.equal(read.body.body, 'nothing in memory')
+  const list = await server.onOtherWorker<{ notes: Array<{ id: number }> }>(read.pid, 'GET', '/notes', { token })
+  assert.deepEqual(list.body.notes.map((n) => n.id), [created.body.id])
+  const del = await server.onOtherWorker(list.pid, 'DELETE', `/notes/${created.body.id}`, { token })
+  assert.equal(del.status, 204)
+  const gone = await server.onOtherWorker(del.pid, 'GET', `/notes/${created.body.id}`, { token })
+  assert.equal(gone.status, 404)
+})
+
+test('the cart is seen by two consecutive requests served by different workers', async () => {
+  const { token } = await userToken('carol')
+  const add = await request(port, 'POST', '/cart/items', { token, body: { sku: 'tea', quantity: 2 } })
+  assert.equal(add.status, 200)
+  const seen = await server.onOtherWorker<{ items: unknown, pid: number }>(add.pid, 'GET', '/cart', { token })
+  assert.deepEqual(seen.body.items, [{ sku: 'tea', quantity: 2 }])
+  const more = await server.onOtherWorker(seen.pid, 'POST', '/cart/items', { token, body: { sku: 'tea', quantity: 1 } })
+  assert.equal(more.status, 200)
+  const again = await server.onOtherWorker<{ totalQuantity: number }>(more.pid, 'GET', '/cart', { token })
+  assert.equal(again.body.totalQuantity, 3)
+  assert.equal(new Set([add.pid, seen.pid, more.pid, again.pid]).size, 2)
+})
+
+test('a revoked token is refused by every worker', async () => {
+  const { token } = await userToken('dave')
+  const out = await request(port, 'POST', '/logout', { token })
+  assert.equal(out.status, 204)
+  const statuses = await server.distinctPids('/whoami', 2, 60, { token })
+  assert.equal(statuses.size, 2, 'both workers were asked')
+  for (const [pid, status] of statuses) assert.equal(status, 401, `worker ${pid}`)
+})
+
+test('bad input: 400 with a clear message, 401 without a valid token, 413 for a huge body', async () => {
+  const bad = await request<{ message: string }>(port, 'POST', '/users', { body: { username: 'x' } })
+  assert.equal(bad.status, 400)
+  assert.match(bad.body.message, /body must have required property 'password'|body\/username/)
+  const noteWithoutTitle = await request<{ message: string }>(port, 'POST', '/notes', { token: (await userToken('erin')).token, body: { body: 'no title' } })
+  assert.equal(noteWithoutTitle.status, 400)
+  assert.match(noteWithoutTitle.body.message, /required property 'title'/)
+
+  const missing = await request(port, 'GET', '/notes')
+  assert.equal(missing.status, 401)
+  const now = Math.floor(Date.now() / 1000)
+  const forged = signJwt({ sub: '1', username: 'erin', jti: 'x', iat: now, exp: now + 60 }, 'not-the-server-secret-not-the-server-secret')
+  const f = await request(port, 'GET', '/notes', { token: forged })
+  assert.equal(f.status, 401)
+
+  const huge = await request(port, 'POST', '/users', { raw: JSON.stringify({ username: 'huge', password: 'x'.repeat(200_000) }) })
+  assert.equal(huge.status, 413)
+})
+
+test('health is 200 on both workers, each reporting its own pid and worker id', async () => {
+  const seen = new Map<number, number>()
+  for (let i = 0; i < 40 && seen.size < 2; i++) {
+    const r = await request<{ status: string, pid: number, workerId: number }>(port, 'GET', '/health')
+    assert.equal(r.status, 200)
+    assert.equal(r.body.pid, r.pid)
+    seen.set(r.body.workerId, r.body.pid)
+  }
+  assert.deepEqual([...seen.keys()].sort(), [0, 1])
+})
