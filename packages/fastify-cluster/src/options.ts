@@ -1,0 +1,190 @@
+import { availableParallelism } from 'node:os'
+import type { LoggerOptions, Logger } from 'pino'
+import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
+import { errors } from './errors.js'
+
+/** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
+export interface ClusterOptions {
+  /** Worker processes; 1 runs the app in-process with no fork. Env `WORKER_COUNT`. */
+  workers?: number
+  /** Port every worker listens on (0: one random port shared by all workers). Env `PORT`. */
+  port?: number
+  /** Address to listen on. Env `HOST`. */
+  host?: string
+  /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. Env `SHUTDOWN_TIMEOUT`. */
+  shutdownTimeout?: number
+  /** A worker not ready within this many ms is killed and counts as a failed start. */
+  startTimeout?: number
+  /** Restart delays: exponential from `initialDelay` to `maxDelay`, reset after `resetAfter` ms of uptime. */
+  restartBackoff?: Partial<BackoffPolicy>
+  /** Stop respawning when one slot fails `maxFailures` times within `window` ms: the primary exits 1. */
+  crashLoop?: Partial<CrashLoopPolicy>
+  /**
+   * Register `@nclust/fastify-drain` on the app each worker builds (skipped when the app already has it).
+   * `true` (default) uses a drain deadline a little below `shutdownTimeout`; an object is passed to the plugin; `false` opts out.
+   */
+  drain?: boolean | Record<string, unknown>
+  /** A pino logger, pino options, or `false` for silence. Default: pino at `LOG_LEVEL` (info). */
+  logger?: Logger | LoggerOptions | false
+  /** Install SIGTERM/SIGINT handlers (default true). Tests and embedders may drive `close()` themselves. */
+  handleSignals?: boolean
+  /** Where env vars are read from (default `process.env`). */
+  env?: Record<string, string | undefined>
+}
+
+export interface ResolvedOptions {
+  workers: number
+  port: number
+  host: string
+  shutdownTimeout: number
+  startTimeout: number
+  restartBackoff: BackoffPolicy
+  crashLoop: CrashLoopPolicy
+  drain: false | Record<string, unknown>
+  logger: Logger | LoggerOptions | false | undefined
+  handleSignals: boolean
+}
+
+const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling
+
+/**
+ * The one list of options, env vars and defaults. The package README's table is checked against
+ * it by a test, so docs and code cannot drift.
+ */
+export const OPTION_TABLE = [
+  { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism()', allowed: 'an integer from 1 to 1024' },
+  { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
+  { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
+  { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
+  { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
+  { option: 'restartBackoff', env: null, default: '{ initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 }', allowed: 'an object of non-negative integers (factor >= 1)' },
+  { option: 'crashLoop', env: null, default: '{ maxFailures: 10, window: 60000 }', allowed: 'an object of positive integers' },
+  { option: 'drain', env: null, default: 'true', allowed: 'true, false or @nclust/fastify-drain options' },
+  { option: 'logger', env: 'LOG_LEVEL (level only)', default: 'pino at level info', allowed: 'a pino logger, pino options or false' },
+  { option: 'handleSignals', env: null, default: 'true', allowed: 'a boolean' },
+  { option: 'env', env: null, default: 'process.env', allowed: 'an object of strings' }
+] as const
+
+export const DEFAULTS = {
+  port: 3000,
+  host: '0.0.0.0',
+  shutdownTimeout: 30000,
+  startTimeout: 30000,
+  restartBackoff: { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 },
+  crashLoop: { maxFailures: 10, window: 60000 }
+} as const
+
+const KNOWN = new Set<string>(OPTION_TABLE.map((o) => o.option))
+
+function invalid (name: string, value: unknown, allowed: string): Error {
+  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
+  return new errors.NCLUST_INVALID_OPTION(`invalid ${name}: got ${shown}, expected ${allowed}`)
+}
+
+/** Parse an integer strictly: "12" yes; "12abc", "1.5", "", " " no. */
+function toInteger (value: unknown): number | undefined {
+  if (typeof value === 'number') return Number.isInteger(value) ? value : undefined
+  if (typeof value === 'string' && /^[+-]?\d+$/.test(value.trim())) return Number(value.trim())
+  return undefined
+}
+
+/** An integer option that may come from env: the explicit option wins; the error names whichever was used. */
+function integer (
+  options: ClusterOptions, env: Record<string, string | undefined>,
+  key: 'workers' | 'port' | 'shutdownTimeout' | 'startTimeout', envName: string | null,
+  min: number, max: number, fallback: number
+): number {
+  const fromOption = options[key] !== undefined
+  const raw: unknown = fromOption ? options[key] : (envName !== null ? env[envName] : undefined)
+  if (raw === undefined || (!fromOption && raw === '')) return fallback
+  const row = OPTION_TABLE.find((o) => o.option === key)
+  const label = fromOption ? `option "${key}"` : `env ${envName ?? key}`
+  const n = toInteger(raw)
+  if (n === undefined || n < min || n > max) throw invalid(label, raw, row?.allowed ?? `an integer from ${min} to ${max}`)
+  return n
+}
+
+function policy<T extends object> (name: string, value: unknown, defaults: T, check: (k: string, v: number) => boolean, allowed: string): T {
+  if (value === undefined) return { ...defaults }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(`option "${name}"`, value, allowed)
+  const out: Record<string, number> = { ...(defaults as Record<string, number>) }
+  for (const [k, v] of Object.entries(value)) {
+    if (!(k in defaults)) throw new errors.NCLUST_UNKNOWN_OPTION(`unknown option "${name}.${k}", expected one of: ${Object.keys(defaults).join(', ')}`)
+    if (v === undefined) continue
+    if (typeof v !== 'number' || !Number.isFinite(v) || !check(k, v)) throw invalid(`option "${name}.${k}"`, v, allowed)
+    out[k] = v
+  }
+  return out as T
+}
+
+/**
+ * Resolve and validate every option and env var, before anything is forked.
+ * Throws `NCLUST_INVALID_OPTION` / `NCLUST_UNKNOWN_OPTION` with one line naming the option or env
+ * var, the bad value and what is allowed.
+ */
+export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+    throw invalid('options', options, 'an object')
+  }
+  for (const key of Object.keys(options)) {
+    if (!KNOWN.has(key)) throw new errors.NCLUST_UNKNOWN_OPTION(`unknown option "${key}", expected one of: ${[...KNOWN].join(', ')}`)
+  }
+  const env = options.env ?? process.env
+  if (typeof env !== 'object' || env === null) throw invalid('option "env"', env, 'an object of strings')
+
+  const workers = integer(options, env, 'workers', 'WORKER_COUNT', 1, 1024, availableParallelism())
+  const port = integer(options, env, 'port', 'PORT', 0, 65535, DEFAULTS.port)
+  const shutdownTimeout = integer(options, env, 'shutdownTimeout', 'SHUTDOWN_TIMEOUT', 1, MAX_MS, DEFAULTS.shutdownTimeout)
+  const startTimeout = integer(options, env, 'startTimeout', null, 1, MAX_MS, DEFAULTS.startTimeout)
+
+  const hostRaw: unknown = options.host !== undefined ? options.host : env.HOST
+  if (hostRaw !== undefined && (typeof hostRaw !== 'string' || hostRaw.trim() === '')) {
+    throw invalid(options.host !== undefined ? 'option "host"' : 'env HOST', hostRaw, 'a non-empty host name or address')
+  }
+  const host = typeof hostRaw === 'string' ? hostRaw.trim() : DEFAULTS.host
+
+  const restartBackoff = policy<BackoffPolicy>('restartBackoff', options.restartBackoff, DEFAULTS.restartBackoff,
+    (k, v) => k === 'factor' ? v >= 1 : Number.isInteger(v) && v >= 0 && v <= MAX_MS,
+    'a non-negative integer of ms (factor: a number >= 1)')
+  if (restartBackoff.maxDelay < restartBackoff.initialDelay) {
+    throw invalid('option "restartBackoff.maxDelay"', restartBackoff.maxDelay, `a value >= restartBackoff.initialDelay (${restartBackoff.initialDelay})`)
+  }
+  const crashLoop = policy<CrashLoopPolicy>('crashLoop', options.crashLoop, DEFAULTS.crashLoop,
+    (_k, v) => Number.isInteger(v) && v >= 1 && v <= MAX_MS, 'a positive integer')
+
+  let drain: false | Record<string, unknown>
+  if (options.drain === undefined || options.drain === true) drain = {}
+  else if (options.drain === false) drain = false
+  else if (typeof options.drain === 'object' && options.drain !== null && !Array.isArray(options.drain)) drain = { ...options.drain }
+  else throw invalid('option "drain"', options.drain, 'true, false or an object of @nclust/fastify-drain options')
+
+  if (options.handleSignals !== undefined && typeof options.handleSignals !== 'boolean') {
+    throw invalid('option "handleSignals"', options.handleSignals, 'a boolean')
+  }
+  const logger = options.logger
+  if (logger !== undefined && logger !== false && (typeof logger !== 'object' || logger === null)) {
+    throw invalid('option "logger"', logger, 'a pino logger, pino options or false')
+  }
+  if (logger === undefined && env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '' &&
+      !['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(env.LOG_LEVEL)) {
+    throw invalid('env LOG_LEVEL', env.LOG_LEVEL, 'one of fatal, error, warn, info, debug, trace, silent')
+  }
+
+  return {
+    workers,
+    port,
+    host,
+    shutdownTimeout,
+    startTimeout,
+    restartBackoff,
+    crashLoop,
+    drain,
+    logger: logger ?? (env.LOG_LEVEL ? { level: env.LOG_LEVEL } : undefined),
+    handleSignals: options.handleSignals ?? true
+  }
+}
+
+/** The drain plugin's deadline: a little below the cluster's, so the SIGKILL is only a backstop. */
+export function drainTimeoutFor (shutdownTimeout: number): number {
+  return Math.max(1, shutdownTimeout - Math.min(5000, Math.ceil(shutdownTimeout * 0.1)))
+}
