@@ -48,7 +48,14 @@ export function redisRateLimitStore (redis: FastifyRedis, log: FastifyBaseLogger
   let lastWarn = 0
 
   class Store implements RateLimitStore {
-    constructor (private readonly prefix: string = namespace) {}
+    private prefix = namespace
+
+    // The plugin constructs the store with its own options (`new Store(globalParams)`): ignored here.
+    static withPrefix (prefix: string): Store {
+      const store = new Store()
+      store.prefix = prefix
+      return store
+    }
 
     incr (key: string, cb: IncrCallback, timeWindow: number): void {
       const run = scripted.nclustRateLimit
@@ -69,7 +76,7 @@ export function redisRateLimitStore (redis: FastifyRedis, log: FastifyBaseLogger
     }
 
     child (routeOptions: RouteOptions): RateLimitStore {
-      return new Store(`${this.prefix}${routeOptions.routeInfo.method ?? ''}${routeOptions.routeInfo.url ?? ''}:`)
+      return Store.withPrefix(`${this.prefix}${routeOptions.routeInfo.method ?? ''}${routeOptions.routeInfo.url ?? ''}:`)
     }
   }
   return Store as unknown as RateLimitStoreClass

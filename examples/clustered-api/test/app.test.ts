@@ -172,6 +172,17 @@ describe('cart', () => {
   })
 })
 
+describe('rate limit', () => {
+  test('counts per client IP under REDIS_PREFIX, and says so in the headers', async () => {
+    const r = await app.inject({ method: 'GET', url: '/' })
+    assert.equal(r.statusCode, 200)
+    assert.equal(r.headers['x-ratelimit-limit'], '300')
+    const raw = await app.redis.get('rl:127.0.0.1')
+    assert.ok(Number(raw) >= 1, `counter rl:127.0.0.1 = ${raw}`)
+    assert.ok(await app.redis.pttl('rl:127.0.0.1') > 0, 'the window expires')
+  })
+})
+
 describe('health and migrations', () => {
   test('health reports both dependencies', async () => {
     const r = await app.inject({ method: 'GET', url: '/health' })

@@ -92,7 +92,7 @@ export class Server {
       })
     }
     let exitCode: number | null | undefined
-    void this.exited.then((c) => { exitCode = c })
+    child.once('exit', (c) => { exitCode = c })
     // Ready = both workers answered /health (not rate limited) on fresh connections.
     await waitFor('2 workers answering /health', async () => {
       if (exitCode !== undefined) throw new Error(`server exited with ${exitCode}:\n${this.lines.slice(-30).join('\n')}`)

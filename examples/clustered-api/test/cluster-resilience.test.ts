@@ -1,0 +1,131 @@
+// End-to-end on the built server with 2 workers: the cluster-wide rate limit, expired tokens, and
+// dependency outages. Redis and Postgres are reached through TCP proxies the test cuts and restores;
+// the shared services themselves are never touched.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, signJwt } from './helpers.js'
+import { Server, freePort, request } from './cluster-harness.js'
+import { TcpProxy, waitFor } from './proxy.js'
+
+const RATE_LIMIT_MAX = 12
+const { schema, prefix } = isolation('clres')
+const redisProxy = TcpProxy.forUrl(REDIS_URL)
+const pgProxy = TcpProxy.forUrl(DATABASE_URL)
+let server: Server
+let port = 0
+let pids: number[] = []
+
+interface Health { status: string, pid: number, checks: { postgres: { ok: boolean }, redis: { ok: boolean } } }
+
+/** Ask /health on fresh connections until both workers answered `status`; returns their pids. */
+async function bothWorkersHealth (status: number): Promise<number[]> {
+  return await waitFor(`health ${status} on both workers`, async () => {
+    const seen = new Map<number, number>()
+    for (let i = 0; i < 12 && seen.size < 2; i++) {
+      const r = await request<Health>(port, 'GET', '/health')
+      seen.set(r.pid, r.status)
+    }
+    const all = [...seen.values()]
+    return seen.size === 2 && all.every((s) => s === status) && [...seen.keys()].sort()
+  }, 30000, 200)
+}
+
+const forkedCount = (): number => server.logs().filter((l) => l['msg'] === 'worker forked').length
+
+before(async () => {
+  await redisProxy.start()
+  await pgProxy.start()
+  port = await freePort()
+  server = new Server(port, {
+    WORKER_COUNT: '2',
+    DATABASE_URL: pgProxy.rewrite(DATABASE_URL),
+    REDIS_URL: redisProxy.rewrite(REDIS_URL),
+    PG_SCHEMA: schema,
+    REDIS_PREFIX: prefix,
+    JWT_SECRET: TEST_SECRET,
+    RATE_LIMIT_MAX: String(RATE_LIMIT_MAX),
+    RATE_LIMIT_WINDOW: '60000',
+    HEALTH_TIMEOUT: '500',
+    METRICS_PORT: String(await freePort()),
+    SHUTDOWN_TIMEOUT: '10000'
+  })
+  await server.start()
+  pids = await bothWorkersHealth(200)
+})
+
+after(async () => {
+  const code = await server?.stop()
+  await redisProxy.close()
+  await pgProxy.close()
+  await dropSchema(schema)
+  await deleteKeys(prefix)
+  assert.equal(await countKeys(prefix), 0, 'no key left behind')
+  assert.equal(code, 0, 'graceful shutdown exits 0')
+})
+
+test(`the rate limit lets exactly ${RATE_LIMIT_MAX} requests through across both workers`, async () => {
+  // /health is not limited, so the readiness polling above spent nothing of this window.
+  const byStatus = new Map<number, number>()
+  const okPids = new Set<number>()
+  const remaining: number[] = []
+  for (let i = 0; i < RATE_LIMIT_MAX + 8; i++) {
+    const r = await request(port, 'GET', '/')
+    byStatus.set(r.status, (byStatus.get(r.status) ?? 0) + 1)
+    if (r.status === 200) {
+      okPids.add(r.pid)
+      remaining.push(Number(r.headers['x-ratelimit-remaining']))
+    } else {
+      assert.equal(r.status, 429)
+      assert.ok(Number(r.headers['retry-after']) > 0)
+    }
+  }
+  assert.equal(byStatus.get(200), RATE_LIMIT_MAX, 'exactly N allowed, not N per worker')
+  assert.equal(byStatus.get(429), 8)
+  assert.equal(okPids.size, 2, 'both workers served allowed requests')
+  assert.deepEqual(remaining, Array.from({ length: RATE_LIMIT_MAX }, (_, i) => RATE_LIMIT_MAX - 1 - i), 'one shared counter')
+  // Start the other tests with a fresh window: the counters are ours (REDIS_PREFIX) to delete.
+  await deleteKeys(`${prefix}rl:`)
+})
+
+test('an expired token is refused by both workers', async () => {
+  const now = Math.floor(Date.now() / 1000)
+  const expired = signJwt({ sub: '1', username: 'x', jti: 'old', iat: now - 7200, exp: now - 3600 }, TEST_SECRET)
+  const statuses = await server.distinctPids('/whoami', 2, 40, { token: expired })
+  assert.equal(statuses.size, 2)
+  for (const status of statuses.values()) assert.equal(status, 401)
+})
+
+test('redis unreachable: health 503 on both workers, then 200 again with the same pids', async () => {
+  const creds = { username: 'outage', password: 'long enough password' }
+  assert.equal((await request(port, 'POST', '/users', { body: creds })).status, 201)
+  const token = (await request<{ token: string }>(port, 'POST', '/login', { body: creds })).body.token
+
+  await redisProxy.cut()
+  const downPids = await bothWorkersHealth(503)
+  assert.deepEqual(downPids, pids)
+  const cart = await request<{ message: string, requestId: string }>(port, 'GET', '/cart', { token })
+  assert.equal(cart.status, 503)
+  assert.equal(cart.body.requestId, cart.headers['x-request-id'])
+  const login = await request(port, 'POST', '/login', { body: creds })
+  assert.equal(login.status, 200, 'postgres-only routes keep working (rate limiter fails open)')
+
+  await redisProxy.restore()
+  assert.deepEqual(await bothWorkersHealth(200), pids, 'same workers: none was restarted')
+  const back = await request(port, 'GET', '/cart', { token })
+  assert.equal(back.status, 200)
+  assert.equal(forkedCount(), 2, 'no worker was forked again')
+})
+
+test('postgres unreachable: health 503 and database routes 503, then recovery with the same pids', async () => {
+  await pgProxy.cut()
+  assert.deepEqual(await bothWorkersHealth(503), pids)
+  const login = await request<{ message: string }>(port, 'POST', '/login', { body: { username: 'outage', password: 'long enough password' } })
+  assert.equal(login.status, 503)
+  assert.match(login.body.message, /postgres is unavailable/)
+
+  await pgProxy.restore()
+  assert.deepEqual(await bothWorkersHealth(200), pids, 'same workers: none was restarted')
+  const again = await request(port, 'POST', '/login', { body: { username: 'outage', password: 'long enough password' } })
+  assert.equal(again.status, 200)
+  assert.equal(forkedCount(), 2, 'no worker was forked again')
+})
