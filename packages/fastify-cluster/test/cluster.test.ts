@@ -105,7 +105,9 @@ test('a buildApp that always throws trips the crash-loop guard: exit 1, bounded 
   const port = await freePort()
   const p = spawnNode(fixture, {
     env: {
-      WORKER_COUNT: '2', PORT: String(port), FIXTURE_THROW: '1',
+      WORKER_COUNT: '2',
+      PORT: String(port),
+      FIXTURE_THROW: '1',
       FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 20, maxDelay: 100 }),
       FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 4, window: 60000 })
     }
@@ -129,7 +131,7 @@ test('an uncaught exception or unhandled rejection: logged with its stack, worke
   for (const [path, n] of [['/crash', 1], ['/reject', 2]] as const) {
     const r = await get(port, path)
     assert.equal(r.status, 200)
-    const pid = (r.json() as { crashing?: number, rejecting?: number })
+    const pid = r.json() as { crashing?: number, rejecting?: number }
     const victim = pid.crashing ?? pid.rejecting
     const exit = await p.waitForLine((l) => unexpected(l) && l.workerPid === victim, 20000, `exit of ${String(victim)}`)
     assert.equal(exit.code, 1)

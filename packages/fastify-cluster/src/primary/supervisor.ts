@@ -150,7 +150,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
         clearTimeout(p.timer)
         if (msg.ok) p.resolve(msg.payload)
         else p.reject(new errors.NCLUST_REQUEST_FAILED(proc.slot.id, p.channel, msg.error ?? 'unknown error'))
-        return
+        break
       }
       default:
         // 'heartbeat' and worker-initiated 'request' are reserved for the hang watchdog and later channels.
@@ -203,7 +203,12 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     if (reason === 'requested') slot.log.info(line, 'worker exited')
     else slot.log.error(line, 'worker exited unexpectedly')
     events.emit('worker-exit', {
-      workerId: slot.id, pid: proc.pid, generation: proc.generation, code, signal, reason,
+      workerId: slot.id,
+      pid: proc.pid,
+      generation: proc.generation,
+      code,
+      signal,
+      reason,
       ...(proc.fatal !== undefined ? { error: proc.fatal } : {})
     })
 
