@@ -1,11 +1,12 @@
 import { randomUUID } from 'node:crypto'
 import { STATUS_CODES } from 'node:http'
-import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance, type FastifyPluginAsync } from 'fastify'
+import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstance } from 'fastify'
 import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
 import fastifyRedis from '@fastify/redis'
 import fastifyRateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
 import type { WorkerContext } from '@nclust/fastify-cluster'
+import { pidMetrics } from '@nclust/fastify-pidmetrics'
 import { pino } from 'pino'
 import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
@@ -118,8 +119,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     verify: { algorithms: ['HS256'] }
   })
 
-  // Per-worker /metrics, registered before the rate limiter so scrapes are never limited.
-  await registerWorkerMetrics(app)
+  // This worker's own /metrics (series labelled with its pid and worker id); the primary also collects
+  // them over IPC for the cluster-wide scrape. Registered before the rate limiter: scrapes are never limited.
+  await app.register(pidMetrics)
 
   await app.register(fastifyRateLimit, {
     max: config.rateLimitMax,
@@ -144,17 +146,4 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   notesRoutes(app)
   cartRoutes(app)
   return app
-}
-
-/**
- * `pidMetrics` from @nclust/fastify-pidmetrics is being written at the same time as this example:
- * register it when the package exports it, and say so in the log when it does not yet.
- */
-async function registerWorkerMetrics (app: FastifyInstance): Promise<void> {
-  const mod = await import('@nclust/fastify-pidmetrics') as { pidMetrics?: FastifyPluginAsync, default?: unknown }
-  if (typeof mod.pidMetrics === 'function') {
-    await app.register(mod.pidMetrics)
-  } else {
-    app.log.warn('@nclust/fastify-pidmetrics does not export pidMetrics yet: no /metrics on this worker')
-  }
 }

@@ -35,7 +35,8 @@ export interface Config {
   healthTimeout: number
   /** Idle lifetime of a cart in seconds. */
   cartTtl: number
-  metricsPort: number
+  /** Port of the primary's cluster-wide /metrics; null when METRICS_PORT=off. */
+  metricsPort: number | null
   metricsHost: string
 }
 
@@ -61,7 +62,7 @@ const schema = {
     BODY_LIMIT: { type: 'integer', minimum: 1024, maximum: 10485760, default: 16384 },
     HEALTH_TIMEOUT: { type: 'integer', minimum: 50, maximum: 30000, default: 1000 },
     CART_TTL: { type: 'integer', minimum: 1, default: 86400 },
-    METRICS_PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 9091 },
+    METRICS_PORT: { type: 'string', pattern: '^(off|[0-9]{1,5})$', default: '9091' },
     METRICS_HOST: { type: 'string', minLength: 1, default: '127.0.0.1' }
   }
 } as const
@@ -90,7 +91,7 @@ interface RawEnv {
   BODY_LIMIT: number
   HEALTH_TIMEOUT: number
   CART_TTL: number
-  METRICS_PORT: number
+  METRICS_PORT: string
   METRICS_HOST: string
 }
 
@@ -129,6 +130,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
       return { name, problem: `${e.message ?? 'is invalid'}${got !== undefined && !secret ? ` (got "${got}")` : ''}` }
     }))
   }
+  if (raw.METRICS_PORT !== 'off' && Number(raw.METRICS_PORT) > 65535) {
+    throw new ConfigError([{ name: 'METRICS_PORT', problem: `must be a port from 0 to 65535 or "off" (got "${raw.METRICS_PORT}")` }])
+  }
   const production = raw.NODE_ENV === 'production'
   if (production && raw.JWT_SECRET === undefined) {
     throw new ConfigError([{ name: 'JWT_SECRET', problem: 'is required when NODE_ENV=production (at least 32 characters)' }])
@@ -152,7 +156,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     bodyLimit: raw.BODY_LIMIT,
     healthTimeout: raw.HEALTH_TIMEOUT,
     cartTtl: raw.CART_TTL,
-    metricsPort: raw.METRICS_PORT,
+    metricsPort: raw.METRICS_PORT === 'off' ? null : Number(raw.METRICS_PORT),
     metricsHost: raw.METRICS_HOST
   }
 }

@@ -1,6 +1,7 @@
 import cluster from 'node:cluster'
 import { randomBytes } from 'node:crypto'
-import { startClustered, type PrimaryHandle } from '@nclust/fastify-cluster'
+import { startClustered } from '@nclust/fastify-cluster'
+import { clusterMetrics } from '@nclust/fastify-pidmetrics'
 import { pino, type Logger } from 'pino'
 import { buildApp } from './app.js'
 import { ConfigError, loadConfig, poolSizePerWorker, type Config } from './config.js'
@@ -43,7 +44,15 @@ const handle = await startClustered((ctx) => buildApp(ctx, config), {
   shutdownTimeout: config.shutdownTimeout
 })
 
-if (handle.role === 'primary') await serveClusterMetrics(handle, config)
+// The cluster-wide scrape: the primary asks every worker over IPC and serves one exposition with a
+// pid/worker label per series on METRICS_PORT (closed by the cluster's shutdown). In a worker or in
+// single mode it serves nothing: each worker's own /metrics on the app port is the target then.
+const metrics = await clusterMetrics(handle, config.metricsPort === null
+  ? { enabled: false }
+  : { port: config.metricsPort, host: config.metricsHost })
+if (metrics.enabled) {
+  pino({ level: config.logLevel }).child({ role: 'primary' }).info({ url: metrics.url }, 'cluster metrics listening')
+}
 
 /**
  * Every worker must sign and verify with the same secret, or a token issued by worker 0 is refused
@@ -72,25 +81,4 @@ async function migrateOrExit (cfg: Config, log: Logger): Promise<void> {
     log.fatal({ err }, 'migrations failed: is Postgres reachable at DATABASE_URL?')
     process.exit(1)
   }
-}
-
-/**
- * The cluster-wide scrape (every worker's metrics, labelled by pid) served by the primary on
- * METRICS_PORT. `clusterMetrics` is being written at the same time as this example: use it when
- * the package exports it.
- */
-async function serveClusterMetrics (primary: PrimaryHandle, cfg: Config): Promise<void> {
-  const log = pino({ level: cfg.logLevel }).child({ role: 'primary' })
-  const mod = await import('@nclust/fastify-pidmetrics') as {
-    clusterMetrics?: (h: PrimaryHandle, o: { port: number, host: string }) => unknown
-  }
-  if (typeof mod.clusterMetrics !== 'function') {
-    log.warn('@nclust/fastify-pidmetrics does not export clusterMetrics yet: no cluster-wide /metrics')
-    return
-  }
-  const server = await mod.clusterMetrics(primary, { port: cfg.metricsPort, host: cfg.metricsHost })
-  if (typeof (server as { close?: unknown } | undefined)?.close === 'function') {
-    primary.onClose(async () => { await (server as { close: () => unknown }).close() })
-  }
-  log.info({ port: cfg.metricsPort, host: cfg.metricsHost }, 'cluster metrics listening')
 }

@@ -183,6 +183,15 @@ describe('rate limit', () => {
   })
 })
 
+describe('metrics', () => {
+  test('/metrics serves this worker\'s series with its pid, and is not rate limited', async () => {
+    const r = await app.inject({ method: 'GET', url: '/metrics' })
+    assert.equal(r.statusCode, 200)
+    assert.match(r.body, new RegExp(`pid="${process.pid}"`))
+    assert.equal(r.headers['x-ratelimit-limit'], undefined)
+  })
+})
+
 describe('health and migrations', () => {
   test('health reports both dependencies', async () => {
     const r = await app.inject({ method: 'GET', url: '/health' })

@@ -10,6 +10,7 @@ import { Server, freePort, request } from './cluster-harness.js'
 const { schema, prefix } = isolation('cluster')
 let server: Server
 let port = 0
+let metricsPort = 0
 
 async function userToken (username: string): Promise<{ token: string, pid: number }> {
   const creds = { username, password: 'correct horse battery' }
@@ -28,7 +29,7 @@ before(async () => {
     REDIS_URL,
     PG_SCHEMA: schema,
     REDIS_PREFIX: prefix,
-    METRICS_PORT: String(await freePort()),
+    METRICS_PORT: String(metricsPort = await freePort()),
     SHUTDOWN_TIMEOUT: '10000',
     JWT_SECRET: ''
   })
@@ -126,4 +127,16 @@ test('health is 200 on both workers, each reporting its own pid and worker id', 
     seen.set(r.body.workerId, r.body.pid)
   }
   assert.deepEqual([...seen.keys()].sort(), [0, 1])
+})
+
+test('metrics: each worker serves its own /metrics, the primary one scrape labelled by pid', async () => {
+  const own = await request<string>(port, 'GET', '/metrics')
+  assert.equal(own.status, 200)
+  assert.match(own.body, new RegExp(`pid="${own.pid}"`))
+  const all = await request<string>(metricsPort, 'GET', '/metrics')
+  assert.equal(all.status, 200)
+  const [a, b] = [...(await server.distinctPids('/health', 2, 40)).keys()]
+  assert.match(all.body, new RegExp(`pid="${a}"`))
+  assert.match(all.body, new RegExp(`pid="${b}"`))
+  assert.match(all.body, /http_requests_total\{[^}]*route="\/notes\/:id"/, 'route metrics use the route pattern')
 })

@@ -43,6 +43,14 @@ test('production refuses to start without JWT_SECRET and without explicit servic
   assert.equal(c.jwtSecret, 'x'.repeat(32))
 })
 
+test('METRICS_PORT takes a port or "off"', () => {
+  assert.equal(loadConfig({}).metricsPort, 9091)
+  assert.equal(loadConfig({ METRICS_PORT: '0' }).metricsPort, 0)
+  assert.equal(loadConfig({ METRICS_PORT: 'off' }).metricsPort, null)
+  assert.throws(() => loadConfig({ METRICS_PORT: 'on' }), /METRICS_PORT/)
+  assert.throws(() => loadConfig({ METRICS_PORT: '70000' }), /METRICS_PORT must be a port/)
+})
+
 test('pool size: a share of the budget, at most 5 and at least 1 per worker', () => {
   assert.equal(poolSizePerWorker(80, 1), 5)
   assert.equal(poolSizePerWorker(80, 2), 5)
