@@ -1,0 +1,51 @@
+// Type test: checked by `pnpm typecheck` (tsconfig.test.json), never run. It fails the build if a
+// public type stops being exported or changes shape.
+import type { FastifyInstance } from 'fastify'
+import {
+  startClustered, onPrimaryRequest, currentWorker, resolveOptions, errors,
+  type ClusterHandle, type PrimaryHandle, type WorkerHandle, type SingleHandle, type WorkerContext,
+  type WorkerInfo, type WorkerExitEvent, type ClusterOptions, type RequestResult, type BuildApp, type ExitReason
+} from '@nclust/fastify-cluster'
+
+declare const app: FastifyInstance
+
+const build: BuildApp = (ctx: WorkerContext) => {
+  const id: number = ctx.workerId
+  const n: number = ctx.workers
+  const single: boolean = ctx.single
+  ctx.logger.info({ id, n, single }, 'building')
+  return app
+}
+
+const options: ClusterOptions = { workers: 2, port: 0, host: '127.0.0.1', shutdownTimeout: 1000, restartBackoff: { initialDelay: 10 }, crashLoop: { maxFailures: 3 } }
+// @ts-expect-error unknown keys are a type error too
+const typo: ClusterOptions = { wrokers: 2 }
+void typo
+
+export async function check (): Promise<void> {
+  const handle: ClusterHandle = await startClustered(build, options)
+  if (handle.role === 'primary') {
+    const p: PrimaryHandle = handle
+    const list: WorkerInfo[] = p.workers()
+    p.events.on('worker-exit', (e: WorkerExitEvent) => {
+      const reason: ExitReason = e.reason
+      void reason
+    })
+    const all: Array<RequestResult<string>> = await p.requestAll<string>('x', undefined, { timeout: 10 })
+    const code: number = await p.close()
+    void list; void all; void code
+  } else if (handle.role === 'worker') {
+    const w: WorkerHandle = handle
+    const a: FastifyInstance = w.app
+    void a
+  } else {
+    const s: SingleHandle = handle
+    await s.close()
+  }
+  const off: () => void = onPrimaryRequest('x', async () => 1)
+  off()
+  const ctx: WorkerContext | undefined = currentWorker()
+  void ctx
+  void resolveOptions({ workers: 1 }).workers.toFixed()
+  void new errors.NCLUST_INVALID_OPTION('x').code
+}
