@@ -51,6 +51,17 @@ export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop', sign
 export interface StateEvent { workerId: number, pid: number, generation: number, from: WorkerState | null, to: WorkerState }
 export interface CrashLoopEvent { workerId: number, failures: number, windowMs: number, lastCode: number | null, lastSignal: NodeJS.Signals | null }
 export interface ClosedEvent { code: number, killed: Array<{ workerId: number, pid: number }> }
+/** Outcome of a rolling reload. On failure the slots not yet replaced keep their old workers. */
+export interface ReloadResult {
+  ok: boolean
+  /** Slots whose worker was replaced by a new generation. */
+  replaced: number
+  ms: number
+  /** The slot whose new worker failed to start, and why. */
+  failedWorkerId?: number
+  reason?: string
+}
+export type ReloadEvent = { phase: 'start' } | ({ phase: 'done' } & ReloadResult)
 
 export interface SupervisorEvents {
   'worker-ready': [WorkerReadyEvent]
@@ -60,6 +71,7 @@ export interface SupervisorEvents {
   state: [StateEvent]
   'crash-loop': [CrashLoopEvent]
   closed: [ClosedEvent]
+  reload: [ReloadEvent]
 }
 
 export interface RequestOptions {
@@ -86,6 +98,12 @@ export interface PrimaryHandle {
   requestAll<T = unknown>(channel: string, payload?: unknown, options?: RequestOptions): Promise<Array<RequestResult<T>>>
   /** Run `fn` during shutdown after the workers are gone (e.g. close a metrics server). */
   onClose (fn: () => void | Promise<void>): void
+  /**
+   * Rolling reload (also on SIGHUP): for each slot in turn, fork its next generation, wait until it
+   * is ready, then drain and stop the old worker; stop at the first new worker that fails to start
+   * and keep the old ones serving. A reload already running is joined, not restarted.
+   */
+  reload (): Promise<ReloadResult>
   /** Graceful shutdown of every worker; resolves with the exit code the primary would use. Does not exit the process. */
   close (): Promise<number>
   /** Resolves once every slot has been ready at least once (rejects if the supervisor shuts down first). */

@@ -2,7 +2,7 @@ import cluster, { type Worker } from 'node:cluster'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
 import type {
-  ExitReason, PrimaryHandle, RequestOptions, RequestResult, SupervisorEvents, WorkerInfo, WorkerState
+  ExitReason, PrimaryHandle, ReloadResult, RequestOptions, RequestResult, SupervisorEvents, WorkerInfo, WorkerState
 } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
@@ -14,10 +14,14 @@ import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } fr
 /**
  * The primary's state machine, top to bottom:
  *
- *   fork(slot) ─► starting ──ready msg──► ready ──shutdown──► draining ──exit──► stopped
+ *   fork(slot) ─► starting ──ready msg──► ready ──shutdown/reload──► draining ──exit──► stopped
  *                    │                      │
  *                    └──exit / start timeout┴──(not requested)──► backoff ─► fork(slot), generation+1
  *                                                                   └─ too many in the window ─► crash loop: shut down, exit 1
+ *
+ * A reload forks a slot's next generation as a *candidate* beside the serving worker; only once the
+ * candidate is ready does it become the slot's worker and the old one drain. A candidate that dies
+ * before ready fails the reload (no backoff, no crash-loop count): the old worker keeps serving.
  *
  * A slot is a stable worker id 0..n-1; each fork into it is a new generation. Every transition is
  * logged and emitted as a `state` event. The primary never builds the app and never listens.
@@ -50,6 +54,8 @@ interface Proc {
   /** The primary asked this worker to exit: its exit is never replaced. */
   requested: boolean
   startTimedOut: boolean
+  /** Forked by a reload and not ready yet: the slot's old worker still serves. */
+  candidate: boolean
   /** Last fatal error the worker reported before dying. */
   fatal: string | undefined
   startTimer: NodeJS.Timeout | undefined
@@ -86,6 +92,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   let exitCode = 0
   let killTimer: NodeJS.Timeout | undefined
   let resolveFinished: ((code: number) => void) | undefined
+  let reloading: Promise<ReloadResult> | undefined
   const killed: Array<{ workerId: number, pid: number }> = []
   let readyWaiters: Array<{ resolve: () => void, reject: (err: Error) => void }> = []
 
@@ -97,7 +104,8 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   }
 
   // ── fork ──────────────────────────────────────────────────────────────────────────────────
-  function fork (slot: Slot): void {
+  function fork (slot: Slot, candidate = false): Proc {
+    clearTimeout(slot.restartTimer)
     slot.restartTimer = undefined
     slot.generation += 1
     const worker = cluster.fork({
@@ -115,12 +123,13 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
       readyAt: undefined,
       requested: false,
       startTimedOut: false,
+      candidate,
       fatal: undefined,
       startTimer: undefined
     }
     procs.set(worker.id, proc)
-    slot.current = proc
-    slot.log.info({ workerPid: proc.pid, generation: proc.generation }, 'worker forked')
+    if (!candidate) slot.current = proc
+    slot.log.info({ workerPid: proc.pid, generation: proc.generation, candidate }, 'worker forked')
     events.emit('state', { workerId: slot.id, pid: proc.pid, generation: proc.generation, from: null, to: 'starting' })
 
     proc.startTimer = setTimeout(() => {
@@ -133,6 +142,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     worker.on('message', (raw: unknown) => { if (isWorkerMessage(raw)) onMessage(proc, raw) })
     worker.on('error', (err) => { slot.log.debug({ err, workerPid: proc.pid }, 'worker channel error') })
     worker.on('exit', (code, signal) => onExit(proc, code, signal as NodeJS.Signals | null))
+    return proc
   }
 
   // ── messages from a worker ────────────────────────────────────────────────────────────────
@@ -162,6 +172,13 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     clearTimeout(proc.startTimer)
     proc.readyAt = now()
     const slot = proc.slot
+    if (proc.candidate) {
+      // A reload's new generation takes over the slot; the reload drains the old worker.
+      proc.candidate = false
+      clearTimeout(slot.restartTimer)
+      slot.restartTimer = undefined
+      slot.current = proc
+    }
     transition(proc, 'ready')
     const startMs = proc.readyAt - proc.startedAt
     slot.log.info({ workerPid: proc.pid, generation: proc.generation, startMs }, 'worker ready')
@@ -212,6 +229,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
       ...(proc.fatal !== undefined ? { error: proc.fatal } : {})
     })
 
+    if (proc.candidate) return // the reload that forked it reports the failure; the old worker serves on
     if (shuttingDown !== undefined) {
       // A worker that could not close cleanly makes the whole shutdown unclean.
       if (code !== 0 || signal !== null) exitCode = 1
@@ -238,7 +256,11 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     slot.restarts += 1
     slot.log.warn({ attempt: slot.consecutive, delay, reason }, `restarting worker ${slot.id} in ${delay}ms`)
     events.emit('restart', { workerId: slot.id, attempt: slot.consecutive, delay, reason })
-    slot.restartTimer = setTimeout(() => fork(slot), delay)
+    slot.restartTimer = setTimeout(() => {
+      // A reload's candidate may already be on its way into this slot.
+      const candidate = [...procs.values()].some((p) => p.slot === slot && p.candidate)
+      if (slot.current === undefined && !candidate) fork(slot)
+    }, delay)
   }
 
   // ── shutdown ──────────────────────────────────────────────────────────────────────────────
@@ -305,6 +327,66 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     })()
   }
 
+  // ── rolling reload ────────────────────────────────────────────────────────────────────────
+  /** Resolves with 'ready' or, if the process exits first, its exit reason. */
+  function settled (proc: Proc): Promise<'ready' | ExitReason> {
+    return new Promise((resolve) => {
+      const onReadyEvent = (e: { pid: number }): void => { if (e.pid === proc.pid) done('ready') }
+      const onExitEvent = (e: { pid: number, reason: ExitReason }): void => { if (e.pid === proc.pid) done(e.reason) }
+      function done (outcome: 'ready' | ExitReason): void {
+        events.off('worker-ready', onReadyEvent)
+        events.off('worker-exit', onExitEvent)
+        resolve(outcome)
+      }
+      events.on('worker-ready', onReadyEvent)
+      events.on('worker-exit', onExitEvent)
+    })
+  }
+
+  /** Ask `proc` to drain and exit; SIGKILL it at shutdownTimeout. Resolves once it is gone. */
+  function retire (proc: Proc): Promise<void> {
+    if (!procs.has(proc.worker.id)) return Promise.resolve()
+    const gone = new Promise<void>((resolve) => proc.worker.once('exit', () => resolve()))
+    const timer = setTimeout(() => {
+      proc.slot.log.error({ workerPid: proc.pid }, `old worker still alive after ${options.shutdownTimeout}ms: SIGKILL`)
+      proc.worker.process.kill('SIGKILL')
+    }, options.shutdownTimeout)
+    askToExit(proc, 'reload')
+    return gone.finally(() => clearTimeout(timer))
+  }
+
+  function reload (): Promise<ReloadResult> {
+    if (reloading !== undefined) return reloading
+    const started = now()
+    const result = (fields: Omit<ReloadResult, 'ms'>): ReloadResult => ({ ...fields, ms: now() - started })
+    reloading = (async (): Promise<ReloadResult> => {
+      log.info({ workers: slots.length }, 'rolling reload: one slot at a time')
+      events.emit('reload', { phase: 'start' })
+      let replaced = 0
+      for (const slot of slots) {
+        if (shuttingDown !== undefined) return result({ ok: false, replaced, reason: 'shutdown began' })
+        const old = slot.current
+        const next = fork(slot, true)
+        const outcome = await settled(next)
+        if (outcome !== 'ready') {
+          slot.log.error({ workerPid: next.pid, generation: next.generation, outcome },
+            `rolling reload stopped: worker ${slot.id} generation ${next.generation} did not start (${outcome}); the old workers keep serving`)
+          // A slot left empty by a crash during the reload gets its normal restart.
+          if (slot.current === undefined && slot.restartTimer === undefined && shuttingDown === undefined) fork(slot)
+          return result({ ok: false, replaced, failedWorkerId: slot.id, reason: outcome })
+        }
+        if (old !== undefined) await retire(old)
+        replaced += 1
+      }
+      return result({ ok: true, replaced })
+    })().then((r) => {
+      log[r.ok ? 'info' : 'error']({ ...r }, r.ok ? `rolling reload done: ${r.replaced} workers replaced` : 'rolling reload failed')
+      events.emit('reload', { phase: 'done', ...r })
+      return r
+    }).finally(() => { reloading = undefined })
+    return reloading
+  }
+
   // ── request/reply over IPC ────────────────────────────────────────────────────────────────
   function request<T> (workerId: number, channel: string, payload?: unknown, opts: RequestOptions = {}): Promise<T> {
     const timeout = opts.timeout ?? 1000
@@ -347,13 +429,18 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     log.info({ signal }, `${signal} received`)
     void shutdown('signal', signal).then((code) => process.exit(code))
   }
+  function onSighup (): void {
+    if (shuttingDown === undefined) void reload()
+  }
   function removeSignalHandlers (): void {
     process.removeListener('SIGTERM', onSignal)
     process.removeListener('SIGINT', onSignal)
+    process.removeListener('SIGHUP', onSighup)
   }
   if (options.handleSignals) {
     process.on('SIGTERM', onSignal)
     process.on('SIGINT', onSignal)
+    process.on('SIGHUP', onSighup)
   }
 
   // ── start ─────────────────────────────────────────────────────────────────────────────────
@@ -372,6 +459,9 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     request,
     requestAll,
     onClose (fn) { closeHooks.push(fn) },
+    reload: () => shuttingDown !== undefined
+      ? Promise.resolve({ ok: false, replaced: 0, ms: 0, reason: 'shutting down' })
+      : reload(),
     close: () => shutdown('close'),
     ready () {
       if (slots.every((s) => s.everReady)) return Promise.resolve()

@@ -1,0 +1,89 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { fileURLToPath } from 'node:url'
+import { Pool } from 'undici'
+import { freePort, distinct, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+
+const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
+const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
+
+async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string> = {}): Promise<{ p: Spawned, port: number }> {
+  const port = await freePort()
+  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
+  t.after(() => p.cleanup())
+  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 30000)
+  return { p, port }
+}
+
+/** Keep-alive load until `stop()`; counts every status and every error: nothing may be lost. */
+function load (port: number, connections: number): { stop: () => Promise<{ statuses: Map<number, number>, errors: string[], total: number }> } {
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections, pipelining: 1, keepAliveTimeout: 30000 })
+  const statuses = new Map<number, number>()
+  const errors: string[] = []
+  const state = { running: true }
+  let total = 0
+  const loops = Array.from({ length: connections }, async () => {
+    while (state.running) {
+      try {
+        const res = await pool.request({ path: '/', method: 'GET' })
+        await res.body.text()
+        statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
+      } catch (err) {
+        errors.push(`${(err as { code?: string }).code ?? ''} ${(err as Error).message}`)
+      }
+      total += 1
+    }
+  })
+  return {
+    async stop () {
+      state.running = false
+      await Promise.all(loops)
+      await pool.close()
+      return { statuses, errors, total }
+    }
+  }
+}
+
+test('SIGHUP rolls every slot to a new generation under keep-alive load with zero failed requests', async (t) => {
+  const { p, port } = await startCluster(t)
+  const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
+  const traffic = load(port, 16)
+  await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 200, 'load flowing', 20000)
+  p.child.kill('SIGHUP')
+  const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
+  // keep the load on the new generation for a moment, counted like the rest
+  const before = p.lines.length
+  await waitFor(() => p.lines.length > before + 100, 'load on the new generation', 20000)
+  const { statuses, errors, total } = await traffic.stop()
+
+  t.diagnostic(`reload under load: ${total} requests, ${errors.length} errors, statuses ${JSON.stringify([...statuses])}, reload ${String(done.ms)}ms`)
+  assert.equal(done.replaced, 2)
+  assert.deepEqual(errors, [], 'no request failed at the socket level (no ECONNRESET, no socket hang up)')
+  assert.deepEqual([...statuses.keys()], [200], `only 200s (got ${JSON.stringify([...statuses])})`)
+  assert.ok(total > 300, `a real load went through (${total} requests)`)
+  for (const pid of oldPids) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`)
+  const seen = await distinct(port, '/', (b: { workerId: number, generation: number, pid: number }) => `${b.workerId}/${b.generation}/${b.pid}`, 2)
+  for (const s of seen) {
+    const [, generation, pid] = s.split('/').map(Number)
+    assert.equal(generation, 1)
+    assert.ok(!oldPids.includes(pid!))
+  }
+  assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+})
+
+test('a reload whose new generation cannot start stops at the first slot and keeps the old workers serving', async (t) => {
+  const { p, port } = await startCluster(t, { FIXTURE_FAIL_RELOAD: '1' })
+  const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number).sort()
+  p.child.kill('SIGHUP')
+  const failed = await p.waitForLine((l) => l.msg === 'rolling reload failed', 30000, 'the failed reload')
+  assert.equal(failed.failedWorkerId, 0)
+  assert.equal(failed.replaced, 0)
+  assert.equal(failed.reason, 'start-failed')
+  const seen = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
+  assert.deepEqual([...seen].sort(), oldPids, 'the same two old workers still serve')
+  assert.equal(p.lines.filter((l) => l.msg?.startsWith('restarting worker') === true).length, 0, 'a failed candidate is not restarted in a loop')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+})
