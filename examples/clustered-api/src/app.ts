@@ -12,6 +12,7 @@ import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
 import { DependencyUnavailableError } from './errors.js'
 import { redisRateLimitStore } from './rate-limit-store.js'
+import { connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
 import { notesRoutes } from './routes/notes.js'
 import { cartRoutes } from './routes/cart.js'
@@ -92,26 +93,15 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   // listener the 'error' event would crash the worker. The pool drops it and opens a new one on demand.
   app.pg.pool.on('error', (err) => app.log.warn({ err: err.message }, 'postgres pool: idle connection lost'))
 
-  await app.register(fastifyRedis, {
-    url: config.redisUrl,
-    keyPrefix: config.redisPrefix,
-    // Fail fast while Redis is away instead of queueing commands (and requests) until it returns...
-    enableOfflineQueue: false,
-    maxRetriesPerRequest: 1,
-    connectTimeout: 2000,
-    commandTimeout: 1000,
-    // ...and keep reconnecting in the background, so service comes back by itself.
-    retryStrategy: (times: number) => Math.min(times * 200, 2000)
-  })
-  let redisDown = false
-  app.redis.on('error', (err: Error) => {
-    if (!redisDown) app.log.warn({ err: err.message }, 'redis connection lost, reconnecting')
-    redisDown = true
-  })
-  app.redis.on('ready', () => {
-    if (redisDown) app.log.info('redis connection restored')
-    redisDown = false
-  })
+  const redis = createRedis(config.redisUrl, config.redisPrefix, app.log)
+  try {
+    await connectRedis(redis, config.redisUrl, config.redisStartTimeout)
+  } catch (err) {
+    await app.close() // the pg pool registered above
+    throw err
+  }
+  // @fastify/redis decorates app.redis with our client and quits it when the app closes.
+  await app.register(fastifyRedis, { client: redis, closeClient: true })
 
   await app.register(fastifyJwt, {
     secret: config.jwtSecret,

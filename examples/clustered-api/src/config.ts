@@ -33,6 +33,8 @@ export interface Config {
   bodyLimit: number
   /** Timeout of each /health dependency check in milliseconds. */
   healthTimeout: number
+  /** How long a starting worker waits for Redis before giving up (the supervisor retries it), ms. */
+  redisStartTimeout: number
   /** Idle lifetime of a cart in seconds. */
   cartTtl: number
   /** Port of the primary's cluster-wide /metrics; null when METRICS_PORT=off. */
@@ -55,6 +57,7 @@ const schema = {
     PG_POOL_TOTAL: { type: 'integer', minimum: 1, maximum: 10000, default: 80 },
     REDIS_URL: { type: 'string', pattern: '^rediss?://' },
     REDIS_PREFIX: { type: 'string', maxLength: 64, default: 'nclust:' },
+    REDIS_START_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 },
     JWT_SECRET: { type: 'string', minLength: 32 },
     JWT_EXPIRES_IN: { type: 'integer', minimum: 1, maximum: 2592000, default: 3600 },
     RATE_LIMIT_MAX: { type: 'integer', minimum: 1, default: 300 },
@@ -84,6 +87,7 @@ interface RawEnv {
   PG_POOL_TOTAL: number
   REDIS_URL: string
   REDIS_PREFIX: string
+  REDIS_START_TIMEOUT: number
   JWT_SECRET?: string
   JWT_EXPIRES_IN: number
   RATE_LIMIT_MAX: number
@@ -149,6 +153,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     pgPoolTotal: raw.PG_POOL_TOTAL,
     redisUrl: raw.REDIS_URL,
     redisPrefix: raw.REDIS_PREFIX,
+    redisStartTimeout: raw.REDIS_START_TIMEOUT,
     jwtSecret: raw.JWT_SECRET,
     jwtExpiresIn: raw.JWT_EXPIRES_IN,
     rateLimitMax: raw.RATE_LIMIT_MAX,

@@ -104,3 +104,19 @@ test('postgres away: health 503, database routes 503; then recovery', async () =
   const created = await app.inject({ method: 'POST', url: '/notes', headers: auth, payload: { title: 'after the outage' } })
   assert.equal(created.statusCode, 201, created.body)
 })
+
+test('a worker does not start without Redis: a clear error naming REDIS_URL, no hang, no crash', async () => {
+  const dead = new TcpProxy('127.0.0.1', 1)
+  await dead.start()
+  await dead.cut() // a port where nothing listens any more
+  const config = loadConfig({
+    DATABASE_URL, REDIS_URL: `redis://:secret@127.0.0.1:${dead.port}`, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', REDIS_START_TIMEOUT: '1500'
+  })
+  const started = Date.now()
+  await assert.rejects(buildApp({ workerId: 0, workers: 1 }, config), (err: Error) => {
+    assert.match(err.message, /Redis is not reachable at redis:\/\/127\.0\.0\.1:\d+\/? after 1500 ms.*REDIS_URL/)
+    assert.doesNotMatch(err.message, /secret/, 'the password is not logged')
+    return true
+  })
+  assert.ok(Date.now() - started < 6000)
+})
