@@ -1,0 +1,56 @@
+// One benchmark server variant, started by bench/pidmetrics.mjs (pinned with taskset -c 0).
+// Prints "READY <port>" on stdout once listening. GET /__cpu answers this process's CPU time in µs
+// (user + system), so the driver measures server CPU per request without counting its own work.
+import Fastify from 'fastify'
+
+const variant = process.argv[2] ?? 'bare'
+const app = Fastify({ logger: false })
+
+switch (variant) {
+  case 'bare':
+    break
+  case 'empty-hook':
+    app.addHook('onResponse', (_request, _reply, done) => { done() })
+    break
+  case 'pidmetrics': {
+    const { pidMetrics } = await import('@nclust/fastify-pidmetrics')
+    await app.register(pidMetrics)
+    break
+  }
+  case 'pidmetrics-no-default': {
+    const { pidMetrics } = await import('@nclust/fastify-pidmetrics')
+    await app.register(pidMetrics, { defaultMetrics: false })
+    break
+  }
+  case 'prom-histogram': {
+    // The usual per-request way: a prom-client Histogram and Counter updated in onResponse.
+    const { Histogram, Counter } = await import('prom-client')
+    const labelNames = ['method', 'route', 'status_code']
+    const h = new Histogram({ name: 'http_request_duration_seconds', help: 'h', labelNames })
+    const c = new Counter({ name: 'http_requests_total', help: 'c', labelNames })
+    app.addHook('onResponse', (request, reply, done) => {
+      const labels = { method: request.method, route: request.routeOptions.url ?? '__not_found__', status_code: reply.statusCode }
+      h.observe(labels, reply.elapsedTime / 1000)
+      c.inc(labels)
+      done()
+    })
+    break
+  }
+  case 'fastify-metrics': {
+    const { default: fastifyMetrics } = await import('fastify-metrics')
+    await app.register(fastifyMetrics.default ?? fastifyMetrics, { endpoint: '/metrics' })
+    break
+  }
+  default:
+    console.error(`unknown variant ${variant}`)
+    process.exit(2)
+}
+
+app.get('/', async () => ({ hello: 'world' }))
+app.get('/__cpu', { config: { disableMetrics: true } }, async () => {
+  const u = process.cpuUsage()
+  return { us: u.user + u.system }
+})
+await app.listen({ port: 0, host: '127.0.0.1' })
+process.stdout.write(`READY ${app.server.address().port}\n`)
+process.on('SIGTERM', () => { app.close().then(() => process.exit(0)) })

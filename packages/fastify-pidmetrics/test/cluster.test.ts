@@ -1,0 +1,232 @@
+// Real clusters: the fixture is forked as a real primary with 2 real workers, scraped over HTTP.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn, type ChildProcess } from 'node:child_process'
+import { createServer } from 'node:net'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { request } from 'undici'
+import { PROMETHEUS, samples, sumOf } from './helpers.js'
+
+const FIXTURE = fileURLToPath(new URL('./fixtures/cluster.mjs', import.meta.url))
+
+async function freePort (): Promise<number> {
+  return await new Promise((resolve, reject) => {
+    const s = createServer()
+    s.once('error', reject)
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port
+      s.close(() => resolve(port))
+    })
+  })
+}
+
+interface Line { msg: string, [k: string]: unknown }
+interface Cluster {
+  child: ChildProcess
+  port: number
+  metricsUrl: string
+  workers: Array<{ workerId: number, pid: number }>
+  lines: Line[]
+  waitFor: (pred: (l: Line) => boolean, ms: number, what: string) => Promise<Line>
+  stop: () => Promise<void>
+}
+
+async function startCluster (env: Record<string, string> = {}): Promise<Cluster> {
+  const port = await freePort()
+  const child = spawn(process.execPath, [FIXTURE], {
+    env: { ...process.env, WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env },
+    stdio: ['ignore', 'pipe', 'pipe']
+  })
+  const lines: Line[] = []
+  const waiters: Array<{ pred: (l: Line) => boolean, resolve: (l: Line) => void }> = []
+  let stderr = ''
+  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
+  let buf = ''
+  child.stdout?.on('data', (d: Buffer) => {
+    buf += d.toString()
+    let i
+    while ((i = buf.indexOf('\n')) >= 0) {
+      const raw = buf.slice(0, i)
+      buf = buf.slice(i + 1)
+      let line: Line
+      try { line = JSON.parse(raw) as Line } catch { continue }
+      lines.push(line)
+      for (const w of [...waiters]) if (w.pred(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line) }
+    }
+  })
+  const waitFor = async (pred: (l: Line) => boolean, ms: number, what: string): Promise<Line> => {
+    const seen = lines.find(pred)
+    if (seen !== undefined) return seen
+    return await new Promise<Line>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no "${what}" within ${ms} ms; stderr: ${stderr.slice(-2000)}`)), ms)
+      const onExit = (code: number | null): void => { clearTimeout(timer); reject(new Error(`cluster exited (${code}) before "${what}"; stderr: ${stderr.slice(-2000)}`)) }
+      child.once('exit', onExit)
+      waiters.push({ pred, resolve: (l) => { clearTimeout(timer); child.off('exit', onExit); resolve(l) } })
+    })
+  }
+  const stop = async (): Promise<void> => {
+    if (child.exitCode !== null || child.signalCode !== null) return
+    const exited = new Promise((resolve) => child.once('exit', resolve))
+    child.kill('SIGTERM')
+    const t = setTimeout(() => child.kill('SIGKILL'), 15_000)
+    await exited
+    clearTimeout(t)
+  }
+  let ready: Line
+  try {
+    ready = await Promise.race([
+      waitFor((l) => l.msg === 'ready', 60_000, 'ready'),
+      waitFor((l) => l.msg === 'event worker-exit' && (l.event as { reason?: string }).reason === 'start-failed', 60_000, 'start failure')
+        .then((l) => { throw new Error(`a worker failed to start: ${JSON.stringify(l.event)}`) })
+    ])
+  } catch (err) {
+    child.kill('SIGKILL')
+    throw err
+  }
+  return { child, port, metricsUrl: String(ready.metricsUrl), workers: ready.workers as Cluster['workers'], lines, waitFor, stop }
+}
+
+async function scrape (url: string): Promise<{ ms: number, s: ReturnType<typeof samples>, body: string }> {
+  const t0 = Date.now()
+  const res = await request(url, { headersTimeout: 30_000, bodyTimeout: 30_000 })
+  const body = await res.body.text()
+  assert.equal(res.statusCode, 200, body)
+  return { ms: Date.now() - t0, s: samples(body), body }
+}
+
+/** One request on a fresh connection, so the primary's round-robin spreads them over the workers. */
+async function hit (port: number, path = '/'): Promise<Record<string, unknown>> {
+  const res = await request(`http://127.0.0.1:${port}${path}`, { reset: true, headersTimeout: 20_000 })
+  assert.equal(res.statusCode, 200)
+  return await res.body.json() as Record<string, unknown>
+}
+
+const routeTotal = (s: ReturnType<typeof samples>, where: (l: Record<string, string>) => boolean = () => true): number =>
+  sumOf(s.get('http_requests_total'), where)
+
+test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worker does not stall the scrape', async (t) => {
+  // A long first restart delay keeps the killed slot empty while it is scraped.
+  const c = await startCluster({ FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 4000 }), FIXTURE_SCRAPE_TIMEOUT: '1000' })
+  t.after(() => c.stop())
+  assert.equal(c.workers.length, 2)
+  const pids = c.workers.map((w) => String(w.pid)).sort()
+
+  // 100 requests over two routes.
+  const seen = new Set<unknown>()
+  for (let i = 0; i < 100; i++) seen.add((await hit(c.port, i % 2 === 0 ? '/' : `/users/${i}`)).pid)
+  const first = await scrape(c.metricsUrl)
+  const cpuPids = (first.s.get('process_cpu_user_seconds_total') ?? []).filter((x) => x.labels.worker !== 'primary').map((x) => x.labels.pid).sort()
+  assert.deepEqual(cpuPids, pids, 'both workers present with their pid labels')
+  assert.deepEqual((first.s.get('http_requests_total') ?? []).map((x) => x.labels.route).filter((r, i, a) => a.indexOf(r) === i).sort(), ['/', '/users/:id'])
+  assert.equal(routeTotal(first.s), 100, 'the request counts add up to 100')
+  for (const x of first.s.get('http_requests_total') ?? []) {
+    assert.ok(pids.includes(x.labels.pid ?? ''), `series carries a worker pid: ${JSON.stringify(x.labels)}`)
+    assert.equal(x.labels.worker, String(c.workers.find((w) => String(w.pid) === x.labels.pid)?.workerId))
+  }
+  if (seen.size === 2) assert.ok(routeTotal(first.s, (l) => l.worker === '0') > 0 && routeTotal(first.s, (l) => l.worker === '1') > 0)
+  assert.deepEqual((first.s.get('nclust_scrape_worker_up') ?? []).map((x) => x.value), [1, 1])
+
+  // A worker blocks its event loop for 3 s: the scrape returns after ~1 s (its timeout) and reports it.
+  const blocked = await hit(c.port, '/block?ms=3000')
+  const slow = await scrape(c.metricsUrl)
+  assert.ok(slow.ms < 2500, `scrape took ${slow.ms} ms with a 1000 ms per-worker timeout`)
+  assert.equal(sumOf(slow.s.get('nclust_scrape_worker_up'), (l) => l.worker === String(blocked.workerId)), 0, 'blocked worker reported down')
+  assert.equal(sumOf(slow.s.get('nclust_scrape_worker_up'), (l) => l.worker !== String(blocked.workerId)), 1)
+  assert.equal(routeTotal(slow.s), 100, 'the blocked worker\'s counters are still there, frozen at its last good scrape')
+  // Wait until it answers again.
+  const deadline = Date.now() + 20_000
+  for (;;) {
+    const r = await scrape(c.metricsUrl)
+    if (sumOf(r.s.get('nclust_scrape_worker_up')) === 2) break
+    assert.ok(Date.now() < deadline, 'blocked worker never came back')
+  }
+
+  // kill -9 one worker mid-test.
+  const before = await scrape(c.metricsUrl)
+  const totalBefore = routeTotal(before.s)
+  const victim = c.workers[1]
+  assert.ok(victim !== undefined)
+  process.kill(victim.pid, 'SIGKILL')
+  await c.waitFor((l) => l.msg === 'event worker-exit' && (l.event as { pid: number }).pid === victim.pid, 20_000, 'worker-exit of the victim')
+  const afterKill = await scrape(c.metricsUrl)
+  assert.ok(afterKill.ms < 2500, `scrape took ${afterKill.ms} ms`)
+  assert.equal(sumOf(afterKill.s.get('nclust_scrape_worker_up'), (l) => l.worker === String(victim.workerId)), 0, 'dead worker reported')
+  assert.equal(sumOf(afterKill.s.get('nclust_worker_ready'), (l) => l.worker === String(victim.workerId)), 0)
+  assert.ok(routeTotal(afterKill.s) >= totalBefore, `cluster total went from ${totalBefore} to ${routeTotal(afterKill.s)}`)
+  assert.equal(sumOf(afterKill.s.get('nclust_worker_last_exit_code'), (l) => l.worker === String(victim.workerId)), 137)
+
+  // The replacement comes up under a new pid; the slot's total carries on from the dead worker's.
+  const ready = await c.waitFor((l) => l.msg === 'event worker-ready' && (l.event as { workerId: number }).workerId === victim.workerId && (l.event as { pid: number }).pid !== victim.pid, 30_000, 'replacement ready')
+  const newPid = String((ready.event as { pid: number }).pid)
+  for (let i = 0; i < 20; i++) await hit(c.port)
+  const replaced = await scrape(c.metricsUrl)
+  assert.ok(routeTotal(replaced.s) >= totalBefore + 20, `total ${routeTotal(replaced.s)} after 20 more requests, was ${totalBefore}`)
+  assert.equal(routeTotal(replaced.s, (l) => l.pid === String(victim.pid)), 0, 'the dead pid is folded into the new one')
+  assert.ok(routeTotal(replaced.s, (l) => l.pid === newPid) >= routeTotal(before.s, (l) => l.pid === String(victim.pid)), 'the new pid starts from the dead one\'s total')
+  assert.equal(sumOf(replaced.s.get('nclust_worker_restarts_total'), (l) => l.worker === String(victim.workerId) && l.reason === 'signal'), 1)
+})
+
+test('real Prometheus scrapes the primary every second: sum by (worker) (http_requests_total)', { skip: PROMETHEUS === undefined ? 'prometheus binary not found (install the Debian package "prometheus")' : false }, async (t) => {
+  const c = await startCluster()
+  t.after(() => c.stop())
+  for (let i = 0; i < 40; i++) await hit(c.port)
+  const dir = mkdtempSync(join(tmpdir(), 'pidmetrics-prom-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const target = new URL(c.metricsUrl)
+  writeFileSync(join(dir, 'prometheus.yml'), [
+    'global:',
+    '  scrape_interval: 1s',
+    '  scrape_timeout: 1s',
+    '  evaluation_interval: 1s',
+    'rule_files:',
+    `  - ${fileURLToPath(new URL('../prometheus/alerts.yml', import.meta.url))}`,
+    'scrape_configs:',
+    '  - job_name: nclust',
+    `    metrics_path: ${target.pathname}`,
+    '    static_configs:',
+    `      - targets: ['${target.host}']`,
+    ''
+  ].join('\n'))
+  const promPort = await freePort()
+  const prom = spawn(PROMETHEUS ?? 'prometheus', [
+    `--config.file=${join(dir, 'prometheus.yml')}`,
+    `--storage.tsdb.path=${join(dir, 'data')}`,
+    `--web.listen-address=127.0.0.1:${promPort}`
+  ], { stdio: ['ignore', 'ignore', 'pipe'] })
+  let promLog = ''
+  prom.stderr?.on('data', (d: Buffer) => { promLog = (promLog + d.toString()).slice(-4000) })
+  t.after(async () => {
+    if (prom.exitCode === null && prom.signalCode === null) {
+      const exited = new Promise((resolve) => prom.once('exit', resolve))
+      prom.kill('SIGKILL')
+      await exited
+    }
+  })
+
+  const query = async (q: string): Promise<Array<{ metric: Record<string, string>, value: [number, string] }>> => {
+    const res = await request(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(q)}`, { headersTimeout: 10_000 })
+    const body = await res.body.json() as { status: string, data: { result: Array<{ metric: Record<string, string>, value: [number, string] }> } }
+    assert.equal(body.status, 'success')
+    return body.data.result
+  }
+  const deadline = Date.now() + 60_000
+  let result: Awaited<ReturnType<typeof query>> = []
+  for (;;) {
+    try {
+      result = await query('sum by (worker) (http_requests_total)')
+      const total = result.reduce((a, r) => a + Number(r.value[1]), 0)
+      if (result.length === 2 && total === 40) break
+    } catch { /* not listening yet */ }
+    assert.ok(Date.now() < deadline, `Prometheus never saw both workers with 40 requests: ${JSON.stringify(result)}; log: ${promLog}`)
+    assert.equal(prom.exitCode, null, `prometheus exited: ${promLog}`)
+    await new Promise((resolve) => setTimeout(resolve, 500))
+  }
+  assert.deepEqual(result.map((r) => r.metric.worker).sort(), ['0', '1'])
+  const up = await query('up{job="nclust"}')
+  assert.equal(up[0]?.value[1], '1')
+  const scrapeUp = await query('sum(nclust_scrape_worker_up)')
+  assert.equal(scrapeUp[0]?.value[1], '2')
+})
