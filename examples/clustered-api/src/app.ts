@@ -86,8 +86,12 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     return reply.code(500).send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error', requestId })
   })
 
+  app.setNotFoundHandler((request, reply) => reply.code(404).send({
+    statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url} not found`, requestId: request.id
+  }))
+
   const poolMax = poolSizePerWorker(config.pgPoolTotal, ctx.workers)
-  app.log.info({ poolMax, workers: ctx.workers, pgPoolTotal: config.pgPoolTotal }, `postgres pool: ${poolMax} connections in this worker (${ctx.workers} workers, budget ${config.pgPoolTotal})`)
+  app.log.info({ poolMax, workers: ctx.workers, pgPoolTotal: config.pgPoolTotal }, `postgres pool: ${poolMax} connections in this worker (${ctx.workers} worker(s), budget ${config.pgPoolTotal})`)
   await app.register(fastifyPostgres, poolOptions(config.databaseUrl, poolMax))
   // An idle pooled connection that dies (Postgres restarted, network cut) is reported here; without a
   // listener the 'error' event would crash the worker. The pool drops it and opens a new one on demand.

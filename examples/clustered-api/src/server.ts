@@ -34,7 +34,7 @@ if (cluster.isPrimary) {
   config = ensureSharedJwtSecret(config, log)
   await migrateOrExit(config, log)
   log.info({ workers: config.workers, poolPerWorker: poolSizePerWorker(config.pgPoolTotal, config.workers), pgPoolTotal: config.pgPoolTotal },
-    'starting workers')
+    config.workers === 1 ? 'starting in single-process mode' : 'starting workers')
 }
 
 const handle = await startClustered((ctx) => buildApp(ctx, config), {

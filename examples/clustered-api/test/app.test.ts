@@ -57,6 +57,12 @@ describe('validation', () => {
     assert.match(short.json<{ message: string }>().message, /body\/password must NOT have fewer than 8 characters/)
   })
 
+  test('an unknown route is a JSON 404 with a request id', async () => {
+    const r = await app.inject({ method: 'GET', url: '/nope' })
+    assert.equal(r.statusCode, 404)
+    assert.equal(r.json<{ requestId: string }>().requestId, r.headers['x-request-id'])
+  })
+
   test('malformed JSON is a 400', async () => {
     const r = await app.inject({ method: 'POST', url: '/login', headers: { 'content-type': 'application/json' }, payload: '{"username":' })
     assert.equal(r.statusCode, 400)
