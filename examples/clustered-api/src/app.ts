@@ -12,7 +12,7 @@ import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
 import { DependencyUnavailableError } from './errors.js'
 import { redisRateLimitStore } from './rate-limit-store.js'
-import { connectRedis, createRedis } from './redis.js'
+import { closeRedis, connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
 import { notesRoutes } from './routes/notes.js'
 import { cartRoutes } from './routes/cart.js'
@@ -104,8 +104,11 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     await app.close() // the pg pool registered above
     throw err
   }
-  // @fastify/redis decorates app.redis with our client and quits it when the app closes.
-  await app.register(fastifyRedis, { client: redis, closeClient: true })
+  // @fastify/redis decorates app.redis with our client. We close it ourselves: its QUIT would be
+  // refused while Redis is away (no offline queue) and the client would keep reconnecting forever,
+  // holding the worker open after a shutdown.
+  await app.register(fastifyRedis, { client: redis, closeClient: false })
+  app.addHook('onClose', async () => { await closeRedis(redis) })
 
   await app.register(fastifyJwt, {
     secret: config.jwtSecret,

@@ -61,3 +61,17 @@ export async function connectRedis (client: Redis, url: string, timeoutMs: numbe
     if (client.status === 'wait') client.connect().catch(() => {}) // failures are retried by retryStrategy
   })
 }
+
+/**
+ * QUIT politely when connected (pending replies arrive first); otherwise stop reconnecting: ioredis
+ * clears its reconnect timer on disconnect(), so nothing is left to hold the process open.
+ */
+export async function closeRedis (client: Redis): Promise<void> {
+  if (client.status === 'ready') {
+    try {
+      await client.quit()
+      return
+    } catch {}
+  }
+  client.disconnect()
+}

@@ -45,8 +45,9 @@ before(async () => {
   auth.authorization = `Bearer ${token}`
 })
 
+let closed = false
 after(async () => {
-  await app?.close()
+  if (!closed) await app?.close()
   await redisProxy.close()
   await pgProxy.close()
   await dropSchema(schema)
@@ -119,4 +120,18 @@ test('a worker does not start without Redis: a clear error naming REDIS_URL, no 
     return true
   })
   assert.ok(Date.now() - started < 6000)
+})
+
+test('a worker shuts down promptly while Redis and Postgres are away', async () => {
+  await redisProxy.cut()
+  await pgProxy.cut()
+  await waitFor('redis seen down', async () => (await health()).body.checks.redis.ok === false)
+  const started = Date.now()
+  await app.close() // QUIT would be refused without an offline queue: the client must just disconnect
+  closed = true
+  assert.ok(Date.now() - started < 3000, `closed in ${Date.now() - started} ms`)
+  // No reconnect loop is left behind: with the proxy back, nobody connects to it any more.
+  await redisProxy.restore()
+  await new Promise((resolve) => setTimeout(resolve, 3000)) // longer than the 2 s max reconnect delay
+  assert.equal(redisProxy.connections, 0, 'the closed app does not reconnect to Redis')
 })
