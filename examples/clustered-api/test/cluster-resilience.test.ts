@@ -87,6 +87,15 @@ test(`the rate limit lets exactly ${RATE_LIMIT_MAX} requests through across both
   await deleteKeys(`${prefix}rl:`)
 })
 
+test(`a concurrent burst also gets exactly ${RATE_LIMIT_MAX} through`, async () => {
+  const results = await Promise.all(Array.from({ length: RATE_LIMIT_MAX + 8 }, async () => await request(port, 'GET', '/')))
+  const ok = results.filter((r) => r.status === 200)
+  assert.equal(ok.length, RATE_LIMIT_MAX)
+  assert.equal(results.filter((r) => r.status === 429).length, 8)
+  assert.equal(new Set(results.map((r) => r.pid)).size, 2, 'the burst was spread over both workers')
+  await deleteKeys(`${prefix}rl:`)
+})
+
 test('an expired token is refused by both workers', async () => {
   const now = Math.floor(Date.now() / 1000)
   const expired = signJwt({ sub: '1', username: 'x', jti: 'old', iat: now - 7200, exp: now - 3600 }, TEST_SECRET)

@@ -90,6 +90,15 @@ test('the cart is seen by two consecutive requests served by different workers',
   assert.equal(new Set([add.pid, seen.pid, more.pid, again.pid]).size, 2)
 })
 
+test('concurrent cart additions through both workers lose nothing (atomic HINCRBY)', async () => {
+  const { token } = await userToken('grace')
+  const results = await Promise.all(Array.from({ length: 20 }, async () => await request(port, 'POST', '/cart/items', { token, body: { sku: 'pen' } })))
+  assert.ok(results.every((r) => r.status === 200))
+  assert.equal(new Set(results.map((r) => r.pid)).size, 2, 'both workers took part')
+  const cart = await request<{ totalQuantity: number }>(port, 'GET', '/cart', { token })
+  assert.equal(cart.body.totalQuantity, 20)
+})
+
 test('a revoked token is refused by every worker', async () => {
   const { token } = await userToken('dave')
   const out = await request(port, 'POST', '/logout', { token })

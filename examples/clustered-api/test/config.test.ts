@@ -1,6 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { spawnSync } from 'node:child_process'
 import { ConfigError, loadConfig, poolSizePerWorker } from '../src/config.js'
+import { ensureBuilt } from './cluster-harness.js'
 
 test('defaults are usable for local development', () => {
   const c = loadConfig({})
@@ -59,4 +61,20 @@ test('pool size: a share of the budget, at most 5 and at least 1 per worker', ()
   assert.equal(poolSizePerWorker(80, 200), 1)
   assert.equal(poolSizePerWorker(10, 4), 2)
   for (let w = 1; w <= 64; w++) assert.ok(w * poolSizePerWorker(80, w) <= 80, `${w} workers stay within the budget`)
+})
+
+test('the server refuses to start on a bad env, naming each bad variable, before forking anything', () => {
+  ensureBuilt()
+  const server = new URL('../dist/server.js', import.meta.url).pathname
+  const run = (env: Record<string, string>): { status: number | null, stderr: string } => {
+    const r = spawnSync(process.execPath, [server], { env: { PATH: process.env['PATH'] ?? '', ...env }, encoding: 'utf8', timeout: 30000 })
+    return { status: r.status, stderr: r.stderr }
+  }
+  const prod = run({ NODE_ENV: 'production', DATABASE_URL: 'postgres://db/app', REDIS_URL: 'redis://r' })
+  assert.equal(prod.status, 1)
+  assert.match(prod.stderr, /JWT_SECRET is required when NODE_ENV=production/)
+  const bad = run({ PORT: 'http', RATE_LIMIT_MAX: '-1' })
+  assert.equal(bad.status, 1)
+  assert.match(bad.stderr, /PORT must be integer \(got "http"\)/)
+  assert.match(bad.stderr, /RATE_LIMIT_MAX must be >= 1/)
 })
