@@ -12,6 +12,8 @@ export interface Config {
   /** Worker processes; 1 runs the app in-process without forking. */
   workers: number
   shutdownTimeout: number
+  /** ms a draining worker keeps serving (health already 503) before it stops accepting connections. */
+  drainDelay: number
   logLevel: string
   databaseUrl: string
   /** Postgres schema holding the tables (the tests use a throwaway one per run). */
@@ -50,7 +52,8 @@ const schema = {
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 3000 },
     HOST: { type: 'string', minLength: 1, default: '0.0.0.0' },
     WORKER_COUNT: { type: 'integer', minimum: 1, maximum: 256 },
-    SHUTDOWN_TIMEOUT: { type: 'integer', minimum: 0, default: 30000 },
+    SHUTDOWN_TIMEOUT: { type: 'integer', minimum: 1, default: 30000 },
+    DRAIN_DELAY: { type: 'integer', minimum: 0, default: 0 },
     LOG_LEVEL: { type: 'string', enum: ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'], default: 'info' },
     DATABASE_URL: { type: 'string', pattern: '^postgres(ql)?://' },
     PG_SCHEMA: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$', default: 'public' },
@@ -81,6 +84,7 @@ interface RawEnv {
   HOST: string
   WORKER_COUNT?: number
   SHUTDOWN_TIMEOUT: number
+  DRAIN_DELAY: number
   LOG_LEVEL: string
   DATABASE_URL: string
   PG_SCHEMA: string
@@ -137,6 +141,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   if (raw.METRICS_PORT !== 'off' && Number(raw.METRICS_PORT) > 65535) {
     throw new ConfigError([{ name: 'METRICS_PORT', problem: `must be a port from 0 to 65535 or "off" (got "${raw.METRICS_PORT}")` }])
   }
+  if (raw.DRAIN_DELAY >= raw.SHUTDOWN_TIMEOUT / 2) {
+    throw new ConfigError([{ name: 'DRAIN_DELAY', problem: `must be less than half of SHUTDOWN_TIMEOUT (${raw.SHUTDOWN_TIMEOUT}), to leave time for the in-flight requests (got "${raw.DRAIN_DELAY}")` }])
+  }
   const production = raw.NODE_ENV === 'production'
   if (production && raw.JWT_SECRET === undefined) {
     throw new ConfigError([{ name: 'JWT_SECRET', problem: 'is required when NODE_ENV=production (at least 32 characters)' }])
@@ -147,6 +154,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     host: raw.HOST,
     workers: raw.WORKER_COUNT ?? availableParallelism(),
     shutdownTimeout: raw.SHUTDOWN_TIMEOUT,
+    drainDelay: raw.DRAIN_DELAY,
     logLevel: raw.LOG_LEVEL,
     databaseUrl: raw.DATABASE_URL,
     pgSchema: raw.PG_SCHEMA,

@@ -41,7 +41,10 @@ const handle = await startClustered((ctx) => buildApp(ctx, config), {
   workers: config.workers,
   port: config.port,
   host: config.host,
-  shutdownTimeout: config.shutdownTimeout
+  shutdownTimeout: config.shutdownTimeout,
+  // On shutdown each worker first keeps serving for DRAIN_DELAY with /health already 503, so a load
+  // balancer probing it takes it out of rotation before its listener closes.
+  drain: { delay: config.drainDelay }
 })
 
 // The cluster-wide scrape: the primary asks every worker over IPC and serves one exposition with a

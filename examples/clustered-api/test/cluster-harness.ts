@@ -65,6 +65,7 @@ export class Server {
   readonly lines: string[] = []
   private child: ChildProcess | undefined
   private exited: Promise<number | null> | undefined
+  private stopping = false
 
   constructor (readonly port: number, readonly env: Record<string, string>) {}
 
@@ -125,11 +126,18 @@ export class Server {
     })
   }
 
-  /** SIGTERM the primary (graceful: workers drain) and wait; SIGKILL after 30 s. */
+  /** Send `signal` to the primary only (not its process group). */
+  signal (signal: NodeJS.Signals): void {
+    if (signal === 'SIGTERM' || signal === 'SIGINT') this.stopping = true
+    this.child?.kill(signal)
+  }
+
+  /** SIGTERM the primary (graceful: workers drain) unless already asked, and wait; SIGKILL after 30 s. */
   async stop (): Promise<number | null> {
     const child = this.child
     if (child === undefined || child.exitCode !== null) return child?.exitCode ?? null
-    child.kill('SIGTERM')
+    // A second SIGTERM would tell the primary to kill the workers at once: send only one.
+    if (!this.stopping) this.signal('SIGTERM')
     const timer = setTimeout(() => child.kill('SIGKILL'), 30000)
     try {
       return await this.exited!

@@ -31,6 +31,7 @@ before(async () => {
     REDIS_PREFIX: prefix,
     METRICS_PORT: String(metricsPort = await freePort()),
     SHUTDOWN_TIMEOUT: '10000',
+    DRAIN_DELAY: '3000',
     JWT_SECRET: ''
   })
   await server.start()
@@ -148,4 +149,17 @@ test('metrics: each worker serves its own /metrics, the primary one scrape label
   assert.match(all.body, new RegExp(`pid="${a}"`))
   assert.match(all.body, new RegExp(`pid="${b}"`))
   assert.match(all.body, /http_requests_total\{[^}]*route="\/notes\/:id"/, 'route metrics use the route pattern')
+})
+
+// Last: it shuts the cluster down.
+test('on SIGTERM both workers answer /health 503 "draining" during DRAIN_DELAY, then the cluster exits 0', async () => {
+  server.signal('SIGTERM')
+  const draining = new Set<number>()
+  const deadline = Date.now() + 2500 // inside the 3 s delay, while the listeners still accept
+  while (draining.size < 2 && Date.now() < deadline) {
+    const r = await request<{ status: string }>(port, 'GET', '/health').catch(() => undefined)
+    if (r?.status === 503 && r.body.status === 'draining') draining.add(r.pid)
+  }
+  assert.equal(draining.size, 2, 'both workers reported draining')
+  assert.equal(await server.stop(), 0)
 })

@@ -45,6 +45,12 @@ test('production refuses to start without JWT_SECRET and without explicit servic
   assert.equal(c.jwtSecret, 'x'.repeat(32))
 })
 
+test('DRAIN_DELAY must leave time to drain within SHUTDOWN_TIMEOUT', () => {
+  assert.equal(loadConfig({}).drainDelay, 0)
+  assert.equal(loadConfig({ DRAIN_DELAY: '5000' }).drainDelay, 5000)
+  assert.throws(() => loadConfig({ DRAIN_DELAY: '5000', SHUTDOWN_TIMEOUT: '8000' }), /DRAIN_DELAY must be less than half of SHUTDOWN_TIMEOUT/)
+})
+
 test('METRICS_PORT takes a port or "off"', () => {
   assert.equal(loadConfig({}).metricsPort, 9091)
   assert.equal(loadConfig({ METRICS_PORT: '0' }).metricsPort, 0)
