@@ -9,7 +9,7 @@
 // Build first (pnpm --filter @nclust/fastify-pidmetrics build): the server imports the built package.
 import { spawn, spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { availableParallelism, loadavg } from 'node:os'
+import { cpus, loadavg } from 'node:os'
 import autocannon from 'autocannon'
 import { request } from 'undici'
 
@@ -104,4 +104,4 @@ for (const v of VARIANTS) {
   console.log(`${v.padEnd(22)} ${rps.toFixed(0).padStart(12)} ${(rps / baseRps).toFixed(2)}x ${us.toFixed(1).padStart(10)} ${sign(us - baseCpu).padStart(6)}  |  ${bestRps.toFixed(0).padStart(10)} ${(bestRps / baseBestRps).toFixed(2)}x ${bestUs.toFixed(1).padStart(10)} ${sign(bestUs - baseBestCpu).padStart(6)}`)
 }
 const avg = loadavg()
-console.log(`\nload average at the end: ${avg.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${avg[0] > 2.5 ? ' (busy machine: other tenants; treat ratios as rough)' : ''}`)
+console.log(`\nload average at the end: ${avg.map((x) => x.toFixed(2)).join(' ')} on ${cpus().length} cores${avg[0] > 2.5 ? ' (busy machine: other tenants; treat ratios as rough)' : ''}`)

@@ -22,7 +22,7 @@ export interface PidMetricsOptions {
   buckets?: number[]
   /** `route` label of requests that matched no route (404s from the not-found handler). Default `'__not_found__'`. */
   notFoundRoute?: string
-  /** Route patterns that are not counted. Default: the metrics endpoint itself. */
+  /** Route patterns that are not counted, besides the metrics endpoint (never counted). Default `[]`. */
   excludeRoutes?: string[]
   /** `worker` label outside `startClustered` (a plain app). Default `process.env.NCLUST_WORKER ?? '0'`; inside a cluster the slot id always wins. */
   worker?: string
@@ -129,12 +129,12 @@ export function resolvePidMetricsOptions (raw: unknown): ResolvedPidMetricsOptio
     notFoundRoute = o.notFoundRoute
   }
 
-  let excludeRoutes: string[] = endpoint === false ? [] : [endpoint]
+  const excludeRoutes: string[] = endpoint === false ? [] : [endpoint]
   if (o.excludeRoutes !== undefined) {
     if (!Array.isArray(o.excludeRoutes) || !o.excludeRoutes.every((r) => typeof r === 'string')) {
       bad('excludeRoutes', o.excludeRoutes, 'an array of route patterns (strings such as "/health")')
     }
-    excludeRoutes = [...o.excludeRoutes as string[]]
+    excludeRoutes.push(...o.excludeRoutes as string[])
   }
 
   let worker: string | undefined

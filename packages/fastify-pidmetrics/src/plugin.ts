@@ -48,11 +48,12 @@ async function pidMetricsPlugin (fastify: FastifyInstance, rawOptions: PidMetric
   const worker = ctx !== undefined ? String(ctx.workerId) : (opts.worker ?? process.env.NCLUST_WORKER ?? '0')
   const labels: Record<string, string> = { ...opts.labels, pid: String(process.pid), worker }
 
-  for (const name of [ROUTE_HISTOGRAM, ROUTE_COUNTER, 'process_cpu_user_seconds_total']) {
-    if (name.startsWith('process_') && opts.defaultMetrics === false) continue
-    if (!name.startsWith('process_') && !opts.routeMetrics) continue
-    const taken = name.startsWith('process_') ? (opts.defaultMetrics === false ? '' : (opts.defaultMetrics.prefix ?? '') + name) : name
-    if (taken !== '' && registry.getSingleMetric(taken) !== undefined) throw new PidMetricsDuplicateError(taken)
+  const ours = [
+    ...(opts.routeMetrics ? [ROUTE_HISTOGRAM, ROUTE_COUNTER] : []),
+    ...(opts.defaultMetrics === false ? [] : [(opts.defaultMetrics.prefix ?? '') + 'process_cpu_user_seconds_total'])
+  ]
+  for (const name of ours) {
+    if (registry.getSingleMetric(name) !== undefined) throw new PidMetricsDuplicateError(name)
   }
 
   // pid/worker go on every series of the registry at output time: zero cost per request.

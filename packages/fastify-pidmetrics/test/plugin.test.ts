@@ -80,7 +80,7 @@ test('endpoint: false serves no /metrics, but scrape() still works; a custom pat
   // both /metrics (404 not_found) and /users/1 were counted
   assert.equal(fam?.values.reduce((a, v) => a + v.value, 0), 2)
 
-  const custom = await app({ endpoint: '/internal/metrics', excludeRoutes: ['/internal/metrics', '/health'] })
+  const custom = await app({ endpoint: '/internal/metrics', excludeRoutes: ['/health'] })
   t.after(() => custom.close())
   await custom.inject('/health')
   const res = await custom.inject('/internal/metrics')
