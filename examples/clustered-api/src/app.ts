@@ -47,9 +47,13 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: config.bodyLimit,
-    // Per-process counters ("req-1") collide across workers; a UUID (or the caller's id) does not.
-    requestIdHeader: 'x-request-id',
-    genReqId: () => randomUUID(),
+    // Per-process counters ("req-1") collide across workers; a UUID does not. A caller's
+    // x-request-id is kept for correlation when it is short and plain, never copied blindly to logs.
+    requestIdHeader: false,
+    genReqId: (req) => {
+      const given = req.headers['x-request-id']
+      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID()
+    },
     // Requests still arriving on open keep-alive connections while the worker drains are served, not
     // refused: @nclust/fastify-drain (registered by startClustered) closes those connections itself.
     return503OnClosing: false

@@ -63,6 +63,13 @@ describe('validation', () => {
     assert.equal(r.json<{ requestId: string }>().requestId, r.headers['x-request-id'])
   })
 
+  test('a plain x-request-id is kept, anything else replaced by a UUID', async () => {
+    const kept = await app.inject({ method: 'GET', url: '/', headers: { 'x-request-id': 'trace-42.a:b' } })
+    assert.equal(kept.headers['x-request-id'], 'trace-42.a:b')
+    const replaced = await app.inject({ method: 'GET', url: '/', headers: { 'x-request-id': 'x'.repeat(500) } })
+    assert.match(String(replaced.headers['x-request-id']), /^[0-9a-f-]{36}$/)
+  })
+
   test('malformed JSON is a 400', async () => {
     const r = await app.inject({ method: 'POST', url: '/login', headers: { 'content-type': 'application/json' }, payload: '{"username":' })
     assert.equal(r.statusCode, 400)
