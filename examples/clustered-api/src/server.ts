@@ -50,11 +50,17 @@ const handle = await startClustered((ctx) => buildApp(ctx, config), {
 // The cluster-wide scrape: the primary asks every worker over IPC and serves one exposition with a
 // pid/worker label per series on METRICS_PORT (closed by the cluster's shutdown). In a worker or in
 // single mode it serves nothing: each worker's own /metrics on the app port is the target then.
-const metrics = await clusterMetrics(handle, config.metricsPort === null
-  ? { enabled: false }
-  : { port: config.metricsPort, host: config.metricsHost })
-if (metrics.enabled) {
-  pino({ level: config.logLevel }).child({ role: 'primary' }).info({ url: metrics.url }, 'cluster metrics listening')
+// Failing to serve it (port taken) is logged loudly but does not take the API down with it.
+try {
+  const metrics = await clusterMetrics(handle, config.metricsPort === null
+    ? { enabled: false }
+    : { port: config.metricsPort, host: config.metricsHost })
+  if (metrics.enabled) {
+    pino({ level: config.logLevel }).child({ role: 'primary' }).info({ url: metrics.url }, 'cluster metrics listening')
+  }
+} catch (err) {
+  pino({ level: config.logLevel }).child({ role: 'primary' }).error({ err, port: config.metricsPort },
+    'cluster metrics NOT served (is METRICS_PORT taken?); the API and each worker\'s /metrics keep running')
 }
 
 /**

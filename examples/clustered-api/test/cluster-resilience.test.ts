@@ -3,6 +3,7 @@
 // the shared services themselves are never touched.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
+import net from 'node:net'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, signJwt } from './helpers.js'
 import { Server, freePort, request } from './cluster-harness.js'
 import { TcpProxy, waitFor } from './proxy.js'
@@ -14,6 +15,8 @@ const pgProxy = TcpProxy.forUrl(DATABASE_URL)
 let server: Server
 let port = 0
 let pids: number[] = []
+// METRICS_PORT is taken on purpose: the API must come up anyway, saying the scrape is not served.
+const squatter = net.createServer()
 
 interface Health { status: string, pid: number, checks: { postgres: { ok: boolean }, redis: { ok: boolean } } }
 
@@ -36,6 +39,7 @@ before(async () => {
   await redisProxy.start()
   await pgProxy.start()
   port = await freePort()
+  await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
   server = new Server(port, {
     WORKER_COUNT: '2',
     DATABASE_URL: pgProxy.rewrite(DATABASE_URL),
@@ -46,7 +50,7 @@ before(async () => {
     RATE_LIMIT_MAX: String(RATE_LIMIT_MAX),
     RATE_LIMIT_WINDOW: '60000',
     HEALTH_TIMEOUT: '500',
-    METRICS_PORT: String(await freePort()),
+    METRICS_PORT: String((squatter.address() as net.AddressInfo).port),
     SHUTDOWN_TIMEOUT: '10000'
   })
   await server.start()
@@ -57,10 +61,16 @@ after(async () => {
   const code = await server?.stop()
   await redisProxy.close()
   await pgProxy.close()
+  await new Promise((resolve) => squatter.close(resolve))
   await dropSchema(schema)
   await deleteKeys(prefix)
   assert.equal(await countKeys(prefix), 0, 'no key left behind')
   assert.equal(code, 0, 'graceful shutdown exits 0')
+})
+
+test('a taken METRICS_PORT is logged, and the API serves anyway', async () => {
+  await waitFor('the metrics error in the log', async () => server.logs().some((l) => /cluster metrics NOT served/.test(String(l['msg']))), 10000)
+  assert.equal(pids.length, 2)
 })
 
 test(`the rate limit lets exactly ${RATE_LIMIT_MAX} requests through across both workers`, async () => {
