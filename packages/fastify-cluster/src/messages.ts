@@ -38,7 +38,7 @@ export interface ShutdownMessage {
   type: 'shutdown'
   /** Milliseconds the worker has before the primary SIGKILLs it. */
   deadline: number
-  reason: 'signal' | 'close' | 'crash-loop' | 'reload' | 'start-timeout'
+  reason: 'signal' | 'close' | 'crash-loop' | 'fatal' | 'reload' | 'start-timeout'
 }
 
 /** Either side → other: a typed request on the request/reply channel (e.g. "send me your metrics"). */

@@ -47,7 +47,7 @@ export interface WorkerExitEvent {
   error?: string
 }
 export interface RestartEvent { workerId: number, attempt: number, delay: number, reason: ExitReason }
-export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop', signal?: NodeJS.Signals }
+export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop' | 'fatal', signal?: NodeJS.Signals }
 export interface StateEvent { workerId: number, pid: number, generation: number, from: WorkerState | null, to: WorkerState }
 export interface CrashLoopEvent { workerId: number, failures: number, windowMs: number, lastCode: number | null, lastSignal: NodeJS.Signals | null }
 export interface ClosedEvent { code: number, killed: Array<{ workerId: number, pid: number }> }

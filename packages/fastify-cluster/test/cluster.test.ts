@@ -173,6 +173,19 @@ test('a SIGKILLed primary leaves no worker behind: each notices the closed chann
   assert.ok(p.lines.some((l) => l.msg === 'primary is gone (IPC channel closed): closing'))
 })
 
+test('an unhandled rejection in the primary drains the workers (in-flight requests finish) and exits 1', async (t) => {
+  const { p, port } = await startCluster(t, { FIXTURE_PRIMARY_REJECT: '1' })
+  const workerPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
+  const inflight = get(port, '/slow?ms=1500')
+  await waitFor(() => p.lines.some((l) => l.msg === 'incoming request'), 'request in flight')
+  p.child.kill('SIGUSR2')
+  assert.equal((await inflight).status, 200)
+  assert.equal((await p.waitForExit(20000)).code, 1)
+  const fatal = p.lines.find((l) => l.msg === 'uncaught error in the primary: shutting the cluster down')
+  assert.match(String((fatal?.err as { stack?: string } | undefined)?.stack), /primary oops \(fixture\)/)
+  for (const pid of workerPids) assert.equal(isAlive(pid), false)
+})
+
 test('Ctrl-C (SIGINT to the whole process group) is a clean shutdown: in-flight requests finish, exit 0', async (t) => {
   const { p, port } = await startCluster(t, {}, 2, { detached: true })
   const inflight = Array.from({ length: 4 }, () => get(port, '/slow?ms=1500'))

@@ -279,7 +279,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     }
   }
 
-  function shutdown (reason: 'signal' | 'close' | 'crash-loop', signal?: NodeJS.Signals): Promise<number> {
+  function shutdown (reason: 'signal' | 'close' | 'crash-loop' | 'fatal', signal?: NodeJS.Signals): Promise<number> {
     if (shuttingDown !== undefined) return shuttingDown
     shuttingDown = new Promise<number>((resolve) => { resolveFinished = resolve })
     log.info({ reason, signal, workers: procs.size, shutdownTimeout: options.shutdownTimeout }, 'shutting down: draining every worker')
@@ -287,7 +287,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     for (const w of readyWaiters) w.reject(new errors.NCLUST_SHUTDOWN(reason))
     readyWaiters = []
     for (const slot of slots) clearTimeout(slot.restartTimer)
-    for (const proc of procs.values()) askToExit(proc, reason === 'crash-loop' ? 'crash-loop' : reason)
+    for (const proc of procs.values()) askToExit(proc, reason)
     killTimer = setTimeout(() => {
       for (const proc of procs.values()) {
         killed.push({ workerId: proc.slot.id, pid: proc.pid })
@@ -429,6 +429,12 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     log.info({ signal }, `${signal} received`)
     void shutdown('signal', signal).then((code) => process.exit(code))
   }
+  /** An error in the primary's own code (a user's hook, a metrics server): drain the workers, exit 1. */
+  function onFatal (err: unknown): void {
+    log.fatal({ err }, 'uncaught error in the primary: shutting the cluster down')
+    exitCode = 1
+    void shutdown('fatal').then((code) => process.exit(code))
+  }
   function onSighup (): void {
     if (shuttingDown === undefined) void reload()
   }
@@ -436,11 +442,15 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     process.removeListener('SIGTERM', onSignal)
     process.removeListener('SIGINT', onSignal)
     process.removeListener('SIGHUP', onSighup)
+    process.removeListener('uncaughtException', onFatal)
+    process.removeListener('unhandledRejection', onFatal)
   }
   if (options.handleSignals) {
     process.on('SIGTERM', onSignal)
     process.on('SIGINT', onSignal)
     process.on('SIGHUP', onSighup)
+    process.on('uncaughtException', onFatal)
+    process.on('unhandledRejection', onFatal)
   }
 
   // ── start ─────────────────────────────────────────────────────────────────────────────────
