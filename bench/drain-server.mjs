@@ -1,6 +1,7 @@
 // Child process for the drain benchmarks: one Fastify hello-world server.
 // argv: mode (drain | plain | fastify-default) and a JSON of drain options.
-// Tells the parent { port } when listening; on the message 'close' runs app.close()
+// Tells the parent { port } when listening; on 'cpu' answers { cpu } (µs used so far);
+// on the message 'close' runs app.close()
 // and answers { closed, ms, drain } before exiting.
 import Fastify from 'fastify'
 import clusterDrain from '@nclust/fastify-drain'
@@ -12,6 +13,11 @@ app.get('/', async () => ({ hello: 'world' }))
 await app.listen({ host: '127.0.0.1', port: 0 })
 process.send({ port: app.server.address().port })
 process.on('message', async (msg) => {
+  if (msg === 'cpu') {
+    const { user, system } = process.cpuUsage()
+    process.send({ cpu: user + system })
+    return
+  }
   if (msg !== 'close') return
   const started = Date.now()
   await app.close()

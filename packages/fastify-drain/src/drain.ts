@@ -4,7 +4,8 @@ import type { IncomingMessage, ServerResponse } from 'node:http'
 import type { FastifyBaseLogger } from 'fastify'
 import type { ResolvedOptions } from './options.js'
 import type { DrainPhase, DrainState } from './types.js'
-import { Tracker, type TrackedSocket } from './tracker.js'
+import type { Socket } from 'node:net'
+import { Tracker } from './tracker.js'
 
 const BODY = '{"statusCode":503,"error":"Service Unavailable","message":"Server is shutting down, retry on another connection"}'
 /** After the deadline's 503s are written, how long their sockets get to flush before being destroyed. */
@@ -101,10 +102,9 @@ export class Drainer {
     if (this.phase !== 'draining') return
     const now = Date.now()
     let next = Infinity
-    for (const socket of this.tracker.sockets) {
-      const since = this.tracker.idleSince(socket)
-      if (since === null) continue
-      const due = since + this.opts.linger
+    for (const [socket, state] of this.tracker.sockets) {
+      if (state.active > 0 || state.upgraded) continue
+      const due = state.last + this.opts.linger
       if (due <= now) {
         this.idleClosed++
         socket.destroy()
@@ -151,7 +151,7 @@ export class Drainer {
   private cut (): void {
     this.refusing = true
     const routes: Record<string, number> = {}
-    const answering = new Set<TrackedSocket>()
+    const answering = new Set<Socket>()
     let cutRequests = 0
     for (const res of [...this.tracker.open]) {
       const req = res.req
@@ -160,11 +160,11 @@ export class Drainer {
       cutRequests++
       if (!res.headersSent && req.httpVersionMajor === 1 && !req.socket.destroyed) {
         this.reject(res)
-        answering.add(req.socket as TrackedSocket)
+        answering.add(req.socket)
       }
     }
     let cutSockets = 0
-    for (const socket of this.tracker.sockets) {
+    for (const socket of this.tracker.sockets.keys()) {
       if (answering.has(socket)) continue
       cutSockets++
       socket.destroy()
@@ -178,7 +178,7 @@ export class Drainer {
       `drain: deadline of ${this.opts.timeout} ms reached, cut ${cutRequests} request(s) and ${cutSockets} socket(s)`)
     this.checkDone()
     setTimeout(() => {
-      for (const socket of this.tracker.sockets) { this.destroyed++; socket.destroy() }
+      for (const socket of this.tracker.sockets.keys()) { this.destroyed++; socket.destroy() }
       this.finish?.()
     }, FLUSH_GRACE).unref()
   }
