@@ -4,14 +4,13 @@ import Fastify, { type FastifyBaseLogger, type FastifyError, type FastifyInstanc
 import fastifyJwt from '@fastify/jwt'
 import fastifyPostgres from '@fastify/postgres'
 import fastifyRedis from '@fastify/redis'
-import fastifyRateLimit, { type FastifyRateLimitStoreCtor } from '@fastify/rate-limit'
+import fastifyRateLimit from '@fastify/rate-limit'
 import type { WorkerContext } from '@nclust/fastify-cluster'
 import { pidMetrics } from '@nclust/fastify-pidmetrics'
 import { pino } from 'pino'
 import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
 import { DependencyUnavailableError } from './errors.js'
-import { redisRateLimitStore } from './rate-limit-store.js'
 import { closeRedis, connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
 import { notesRoutes } from './routes/notes.js'
@@ -124,11 +123,17 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   // them over IPC for the cluster-wide scrape. Registered before the rate limiter: scrapes are never limited.
   await app.register(pidMetrics)
 
+  // The plugin's own Redis store: one Lua script does INCR + PEXPIRE atomically, so exactly `max`
+  // requests pass per window across every worker (Redis runs scripts one at a time). Keys get the
+  // client's keyPrefix (REDIS_PREFIX) + "rl:". While Redis is down, skipOnError fails open: the limit
+  // is not enforced rather than every request failing; routes that need Redis answer 503 themselves.
   await app.register(fastifyRateLimit, {
     max: config.rateLimitMax,
     timeWindow: config.rateLimitWindow,
-    store: redisRateLimitStore(app.redis, app.log) as unknown as FastifyRateLimitStoreCtor,
-    skipOnError: true
+    redis: app.redis,
+    nameSpace: 'rl:',
+    skipOnError: true,
+    onExceeded: (req) => { req.log.info({ ip: req.ip }, 'rate limit exceeded') }
   })
 
   app.get('/', {
