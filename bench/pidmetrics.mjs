@@ -88,20 +88,18 @@ for (let round = 0; round < ROUNDS; round++) {
 }
 
 const base = VARIANTS[0]
-const baseRps = median(results[base].map((r) => r.rps))
-const baseCpu = median(results[base].map((r) => r.cpuUsPerReq))
-const baseBestRps = Math.max(...results[base].map((r) => r.rps))
-const baseBestCpu = Math.min(...results[base].map((r) => r.cpuUsPerReq))
 const sign = (x) => (x >= 0 ? '+' : '') + x.toFixed(1)
-// Medians, and best-of-rounds (max req/s, min CPU/req): on a shared machine the best round is the one
-// least disturbed by other tenants, and a low-throughput round inflates CPU/req with fixed background work.
-console.log(`\n${'variant'.padEnd(22)} ${'median req/s'.padStart(12)} ratio  ${'µs CPU/req'.padStart(10)}  delta  |  ${'best req/s'.padStart(10)} ratio  ${'µs CPU/req'.padStart(10)}  delta`)
+// Paired per round: each variant against the baseline of the same round (run back to back), then the
+// median over rounds; on a shared machine this cancels most of the drift between rounds. "best" is the
+// lowest CPU/req of any round: the round least disturbed by other tenants.
+console.log(`\n${'variant'.padEnd(22)} ${'req/s'.padStart(7)}  ${'ratio'.padStart(5)}  ${'µs CPU/req'.padStart(10)}  ${'Δ µs'.padStart(6)}  ${'best µs'.padStart(7)}   (medians of per-round pairs vs ${base})`)
 for (const v of VARIANTS) {
   const rps = median(results[v].map((r) => r.rps))
   const us = median(results[v].map((r) => r.cpuUsPerReq))
-  const bestRps = Math.max(...results[v].map((r) => r.rps))
-  const bestUs = Math.min(...results[v].map((r) => r.cpuUsPerReq))
-  console.log(`${v.padEnd(22)} ${rps.toFixed(0).padStart(12)} ${(rps / baseRps).toFixed(2)}x ${us.toFixed(1).padStart(10)} ${sign(us - baseCpu).padStart(6)}  |  ${bestRps.toFixed(0).padStart(10)} ${(bestRps / baseBestRps).toFixed(2)}x ${bestUs.toFixed(1).padStart(10)} ${sign(bestUs - baseBestCpu).padStart(6)}`)
+  const ratio = median(results[v].map((r, i) => r.rps / results[base][i].rps))
+  const delta = median(results[v].map((r, i) => r.cpuUsPerReq - results[base][i].cpuUsPerReq))
+  const best = Math.min(...results[v].map((r) => r.cpuUsPerReq))
+  console.log(`${v.padEnd(22)} ${rps.toFixed(0).padStart(7)}  ${ratio.toFixed(2).padStart(4)}x  ${us.toFixed(1).padStart(10)}  ${sign(delta).padStart(6)}  ${best.toFixed(1).padStart(7)}`)
 }
 const avg = loadavg()
 console.log(`\nload average at the end: ${avg.map((x) => x.toFixed(2)).join(' ')} on ${cpus().length} cores${avg[0] > 2.5 ? ' (busy machine: other tenants; treat ratios as rough)' : ''}`)

@@ -32,6 +32,7 @@ interface Cluster {
   lines: Line[]
   waitFor: (pred: (l: Line) => boolean, ms: number, what: string) => Promise<Line>
   stop: () => Promise<void>
+  ready: Line
 }
 
 async function startCluster (env: Record<string, string> = {}): Promise<Cluster> {
@@ -86,7 +87,7 @@ async function startCluster (env: Record<string, string> = {}): Promise<Cluster>
     child.kill('SIGKILL')
     throw err
   }
-  return { child, port, metricsUrl: String(ready.metricsUrl), workers: ready.workers as Cluster['workers'], lines, waitFor, stop }
+  return { child, port, metricsUrl: String(ready.metricsUrl), workers: ready.workers as Cluster['workers'], lines, waitFor, stop, ready }
 }
 
 async function scrape (url: string): Promise<{ ms: number, s: ReturnType<typeof samples>, body: string }> {
@@ -167,6 +168,24 @@ test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worke
   assert.equal(routeTotal(replaced.s, (l) => l.pid === String(victim.pid)), 0, 'the dead pid is folded into the new one')
   assert.ok(routeTotal(replaced.s, (l) => l.pid === newPid) >= routeTotal(before.s, (l) => l.pid === String(victim.pid)), 'the new pid starts from the dead one\'s total')
   assert.equal(sumOf(replaced.s.get('nclust_worker_restarts_total'), (l) => l.worker === String(victim.workerId) && l.reason === 'signal'), 1)
+})
+
+test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own /metrics is the target', async (t) => {
+  const c = await startCluster({ WORKER_COUNT: '1' })
+  t.after(() => c.stop())
+  assert.equal(c.ready.single, true)
+  assert.equal(c.ready.metricsEnabled, false)
+  assert.equal(c.ready.metricsUrl, null)
+  for (let i = 0; i < 5; i++) await hit(c.port, `/users/${i}`)
+  const own = await scrape(`http://127.0.0.1:${c.port}/metrics`)
+  const total = own.s.get('http_requests_total') ?? []
+  assert.equal(sumOf(total), 5)
+  for (const x of total) {
+    assert.equal(x.labels.pid, String(c.child.pid))
+    assert.equal(x.labels.worker, '0')
+    assert.equal(x.labels.route, '/users/:id')
+  }
+  assert.ok(!own.s.has('nclust_scrape_worker_up'), 'no cluster series in single-process mode')
 })
 
 test('real Prometheus scrapes the primary every second: sum by (worker) (http_requests_total)', { skip: PROMETHEUS === undefined ? 'prometheus binary not found (install the Debian package "prometheus")' : false }, async (t) => {
