@@ -175,6 +175,8 @@ export class ClusterMerger {
         if (s.pid !== undefined && s.pid !== r.pid) {
           ClusterMerger.fold(s)
           s.retired.add(s.pid)
+          // Only recent pids can still answer late; keep the set small through a crash loop.
+          if (s.retired.size > 64) s.retired.delete(s.retired.values().next().value as number)
           s.lastRaw = new Map()
         }
         s.pid = r.pid
