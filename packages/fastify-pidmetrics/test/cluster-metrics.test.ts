@@ -5,7 +5,7 @@ import { clusterMetrics, RateWindow, spreadOf } from '../src/index.js'
 import { resolveClusterMetricsOptions } from '../src/cluster-metrics.js'
 import { exitCodeOf } from '../src/supervisor-metrics.js'
 import { FakePrimary, FakeWorker } from './fake-cluster.js'
-import { samples, sumOf } from './helpers.js'
+import { promtoolCheckMetrics, PROMTOOL, samples, sumOf } from './helpers.js'
 
 async function get (url: string): Promise<{ status: number, body: string, ms: number, type: string }> {
   const start = Date.now()
@@ -33,6 +33,11 @@ test('the primary serves one scrape over HTTP; a slow worker is reported, not wa
   assert.equal(ok.status, 200)
   assert.match(ok.type, /version=0\.0\.4/)
   let s = samples(ok.body)
+  if (PROMTOOL !== undefined) {
+    // promtool parses with Prometheus's own parser: a duplicated family or series would be an error.
+    const lint = promtoolCheckMetrics(ok.body)
+    assert.doesNotMatch(lint.output, /error while linting|parsing error|duplicate/i, lint.output)
+  }
   assert.equal(sumOf(s.get('http_requests_total')), 15)
   assert.deepEqual((s.get('nclust_scrape_worker_up') ?? []).map((x) => [x.labels.worker, x.value]), [['0', 1], ['1', 1]])
   assert.equal(sumOf(s.get('nclust_workers_desired')), 2)
