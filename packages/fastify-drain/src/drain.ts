@@ -42,7 +42,7 @@ export class Drainer {
     this.state = {
       get draining () { return self.phase !== 'serving' },
       get phase () { return self.phase },
-      get inFlight () { return self.tracker.open.size },
+      get inFlight () { return self.tracker.inFlight() },
       get rejected () { return self.rejected },
       get destroyed () { return self.destroyed },
       get idleClosed () { return self.idleClosed },
@@ -61,7 +61,7 @@ export class Drainer {
     const { delay, timeout } = this.opts
     const done = new Promise<void>((resolve) => { this.finish = resolve })
     this.phase = delay > 0 ? 'delaying' : 'draining'
-    this.tracker.draining = true
+    this.tracker.startDraining()
     this.log.info({ inFlight: this.tracker.open.size, sockets: this.tracker.sockets.size, delay, timeout }, 'drain: started')
     // In-flight responses not started yet will tell their client to go elsewhere next time.
     for (const res of this.tracker.open) {
@@ -103,7 +103,10 @@ export class Drainer {
     const now = Date.now()
     let next = Infinity
     for (const [socket, state] of this.tracker.sockets) {
-      if (state.active > 0 || state.upgraded) continue
+      if (!this.tracker.isIdle(socket, state)) {
+        if (state.active === 0 && !state.upgraded) next = Math.min(next, now + this.opts.linger) // pipelined: look again
+        continue
+      }
       const due = state.last + this.opts.linger
       if (due <= now) {
         this.idleClosed++

@@ -31,42 +31,53 @@ export interface TrackerEvents {
   refuse (req: IncomingMessage, res: ServerResponse): boolean
 }
 
+/** Node's own pointer from a socket to the response being written on it (what closeIdleConnections reads). */
+function current (socket: Socket): ServerResponse | null {
+  return (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage ?? null
+}
+
 /**
- * Follows every connection and every request of one server, at the lowest level (the server's
- * 'connection' and 'request' events) so the hot path costs a Set add/delete and one 'close' listener.
+ * Follows every connection of one server (its 'connection' event) and, once draining, every request
+ * (its 'request' event). Before the drain the request path costs one function call and a boolean
+ * test: the responses in flight at that moment are found through their sockets when draining starts.
  */
 export class Tracker {
   readonly sockets = new Map<Socket, SocketState>()
   readonly sessions = new Set<Session>()
-  /** Responses not finished yet. */
+  /** Responses not finished yet, followed since draining started (HTTP/2: always). */
   readonly open = new Set<ServerResponse>()
   draining = false
   private readonly server: EventEmitter
   private readonly events: TrackerEvents
+  private readonly always: boolean
+  private readonly onResponseClose: (this: ServerResponse) => void
 
   constructor (server: EventEmitter, events: TrackerEvents, kind: { http2: boolean, https: boolean }) {
     this.server = server
     this.events = events
+    // HTTP/2 streams have no socket of their own to look at when draining starts: follow them always.
+    this.always = kind.http2
     const tracker = this
 
     // Fastify's handler is the server's 'request' listener: run it from ours, so a request can be
-    // counted before Fastify sees it and refused when it can no longer be served.
+    // followed before Fastify sees it, and refused when it can no longer be served.
     const listeners = server.listeners('request') as Listener[]
     const inner: Listener = listeners.length === 1 && listeners[0] !== undefined
       ? listeners[0]
       : function (this: unknown, req, res) { for (const l of listeners) l.call(this, req, res) }
     server.removeAllListeners('request')
     server.on('request', function drainRequest (this: unknown, req: IncomingMessage, res: ServerResponse) {
-      if (tracker.draining && events.refuse(req, res)) return
-      tracker.open.add(res)
-      const state = tracker.sockets.get(req.socket)
-      if (state !== undefined) state.active++
-      if (tracker.draining && req.httpVersionMajor === 1) res.setHeader('Connection', 'close')
-      res.on('close', onResponseClose) // 'close' comes once; on() skips once()'s wrapper
+      if (tracker.draining) {
+        if (events.refuse(req, res)) return
+        if (req.httpVersionMajor === 1) res.setHeader('Connection', 'close')
+        tracker.follow(res, req.socket)
+      } else if (tracker.always) {
+        tracker.follow(res, req.socket)
+      }
       inner.call(this, req, res)
     })
 
-    function onResponseClose (this: ServerResponse): void {
+    this.onResponseClose = function onResponseClose (this: ServerResponse): void {
       tracker.open.delete(this)
       const socket = this.req.socket
       const state = tracker.sockets.get(socket)
@@ -88,6 +99,41 @@ export class Tracker {
         socket.once('close', () => { this.sockets.delete(socket); events.gone() })
       })
     }
+  }
+
+  private follow (res: ServerResponse, socket: Socket): void {
+    if (this.open.has(res)) return
+    this.open.add(res)
+    const state = this.sockets.get(socket)
+    if (state !== undefined) state.active++
+    res.on('close', this.onResponseClose)
+  }
+
+  /**
+   * Draining starts: from now on every request is followed; the responses already in flight are
+   * picked up from their sockets, and every socket counts as just used (its linger starts now).
+   */
+  startDraining (): void {
+    this.draining = true
+    const now = Date.now()
+    for (const [socket, state] of this.sockets) {
+      state.last = now
+      const res = current(socket)
+      if (res !== null && !res.writableFinished) this.follow(res, socket)
+    }
+  }
+
+  /** Requests in flight now. Before draining (HTTP/1) counted from the sockets, on demand. */
+  inFlight (): number {
+    if (this.draining || this.always) return this.open.size
+    let n = 0
+    for (const socket of this.sockets.keys()) if (current(socket) !== null) n++
+    return n
+  }
+
+  /** Idle: no response open or being written (a pipelined one may be), not upgraded. */
+  isIdle (socket: Socket, state: SocketState): boolean {
+    return state.active === 0 && !state.upgraded && current(socket) === null
   }
 
   /** Mark upgraded sockets (WebSocket): they are never idle, only the deadline closes them. */

@@ -26,19 +26,45 @@ test('close with one idle keep-alive socket resolves well under a second and clo
   assert.equal(await tryConnect(port), 'ECONNREFUSED')
 })
 
-test('an idle socket that has not been used for longer than linger is closed at once', async (t) => {
-  const { app } = await makeApp({ linger: 200 })
+test('an idle socket is closed once linger has passed since draining started, not at once', async (t) => {
+  const { app } = await makeApp({ linger: 400 })
   t.after(() => app.close())
   const port = await listen(app)
   const client = await RawClient.connect(port)
   t.after(() => client.socket.destroy())
   assert.equal((await client.request('/')).status, 200)
-  await sleep(300) // age the socket past linger: this wait is the scenario, not a synchronisation
 
   const started = Date.now()
   await app.close()
   await client.closed
-  assert.ok(client.closedAt - started < 150, `idle socket closed after ${client.closedAt - started} ms`)
+  const after = client.closedAt - started
+  assert.ok(after >= 380 && after < 1200, `idle socket closed ${after} ms after close() with linger 400`)
+  assert.equal(app.drain.idleClosed, 1)
+})
+
+test('inFlight counts requests in flight before and during the drain', async (t) => {
+  const entered = deferred()
+  const release = deferred()
+  const { app } = await makeApp({}, (app) => {
+    app.get('/hold', async () => { entered.resolve(); await release.promise; return 'held' })
+  })
+  t.after(() => app.close())
+  const port = await listen(app)
+  const client = await RawClient.connect(port)
+  const idle = await RawClient.connect(port)
+  t.after(() => { client.socket.destroy(); idle.socket.destroy() })
+  await idle.request('/')
+  assert.equal(app.drain.inFlight, 0)
+  const held = client.request('/hold')
+  await entered.promise
+  assert.equal(app.drain.inFlight, 1)
+  const closing = app.close()
+  await until(() => app.drain.phase === 'draining', 5000, 'draining')
+  assert.equal(app.drain.inFlight, 1)
+  release.resolve()
+  assert.equal((await held).headers.connection, 'close')
+  await closing
+  assert.equal(app.drain.inFlight, 0)
 })
 
 test('an in-flight 1 s request completes with 200 and Connection: close, its socket closed right after', async (t) => {
