@@ -1,7 +1,8 @@
 // The linger trade-off, measured: N keep-alive clients hammer a server (own process) that
 // closes mid-load. Counts what the clients lost (resets, 503s) and how long close() took,
 // for several linger values and for Fastify without the plugin.
-// Run from the repo root after building: node bench/drain-linger.mjs [trials=5] [clients=50]
+// Run from the repo root after building: node bench/drain-linger.mjs [trials=5] [clients=50] [think ms=0]
+// With think > 0 each client pauses a random 0..think ms between requests (a browser-like mix).
 import { fork } from 'node:child_process'
 import { once } from 'node:events'
 import { setTimeout as sleep } from 'node:timers/promises'
@@ -9,6 +10,7 @@ import { Client } from 'undici'
 
 const trials = Number(process.argv[2] ?? 5)
 const clients = Number(process.argv[3] ?? 50)
+const think = Number(process.argv[4] ?? 0)
 const server = new URL('./drain-server.mjs', import.meta.url)
 
 const configs = [
@@ -22,6 +24,7 @@ const configs = [
 
 async function trial (mode, opts) {
   const child = fork(server, [mode, JSON.stringify(opts)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
+  const exited = once(child, 'exit') // listen now: the child may be gone before the clients stop
   const [{ port }] = await once(child, 'message')
   const tally = { ok: 0, s503: 0, lost: {}, refused: 0 }
   const state = { stop: false }
@@ -33,6 +36,7 @@ async function trial (mode, opts) {
         await res.body.text()
         if (res.statusCode === 200) tally.ok++
         else if (res.statusCode === 503) tally.s503++
+        if (think > 0) await sleep(Math.random() * think)
       } catch (err) {
         const code = err.code ?? String(err)
         if (code === 'ECONNREFUSED') { tally.refused++; break }
@@ -47,7 +51,7 @@ async function trial (mode, opts) {
   const guard = setTimeout(() => { state.stop = true }, 10_000)
   await Promise.all(loops)
   clearTimeout(guard)
-  await once(child, 'exit').catch(() => {})
+  await exited
   return { ...tally, closeMs: result.ms }
 }
 

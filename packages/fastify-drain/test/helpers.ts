@@ -9,14 +9,14 @@ export interface LogLine { level: number, msg: string, [key: string]: unknown }
 export async function makeApp (
   drain: DrainOptions = {},
   routes: (app: FastifyInstance) => void = () => {},
-  server: FastifyServerOptions = {}
+  server: Partial<FastifyServerOptions> & { http2?: boolean } = {}
 ): Promise<{ app: FastifyInstance, logs: LogLine[] }> {
   const logs: LogLine[] = []
   const app = Fastify({
     return503OnClosing: false,
     logger: { level: 'info', stream: { write (line: string) { logs.push(JSON.parse(line) as LogLine) } } },
     ...server
-  })
+  } as FastifyServerOptions) as unknown as FastifyInstance // http2 apps too: the tests only use the common surface
   await app.register(clusterDrain, drain)
   app.get('/', async () => ({ hello: 'world' }))
   routes(app)

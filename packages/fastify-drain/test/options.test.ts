@@ -22,7 +22,7 @@ const bad: Array<[unknown, string, RegExp]> = [
 for (const [options, name, detail] of bad) {
   test(`invalid option ${JSON.stringify(options)} fails at register time naming "${name}"`, async () => {
     const app = Fastify({ return503OnClosing: false })
-    await assert.rejects(app.register(clusterDrain, options as DrainOptions).ready(), (err: Error & { code?: string }) => {
+    await assert.rejects(async () => { await app.register(clusterDrain, options as DrainOptions).ready() }, (err: Error & { code?: string }) => {
       assert.equal(err.code, 'NCLUST_DRAIN_INVALID_OPTION')
       assert.ok(err.message.includes(`"${name}"`), err.message)
       assert.match(err.message, detail)
@@ -34,7 +34,7 @@ for (const [options, name, detail] of bad) {
 
 test('refuses an app that would answer 503 during the drain (return503OnClosing not false)', async () => {
   const app = Fastify()
-  await assert.rejects(app.register(clusterDrain).ready(), (err: Error & { code?: string }) => {
+  await assert.rejects(async () => { await app.register(clusterDrain).ready() }, (err: Error & { code?: string }) => {
     assert.equal(err.code, 'NCLUST_DRAIN_SERVER_OPTION')
     assert.match(err.message, /return503OnClosing: false/)
     return true
@@ -47,7 +47,7 @@ test('registered once per app, default and named exports are the same plugin', a
   const app = Fastify({ return503OnClosing: false })
   app.register(clusterDrain)
   app.register(named)
-  await assert.rejects(app.ready(), /registered twice/)
+  await assert.rejects(async () => { await app.ready() }, /registered twice/)
   await app.close()
 })
 
