@@ -4,8 +4,7 @@ import type { EventEmitter } from 'node:events'
 
 /**
  * What we know of a socket: open responses on it, when it was last busy, whether it was upgraded.
- * Kept in a Map rather than as properties on the socket: adding properties to Node's socket objects
- * changes their shape and slowed every request of the whole http stack by ~10% in bench/drain.mjs.
+ * Kept in a Map rather than as properties on the socket, so Node's socket objects keep their shape.
  */
 export interface SocketState {
   active: number
