@@ -36,6 +36,18 @@ switch (variant) {
     })
     break
   }
+  case 'default-metrics-only': {
+    // prom-client collectDefaultMetrics alone, no hook: what the process/Node metrics cost.
+    const { collectDefaultMetrics } = await import('prom-client')
+    collectDefaultMetrics()
+    break
+  }
+  case 'gc-observer-only': {
+    // Only a PerformanceObserver on GC entries, as prom-client's nodejs_gc_duration_seconds uses.
+    const { PerformanceObserver } = await import('node:perf_hooks')
+    new PerformanceObserver(() => {}).observe({ entryTypes: ['gc'] })
+    break
+  }
   case 'fastify-metrics': {
     const { default: fastifyMetrics } = await import('fastify-metrics')
     await app.register(fastifyMetrics.default ?? fastifyMetrics, { endpoint: '/metrics' })
