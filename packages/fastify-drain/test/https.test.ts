@@ -1,0 +1,47 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { readFileSync } from 'node:fs'
+import { connect } from 'node:tls'
+import { once } from 'node:events'
+import { makeApp, listen, deferred, until } from './helpers.js'
+
+const fixtures = new URL('./fixtures/', import.meta.url)
+const key = readFileSync(new URL('key.pem', fixtures))
+const cert = readFileSync(new URL('cert.pem', fixtures))
+
+test('HTTPS: an in-flight request ends with Connection: close and its TLS socket closes; an idle one is closed by the drain', async (t) => {
+  const entered = deferred()
+  const { app } = await makeApp({}, (app) => {
+    app.get('/slow', async () => { entered.resolve(); await new Promise((resolve) => setTimeout(resolve, 300)); return 'slow' })
+  }, { https: { key, cert } })
+  t.after(() => app.close())
+  const port = await listen(app)
+
+  const open = async (): Promise<{ socket: import('node:tls').TLSSocket, data: () => string, closed: Promise<unknown> }> => {
+    const socket = connect({ host: '127.0.0.1', port, ca: cert })
+    await once(socket, 'secureConnect')
+    let data = ''
+    socket.setEncoding('utf8')
+    socket.on('data', (c: string) => { data += c })
+    return { socket, data: () => data, closed: once(socket, 'close') }
+  }
+  const busy = await open()
+  const idle = await open()
+  t.after(() => { busy.socket.destroy(); idle.socket.destroy() })
+  idle.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
+  busy.socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
+  await entered.promise
+  await until(() => idle.data().endsWith('{"hello":"world"}'), 5000, 'the idle socket\'s response')
+  assert.equal(app.drain.inFlight, 1)
+
+  const started = Date.now()
+  await app.close()
+  await Promise.all([busy.closed, idle.closed])
+  assert.ok(Date.now() - started < 1500)
+  assert.match(busy.data(), /^HTTP\/1\.1 200 OK\r\n/)
+  assert.match(busy.data(), /\r\nconnection: close\r\n/i)
+  assert.match(busy.data(), /slow$/)
+  assert.match(idle.data(), /\r\nconnection: keep-alive\r\n/i)
+  assert.equal(app.drain.idleClosed, 1)
+  assert.equal(app.drain.destroyed, 0)
+})
