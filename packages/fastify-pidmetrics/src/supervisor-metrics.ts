@@ -116,10 +116,21 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
   })
   const reloads = new Counter({
     name: 'nclust_reloads_total',
-    help: 'Rolling reloads, by outcome (success, failure)',
+    help: 'Rolling reloads finished, by outcome (success, failure: a new worker did not start or shutdown began)',
     labelNames: ['outcome'],
     registers: [registry]
   })
+  const reloading = new Gauge({
+    name: 'nclust_reload_in_progress',
+    help: '1 while a rolling reload runs',
+    registers: [registry]
+  })
+  const reloadSeconds = new Gauge({
+    name: 'nclust_reload_duration_seconds',
+    help: 'Seconds the last rolling reload took (successful or not)',
+    registers: [registry]
+  })
+  reloading.set(0)
   const scrapeUp = new Gauge({
     name: 'nclust_scrape_worker_up',
     help: '1 when the worker answered the last cluster scrape in time, 0 when it did not (dead, starting, timed out, error)',
@@ -184,8 +195,16 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
     }],
     ['shutdown', (e) => shutdowns.inc({ reason: str(e.reason, 'unknown') })],
     ['crash-loop', (e) => crashLoops.inc({ worker: str(e.workerId, 'unknown') })],
-    // Emitted once the supervisor does rolling reloads: `{ outcome: 'success' | 'failure' }` or `{ ok: boolean }`.
-    ['reload', (e) => reloads.inc({ outcome: typeof e.outcome === 'string' ? e.outcome : (e.ok === false ? 'failure' : 'success') })]
+    // Rolling reloads: `{ phase: 'start' }`, then `{ phase: 'done', ok, replaced, ms, ... }`.
+    ['reload', (e) => {
+      if (e.phase === 'start') {
+        reloading.set(1)
+        return
+      }
+      reloading.set(0)
+      reloads.inc({ outcome: e.ok === true ? 'success' : 'failure' })
+      if (typeof e.ms === 'number') reloadSeconds.set(e.ms / 1000)
+    }]
   ]
   for (const [name, fn] of listeners) handle.events.on(name, fn)
 

@@ -90,8 +90,11 @@ test('supervisor events become nclust_* series', async (t) => {
   ev.emit('restart', { workerId: 0, attempt: 2, delay: 200, reason: 'crash' })
   ev.emit('crash-loop', { workerId: 0, failures: 5, windowMs: 1000, lastCode: 1, lastSignal: null })
   ev.emit('shutdown', { reason: 'signal', signal: 'SIGTERM' })
-  ev.emit('reload', { outcome: 'success' })
-  ev.emit('reload', { ok: false })
+  ev.emit('reload', { phase: 'start' })
+  assert.equal(sumOf(samples(await server.scrape()).get('nclust_reload_in_progress')), 1)
+  ev.emit('reload', { phase: 'done', ok: true, replaced: 2, ms: 1500 })
+  ev.emit('reload', { phase: 'start' })
+  ev.emit('reload', { phase: 'done', ok: false, replaced: 0, failedWorkerId: 0, reason: 'crash', ms: 200 })
   const workerOne = primary.fleet[1]
   assert.ok(workerOne !== undefined)
   workerOne.alive = false
@@ -108,6 +111,8 @@ test('supervisor events become nclust_* series', async (t) => {
   assert.equal(sumOf(s.get('nclust_crash_loops_total'), (l) => l.worker === '0'), 1)
   assert.equal(sumOf(s.get('nclust_reloads_total'), (l) => l.outcome === 'success'), 1)
   assert.equal(sumOf(s.get('nclust_reloads_total'), (l) => l.outcome === 'failure'), 1)
+  assert.equal(sumOf(s.get('nclust_reload_in_progress')), 0)
+  assert.equal(sumOf(s.get('nclust_reload_duration_seconds')), 0.2)
   assert.equal(sumOf(s.get('nclust_worker_ready'), (l) => l.worker === '1'), 0)
   assert.equal(sumOf(s.get('nclust_worker_ready'), (l) => l.worker === '0'), 1)
   assert.equal(sumOf(s.get('nclust_workers_ready')), 1)

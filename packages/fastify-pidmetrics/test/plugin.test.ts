@@ -104,7 +104,7 @@ test('defaultMetrics: false and routeMetrics: false leave those families out', a
   assert.ok(s2.has('process_cpu_user_seconds_total'))
 })
 
-test('custom buckets and the default registry', async (t) => {
+test('custom buckets', async (t) => {
   const f = await app({ buckets: [0.1, 1] })
   t.after(() => f.close())
   await f.inject('/users/1')
@@ -161,4 +161,22 @@ test('bad options are rejected naming the option, the value and what is allowed'
       return true
     })
   }
+})
+
+test('default registry is prom-client\'s global one: metrics created the usual way get pid/worker too', async (t) => {
+  const { register, Counter } = await import('prom-client')
+  const f = Fastify()
+  await f.register(pidMetrics, { worker: '7' })
+  f.get('/', async () => 'ok')
+  await f.ready()
+  t.after(async () => { await f.close(); register.clear() })
+  assert.equal(f.pidMetrics.registry, register)
+  const orders = new Counter({ name: 'orders_total', help: 'orders placed' })
+  orders.inc(3)
+  await f.inject('/')
+  const s = samples((await f.inject('/metrics')).body)
+  assert.deepEqual(s.get('orders_total')?.map((x) => [x.labels.pid, x.labels.worker, x.value]), [[String(process.pid), '7', 3]])
+  assert.equal(sumOf(s.get('http_requests_total'), (l) => l.worker === '7'), 1)
+  const scrape = await f.pidMetrics.scrape()
+  assert.ok(scrape.metrics.some((m) => m.name === 'orders_total'), 'reaches the cluster scrape too')
 })
