@@ -189,7 +189,8 @@ test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own 
 })
 
 test('real Prometheus scrapes the primary every second: sum by (worker) (http_requests_total)', { skip: PROMETHEUS === undefined ? 'prometheus binary not found (install the Debian package "prometheus")' : false }, async (t) => {
-  const c = await startCluster()
+  // Per-worker timeout well under Prometheus's 1 s scrape_timeout, so a slow worker cannot fail the scrape.
+  const c = await startCluster({ FIXTURE_SCRAPE_TIMEOUT: '500' })
   t.after(() => c.stop())
   for (let i = 0; i < 40; i++) await hit(c.port)
   const dir = mkdtempSync(join(tmpdir(), 'pidmetrics-prom-'))
@@ -244,8 +245,12 @@ test('real Prometheus scrapes the primary every second: sum by (worker) (http_re
     await new Promise((resolve) => setTimeout(resolve, 500))
   }
   assert.deepEqual(result.map((r) => r.metric.worker).sort(), ['0', '1'])
-  const up = await query('up{job="nclust"}')
+  const up = await query('max_over_time(up{job="nclust"}[1m])')
   assert.equal(up[0]?.value[1], '1')
-  const scrapeUp = await query('sum(nclust_scrape_worker_up)')
+  const scrapeUp = await query('max_over_time(sum(nclust_scrape_worker_up)[1m:1s])')
   assert.equal(scrapeUp[0]?.value[1], '2')
+  // The rules file loaded (the recording rule exists as a rule, whether or not it has data yet).
+  const rules = await request(`http://127.0.0.1:${promPort}/api/v1/rules`, { headersTimeout: 10_000 })
+  const rulesBody = await rules.body.json() as { data: { groups: Array<{ rules: Array<{ name: string }> }> } }
+  assert.ok(rulesBody.data.groups.some((g) => g.rules.some((r) => r.name === 'NclustWorkerStarved')), 'alerts.yml loaded')
 })
