@@ -9,7 +9,7 @@ export interface LogLine { level: number, msg: string, [key: string]: unknown }
 export async function makeApp (
   drain: DrainOptions = {},
   routes: (app: FastifyInstance) => void = () => {},
-  server: Partial<FastifyServerOptions> & { http2?: boolean } = {}
+  server: Partial<FastifyServerOptions> & { http2?: boolean, https?: object } = {}
 ): Promise<{ app: FastifyInstance, logs: LogLine[] }> {
   const logs: LogLine[] = []
   const app = Fastify({
