@@ -51,14 +51,17 @@ export async function freePort (): Promise<number> {
   })
 }
 
-/** Poll `fn` until it returns a truthy value (or resolves to one); throws with `what` after `timeoutMs`. */
-export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 20000, intervalMs = 50): Promise<NonNullable<T>> {
+/**
+ * Poll `fn` until it returns a value other than undefined, null or false (or resolves to one); throws
+ * with `what` after `timeoutMs`. The value is returned, so `cond && value` hands back `value`.
+ */
+export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 20000, intervalMs = 50): Promise<Exclude<NonNullable<T>, false>> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   for (;;) {
     try {
       const v = await fn()
-      if (v !== undefined && v !== null && v !== false) return v as NonNullable<T>
+      if (v !== undefined && v !== null && v !== false) return v as Exclude<NonNullable<T>, false>
     } catch (err) { last = err }
     if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last !== undefined ? ` (last error: ${String(last)})` : ''}`)
     await sleep(intervalMs)

@@ -1,9 +1,8 @@
-import { spawn, execFileSync, type ChildProcess } from 'node:child_process'
+import { execFileSync } from 'node:child_process'
 import { existsSync, readdirSync, statSync } from 'node:fs'
 import http from 'node:http'
-import net from 'node:net'
 import { join } from 'node:path'
-import { waitFor } from './proxy.js'
+import { spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
 
 const exampleDir = new URL('..', import.meta.url).pathname
 const serverJs = join(exampleDir, 'dist', 'server.js')
@@ -17,14 +16,6 @@ export function ensureBuilt (): void {
   }))
   if (existsSync(serverJs) && statSync(serverJs).mtimeMs >= newest(join(exampleDir, 'src'))) return
   execFileSync(process.execPath, [join(exampleDir, '..', '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(exampleDir, 'tsconfig.json')], { stdio: 'inherit' })
-}
-
-export async function freePort (): Promise<number> {
-  const server = net.createServer()
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
-  const { port } = server.address() as net.AddressInfo
-  await new Promise<void>((resolve) => server.close(() => resolve()))
-  return port
 }
 
 export interface Response<T = unknown> { status: number, headers: http.IncomingHttpHeaders, body: T, pid: number, workerId: number }
@@ -62,43 +53,29 @@ export function request<T = any> (port: number, method: string, path: string, op
 
 /** The built server (`node dist/server.js`) as a child process: a primary that forks the workers. */
 export class Server {
-  readonly lines: string[] = []
-  private child: ChildProcess | undefined
-  private exited: Promise<number | null> | undefined
+  private proc: Spawned | undefined
+  private cleanedUp: Promise<void> | undefined
   private stopping = false
 
   constructor (readonly port: number, readonly env: Record<string, string>) {}
 
   get pid (): number {
-    return this.child?.pid ?? -1
+    return this.proc?.pid ?? -1
   }
 
   async start (): Promise<void> {
     ensureBuilt()
-    const child = spawn(process.execPath, [serverJs], {
-      env: { ...process.env, HOST: '127.0.0.1', PORT: String(this.port), LOG_LEVEL: 'info', ...this.env },
-      stdio: ['ignore', 'pipe', 'pipe']
-    })
-    this.child = child
-    this.exited = new Promise((resolve) => child.once('exit', (code) => resolve(code)))
-    for (const stream of [child.stdout, child.stderr]) {
-      let buf = ''
-      stream.setEncoding('utf8')
-      stream.on('data', (d: string) => {
-        buf += d
-        const parts = buf.split('\n')
-        buf = parts.pop() ?? ''
-        this.lines.push(...parts)
-        if (process.env['EXAMPLE_TEST_LOGS'] === '1') for (const l of parts) process.stderr.write(`[server] ${l}\n`)
-      })
-    }
-    let exitCode: number | null | undefined
-    child.once('exit', (c) => { exitCode = c })
+    // The shared helper spawns it, parses its JSON log lines and, on cleanup, SIGKILLs the primary
+    // and every worker pid it logged.
+    const proc = spawnNode(serverJs, { env: { HOST: '127.0.0.1', PORT: String(this.port), ...this.env } })
+    this.proc = proc
+    if (process.env['EXAMPLE_TEST_LOGS'] === '1') echoLines(proc)
     // Ready = both workers answered /health (not rate limited) on fresh connections.
-    await waitFor('2 workers answering /health', async () => {
-      if (exitCode !== undefined) throw new Error(`server exited with ${exitCode}:\n${this.lines.slice(-30).join('\n')}`)
+    await waitFor(async () => {
+      const { exitCode, signalCode } = proc.child
+      if (exitCode !== null || signalCode !== null) throw new Error(`server exited with ${exitCode}:\n${proc.output().split('\n').slice(-30).join('\n')}`)
       return (await this.distinctPids('/health', 2, 8)).size >= 2
-    }, 60000, 250)
+    }, '2 workers answering /health', 60000, 250)
   }
 
   /** Hit `path` on fresh connections until `want` distinct pids answered or `tries` ran out; returns pid → status. */
@@ -120,29 +97,50 @@ export class Server {
     throw new Error(`no request to ${path} landed on a worker other than ${pid} in ${tries} tries`)
   }
 
+  /** The server's JSON log lines so far (primary and workers). */
   logs (): Array<Record<string, unknown>> {
-    return this.lines.flatMap((l) => {
-      try { return [JSON.parse(l) as Record<string, unknown>] } catch { return [] }
-    })
+    return [...(this.proc?.lines ?? [])]
   }
 
   /** Send `signal` to the primary only (not its process group). */
   signal (signal: NodeJS.Signals): void {
     if (signal === 'SIGTERM' || signal === 'SIGINT') this.stopping = true
-    this.child?.kill(signal)
+    this.proc?.child.kill(signal)
   }
 
-  /** SIGTERM the primary (graceful: workers drain) unless already asked, and wait; SIGKILL after 30 s. */
+  /**
+   * SIGTERM the primary (graceful: workers drain) unless already asked, and wait; SIGKILL after 30 s.
+   * Then the shared cleanup kills any worker left behind.
+   */
   async stop (): Promise<number | null> {
-    const child = this.child
-    if (child === undefined || child.exitCode !== null) return child?.exitCode ?? null
+    const proc = this.proc
+    if (proc === undefined) return null
+    const child = proc.child
+    if (child.exitCode !== null) {
+      await (this.cleanedUp ??= proc.cleanup())
+      return child.exitCode
+    }
     // A second SIGTERM would tell the primary to kill the workers at once: send only one.
     if (!this.stopping) this.signal('SIGTERM')
     const timer = setTimeout(() => child.kill('SIGKILL'), 30000)
     try {
-      return await this.exited!
+      return (await proc.exited).code
     } finally {
       clearTimeout(timer)
+      await (this.cleanedUp ??= proc.cleanup())
     }
+  }
+}
+
+/** EXAMPLE_TEST_LOGS=1: copy the server's output, line by line, to stderr. */
+function echoLines (proc: Spawned): void {
+  for (const stream of [proc.child.stdout, proc.child.stderr]) {
+    let buf = ''
+    stream?.on('data', (d: string) => {
+      buf += d
+      const parts = buf.split('\n')
+      buf = parts.pop() ?? ''
+      for (const l of parts) process.stderr.write(`[server] ${l}\n`)
+    })
   }
 }

@@ -5,8 +5,9 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, signJwt } from './helpers.js'
-import { Server, freePort, request } from './cluster-harness.js'
-import { TcpProxy, waitFor } from './proxy.js'
+import { freePort, waitFor } from '../../../test/helpers/index.ts'
+import { Server, request } from './cluster-harness.js'
+import { TcpProxy } from './proxy.js'
 
 const RATE_LIMIT_MAX = 12
 const { schema, prefix } = isolation('clres')
@@ -22,7 +23,7 @@ interface Health { status: string, pid: number, checks: { postgres: { ok: boolea
 
 /** Ask /health on fresh connections until both workers answered `status`; returns their pids. */
 async function bothWorkersHealth (status: number): Promise<number[]> {
-  return await waitFor(`health ${status} on both workers`, async () => {
+  return await waitFor(async () => {
     const seen = new Map<number, number>()
     for (let i = 0; i < 12 && seen.size < 2; i++) {
       const r = await request<Health>(port, 'GET', '/health')
@@ -30,7 +31,7 @@ async function bothWorkersHealth (status: number): Promise<number[]> {
     }
     const all = [...seen.values()]
     return seen.size === 2 && all.every((s) => s === status) && [...seen.keys()].sort()
-  }, 30000, 200)
+  }, `health ${status} on both workers`, 30000, 200)
 }
 
 const forkedCount = (): number => server.logs().filter((l) => l['msg'] === 'worker forked').length
@@ -69,7 +70,7 @@ after(async () => {
 })
 
 test('a taken METRICS_PORT is logged, and the API serves anyway', async () => {
-  await waitFor('the metrics error in the log', async () => server.logs().some((l) => /cluster metrics NOT served/.test(String(l['msg']))), 10000)
+  await waitFor(async () => server.logs().some((l) => /cluster metrics NOT served/.test(String(l['msg']))), 'the metrics error in the log', 10000, 200)
   assert.equal(pids.length, 2)
 })
 

@@ -5,7 +5,8 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { DATABASE_URL, REDIS_URL, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
-import { Server, freePort, request } from './cluster-harness.js'
+import { freePort } from '../../../test/helpers/index.ts'
+import { Server, request } from './cluster-harness.js'
 
 const { schema, prefix } = isolation('cluster')
 let server: Server

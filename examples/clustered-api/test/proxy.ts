@@ -82,20 +82,3 @@ export class TcpProxy {
     await this.cut()
   }
 }
-
-/** Poll `fn` until it returns a truthy value or `timeoutMs` passes (then throw with the last value). */
-export async function waitFor<T> (what: string, fn: () => Promise<T | undefined | false>, timeoutMs = 30000, everyMs = 200): Promise<T> {
-  const deadline = Date.now() + timeoutMs
-  let last: unknown
-  for (;;) {
-    try {
-      const v = await fn()
-      if (v !== undefined && v !== false) return v
-      last = v
-    } catch (err) {
-      last = err
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}; last: ${last instanceof Error ? last.message : JSON.stringify(last)}`)
-    await new Promise((resolve) => setTimeout(resolve, everyMs))
-  }
-}

@@ -8,7 +8,8 @@ import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/db.js'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
-import { TcpProxy, waitFor } from './proxy.js'
+import { waitFor } from '../../../test/helpers/index.ts'
+import { TcpProxy } from './proxy.js'
 
 const { schema, prefix } = isolation('resil')
 const redisProxy = TcpProxy.forUrl(REDIS_URL)
@@ -58,7 +59,7 @@ test('redis away: health 503, redis routes 503 with a request id, postgres-only 
   assert.equal((await health()).code, 200)
   await redisProxy.cut()
 
-  const down = await waitFor('health 503', async () => { const h = await health(); return h.code === 503 && h })
+  const down = await waitFor(async () => { const h = await health(); return h.code === 503 && h }, 'health 503', 30000, 200)
   assert.equal(down.body.status, 'degraded')
   assert.equal(down.body.checks.redis.ok, false)
   assert.equal(down.body.checks.postgres.ok, true)
@@ -78,7 +79,7 @@ test('redis away: health 503, redis routes 503 with a request id, postgres-only 
   assert.equal((await app.inject({ method: 'GET', url: '/' })).statusCode, 200)
 
   await redisProxy.restore()
-  await waitFor('health 200 after redis returns', async () => (await health()).code === 200)
+  await waitFor(async () => (await health()).code === 200, 'health 200 after redis returns', 30000, 200)
   const back = await app.inject({ method: 'GET', url: '/cart', headers: auth })
   assert.equal(back.statusCode, 200, back.body)
 })
@@ -88,20 +89,20 @@ test('postgres away: health 503, database routes 503; then recovery', async () =
   assert.equal((await app.inject({ method: 'GET', url: '/notes', headers: auth })).statusCode, 200)
   await pgProxy.cut()
 
-  const down = await waitFor('health 503', async () => { const h = await health(); return h.code === 503 && h })
+  const down = await waitFor(async () => { const h = await health(); return h.code === 503 && h }, 'health 503', 30000, 200)
   assert.equal(down.body.checks.postgres.ok, false)
   assert.equal(down.body.checks.redis.ok, true)
 
-  const notes = await waitFor('notes 503', async () => {
+  const notes = await waitFor(async () => {
     const r = await app.inject({ method: 'GET', url: '/notes', headers: auth })
     return r.statusCode === 503 && r
-  })
+  }, 'notes 503', 30000, 200)
   assert.match(notes.json<{ message: string }>().message, /postgres is unavailable/)
   const login = await app.inject({ method: 'POST', url: '/login', payload: { username: 'resilient', password: 'long enough password' } })
   assert.equal(login.statusCode, 503)
 
   await pgProxy.restore()
-  await waitFor('health 200 after postgres returns', async () => (await health()).code === 200)
+  await waitFor(async () => (await health()).code === 200, 'health 200 after postgres returns', 30000, 200)
   const created = await app.inject({ method: 'POST', url: '/notes', headers: auth, payload: { title: 'after the outage' } })
   assert.equal(created.statusCode, 201, created.body)
 })
@@ -125,7 +126,7 @@ test('a worker does not start without Redis: a clear error naming REDIS_URL, no 
 test('a worker shuts down promptly while Redis and Postgres are away', async () => {
   await redisProxy.cut()
   await pgProxy.cut()
-  await waitFor('redis seen down', async () => (await health()).body.checks.redis.ok === false)
+  await waitFor(async () => (await health()).body.checks.redis.ok === false, 'redis seen down', 30000, 200)
   const started = Date.now()
   await app.close() // QUIT would be refused without an offline queue: the client must just disconnect
   closed = true
