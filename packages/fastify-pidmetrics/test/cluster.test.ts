@@ -2,92 +2,52 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn, type ChildProcess } from 'node:child_process'
-import { createServer } from 'node:net'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
+import { freePort, spawnNode, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
 import { PROMETHEUS, samples, sumOf } from './helpers.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/cluster.mjs', import.meta.url))
 
-async function freePort (): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer()
-    s.once('error', reject)
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port
-      s.close(() => resolve(port))
-    })
-  })
-}
-
-interface Line { msg: string, [k: string]: unknown }
 interface Cluster {
   child: ChildProcess
   port: number
   metricsUrl: string
   workers: Array<{ workerId: number, pid: number }>
-  lines: Line[]
-  waitFor: (pred: (l: Line) => boolean, ms: number, what: string) => Promise<Line>
+  waitFor: Spawned['waitForLine']
   stop: () => Promise<void>
-  ready: Line
+  ready: LogLine
 }
 
+/** The fixture as a real primary (spawned by the shared helper); resolves once it logged 'ready'. */
 async function startCluster (env: Record<string, string> = {}): Promise<Cluster> {
   const port = await freePort()
-  const child = spawn(process.execPath, [FIXTURE], {
-    env: { ...process.env, WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env },
-    stdio: ['ignore', 'pipe', 'pipe']
-  })
-  const lines: Line[] = []
-  const waiters: Array<{ pred: (l: Line) => boolean, resolve: (l: Line) => void }> = []
-  let stderr = ''
-  child.stderr?.on('data', (d: Buffer) => { stderr += d.toString() })
-  let buf = ''
-  child.stdout?.on('data', (d: Buffer) => {
-    buf += d.toString()
-    let i
-    while ((i = buf.indexOf('\n')) >= 0) {
-      const raw = buf.slice(0, i)
-      buf = buf.slice(i + 1)
-      let line: Line
-      try { line = JSON.parse(raw) as Line } catch { continue }
-      lines.push(line)
-      for (const w of [...waiters]) if (w.pred(line)) { waiters.splice(waiters.indexOf(w), 1); w.resolve(line) }
-    }
-  })
-  const waitFor = async (pred: (l: Line) => boolean, ms: number, what: string): Promise<Line> => {
-    const seen = lines.find(pred)
-    if (seen !== undefined) return seen
-    return await new Promise<Line>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`no "${what}" within ${ms} ms; stderr: ${stderr.slice(-2000)}`)), ms)
-      const onExit = (code: number | null): void => { clearTimeout(timer); reject(new Error(`cluster exited (${code}) before "${what}"; stderr: ${stderr.slice(-2000)}`)) }
-      child.once('exit', onExit)
-      waiters.push({ pred, resolve: (l) => { clearTimeout(timer); child.off('exit', onExit); resolve(l) } })
-    })
-  }
+  const p = spawnNode(FIXTURE, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
+  /** SIGTERM (graceful), SIGKILL after 15 s; then the shared cleanup kills whatever is left. */
   const stop = async (): Promise<void> => {
-    if (child.exitCode !== null || child.signalCode !== null) return
-    const exited = new Promise((resolve) => child.once('exit', resolve))
-    child.kill('SIGTERM')
-    const t = setTimeout(() => child.kill('SIGKILL'), 15_000)
-    await exited
-    clearTimeout(t)
+    try {
+      if (p.child.exitCode !== null || p.child.signalCode !== null) return
+      p.child.kill('SIGTERM')
+      const t = setTimeout(() => p.child.kill('SIGKILL'), 15_000)
+      await p.exited
+      clearTimeout(t)
+    } finally {
+      await p.cleanup()
+    }
   }
-  let ready: Line
+  const startFailed = (l: LogLine): boolean => l.msg === 'event worker-exit' && (l.event as { reason?: string }).reason === 'start-failed'
+  let ready: LogLine
   try {
-    ready = await Promise.race([
-      waitFor((l) => l.msg === 'ready', 60_000, 'ready'),
-      waitFor((l) => l.msg === 'event worker-exit' && (l.event as { reason?: string }).reason === 'start-failed', 60_000, 'start failure')
-        .then((l) => { throw new Error(`a worker failed to start: ${JSON.stringify(l.event)}`) })
-    ])
+    ready = await p.waitForLine((l) => l.msg === 'ready' || startFailed(l), 60_000, 'ready')
+    if (startFailed(ready)) throw new Error(`a worker failed to start: ${JSON.stringify(ready.event)}`)
   } catch (err) {
-    child.kill('SIGKILL')
+    await p.cleanup()
     throw err
   }
-  return { child, port, metricsUrl: String(ready.metricsUrl), workers: ready.workers as Cluster['workers'], lines, waitFor, stop, ready }
+  return { child: p.child, port, metricsUrl: String(ready.metricsUrl), workers: ready.workers as Cluster['workers'], waitFor: p.waitForLine, stop, ready }
 }
 
 async function scrape (url: string): Promise<{ ms: number, s: ReturnType<typeof samples>, body: string }> {
