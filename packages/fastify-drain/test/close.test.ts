@@ -1,7 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { makeApp, listen, RawClient, until, tryConnect, deferred } from './helpers.js'
+import { makeApp, listen, RawClient, tryConnect, deferred } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 test('close with one idle keep-alive socket resolves well under a second and closes the socket', async (t) => {
   const { app } = await makeApp()
@@ -59,7 +60,7 @@ test('inFlight counts requests in flight before and during the drain', async (t)
   await entered.promise
   assert.equal(app.drain.inFlight, 1)
   const closing = app.close()
-  await until(() => app.drain.phase === 'draining', 5000, 'draining')
+  await waitFor(() => app.drain.phase === 'draining', 'draining', 5000, 5)
   assert.equal(app.drain.inFlight, 1)
   release.resolve()
   assert.equal((await held).headers.connection, 'close')
@@ -115,7 +116,7 @@ test('a request arriving on a kept-alive socket during the drain is served with 
   await entered.promise
 
   const closing = app.close()
-  await until(() => !app.server.listening, 5000, 'the listener to stop')
+  await waitFor(() => !app.server.listening, 'the listener to stop', 5000, 5)
   assert.equal(app.drain.draining, true)
   assert.equal(await tryConnect(port), 'ECONNREFUSED')
 

@@ -1,7 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { makeApp, listen, RawClient, until, deferred } from './helpers.js'
+import { makeApp, listen, RawClient, deferred } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 test('a handler that never ends is cut at the deadline: 503 + Retry-After if nothing was sent, reset if streaming; close resolves; the log says so', async (t) => {
   const lateDone = deferred()
@@ -28,7 +29,7 @@ test('a handler that never ends is cut at the deadline: 503 + Retry-After if not
   const hung = hang.request('/hang')
   const lateRes = late.request('/late')
   stream.socket.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n')
-  await until(() => app.drain.inFlight === 3, 5000, 'three requests in flight')
+  await waitFor(() => app.drain.inFlight === 3, 'three requests in flight', 5000, 5)
 
   const started = Date.now()
   await app.close()

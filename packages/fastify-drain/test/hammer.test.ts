@@ -2,7 +2,8 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Client } from 'undici'
 import { Agent, request as httpRequest, type IncomingMessage } from 'node:http'
-import { makeApp, listen, until } from './helpers.js'
+import { makeApp, listen } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 interface ClientTally { ok: number, lastConnection: string | undefined, end: string, lost: string[] }
 
@@ -68,7 +69,7 @@ for (const [name, hammer, clients] of [['undici', hammerUndici, 50], ['node:http
     const tallies: ClientTally[] = Array.from({ length: clients }, () => ({ ok: 0, lastConnection: undefined, end: '', lost: [] }))
     const giveUp = Date.now() + 60_000
     const loops = tallies.map((tally) => hammer(port, tally, () => Date.now() > giveUp))
-    await until(() => tallies.every((x) => x.ok >= 5), 30_000, 'every client to get going')
+    await waitFor(() => tallies.every((x) => x.ok >= 5), 'every client to get going', 30_000, 5)
 
     const before = tallies.reduce((n, x) => n + x.ok, 0)
     await app.close()

@@ -90,15 +90,6 @@ export class RawClient {
   }
 }
 
-/** Poll a condition (no bare sleeps for correctness): resolves when `check` is true, throws after `ms`. */
-export async function until (check: () => boolean, ms = 10_000, what = 'condition'): Promise<void> {
-  const end = Date.now() + ms
-  while (!check()) {
-    if (Date.now() > end) throw new Error(`timed out after ${ms} ms waiting for ${what}`)
-    await new Promise((resolve) => setTimeout(resolve, 5))
-  }
-}
-
 /** Resolves with the error code of a fresh connection attempt, or 'connected'. */
 export async function tryConnect (port: number): Promise<string> {
   const socket = connect({ host: '127.0.0.1', port })

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:tls'
 import { once } from 'node:events'
-import { makeApp, listen, deferred, until } from './helpers.js'
+import { makeApp, listen, deferred } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 const fixtures = new URL('./fixtures/', import.meta.url)
 const key = readFileSync(new URL('key.pem', fixtures))
@@ -31,7 +32,7 @@ test('HTTPS: an in-flight request ends with Connection: close and its TLS socket
   idle.socket.write('GET / HTTP/1.1\r\nHost: x\r\n\r\n')
   busy.socket.write('GET /slow HTTP/1.1\r\nHost: x\r\n\r\n')
   await entered.promise
-  await until(() => idle.data().endsWith('{"hello":"world"}'), 5000, 'the idle socket\'s response')
+  await waitFor(() => idle.data().endsWith('{"hello":"world"}'), 'the idle socket\'s response', 5000, 5)
   assert.equal(app.drain.inFlight, 1)
 
   const started = Date.now()

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { makeApp, listen, RawClient, until, tryConnect } from './helpers.js'
+import { makeApp, listen, RawClient, tryConnect } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 async function getOnce (port: number, path: string): Promise<{ status: number, headers: Record<string, string>, body: string }> {
   const client = await RawClient.connect(port)
@@ -22,7 +23,7 @@ test('with delay, readiness turns 503 at once while the listener keeps serving, 
 
   const started = Date.now()
   const closing = app.close()
-  await until(() => app.drain.draining, 5000, 'draining')
+  await waitFor(() => app.drain.draining, 'draining', 5000, 5)
   assert.equal(app.drain.phase, 'delaying')
 
   const notReady = await getOnce(port, '/ready')
@@ -37,7 +38,7 @@ test('with delay, readiness turns 503 at once while the listener keeps serving, 
   assert.equal(served.status, 200)
   assert.equal(served.headers.connection, 'close')
 
-  await until(() => !app.server.listening, 5000, 'the listener to close')
+  await waitFor(() => !app.server.listening, 'the listener to close', 5000, 5)
   const stoppedAt = Date.now()
   assert.ok(notReadyAt < stoppedAt)
   assert.ok(stoppedAt - started >= 550, `listener closed ${stoppedAt - started} ms after close() with delay 600`)

@@ -3,7 +3,8 @@ import assert from 'node:assert/strict'
 import { request as httpRequest, Agent } from 'node:http'
 import { connect as h2connect } from 'node:http2'
 import { once } from 'node:events'
-import { makeApp, listen, RawClient, until, deferred } from './helpers.js'
+import { makeApp, listen, RawClient, deferred } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 test('an SSE stream sees request.drainSignal abort and ends cleanly; close resolves', async (t) => {
   const { app } = await makeApp({}, (app) => {
@@ -31,7 +32,7 @@ test('an SSE stream sees request.drainSignal abort and ends cleanly; close resol
   res.setEncoding('utf8')
   res.on('data', (chunk: string) => { body += chunk })
   const ended = once(res, 'end')
-  await until(() => body.includes('tick'), 5000, 'a tick')
+  await waitFor(() => body.includes('tick'), 'a tick', 5000, 5)
 
   const started = Date.now()
   await app.close()
@@ -60,7 +61,7 @@ test('upgraded sockets: closed by their handler on the signal, or destroyed at t
   rude.socket.on('data', (chunk: string) => { rudeData += chunk })
   polite.socket.write('GET /polite HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n')
   rude.socket.write('GET /rude HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n')
-  await until(() => politeData.includes('101') && rudeData.includes('101'), 5000, 'both upgrades')
+  await waitFor(() => politeData.includes('101') && rudeData.includes('101'), 'both upgrades', 5000, 5)
 
   const started = Date.now()
   await app.close()
