@@ -4,6 +4,7 @@
  * ends, pass or fail, including the workers of a primary that was SIGKILLed.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
+import { readFileSync } from 'node:fs'
 import { createServer } from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { request as undiciRequest, Agent } from 'undici'
@@ -28,15 +29,26 @@ export interface Spawned {
 
 const live = new Set<Spawned>()
 
-/** Kill everything still running when the test process ends, however it ends. */
-process.on('exit', () => {
+function killAll (): void {
   for (const s of live) {
     for (const pid of s.knownPids()) { try { process.kill(pid, 'SIGKILL') } catch {} }
   }
-})
+}
+/** Kill everything still running when the test process ends, however it ends. */
+process.on('exit', killAll)
+// A signal (the runner's file timeout sends SIGTERM) skips 'exit' handlers: kill what we started,
+// then die of the same signal as we would have.
+for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
+  process.once(signal, () => {
+    killAll()
+    process.kill(process.pid, signal)
+  })
+}
 
+/** True while `pid` runs. A zombie (exited, not yet reaped by its new parent) counts as gone. */
 export function isAlive (pid: number): boolean {
-  try { process.kill(pid, 0); return true } catch { return false }
+  try { process.kill(pid, 0) } catch { return false }
+  try { return !/^\d+ \(.*\) Z/.test(readFileSync(`/proc/${pid}/stat`, 'utf8')) } catch { return true }
 }
 
 export async function freePort (): Promise<number> {
