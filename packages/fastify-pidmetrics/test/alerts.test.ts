@@ -2,13 +2,13 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
-import { PROMTOOL } from './helpers.js'
+import { PROMTOOL, requireTool, skipWithout } from './helpers.js'
 
 const dir = fileURLToPath(new URL('../prometheus/', import.meta.url))
-const skip = PROMTOOL === undefined ? 'promtool not found (install the Debian package "prometheus")' : false
+const skip = skipWithout(PROMTOOL, 'promtool')
 
 function promtool (...args: string[]): { status: number | null, out: string } {
-  const r = spawnSync(PROMTOOL ?? 'promtool', args, { cwd: dir, encoding: 'utf8', timeout: 60_000 })
+  const r = spawnSync(requireTool(PROMTOOL, 'promtool'), args, { cwd: dir, encoding: 'utf8', timeout: 60_000 })
   return { status: r.status, out: `${r.stdout ?? ''}${r.stderr ?? ''}` }
 }
 

@@ -8,7 +8,7 @@ import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
 import { freePort, spawnNode, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
-import { PROMETHEUS, samples, sumOf } from './helpers.js'
+import { PROMETHEUS, requireTool, samples, skipWithout, sumOf } from './helpers.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/cluster.mjs', import.meta.url))
 
@@ -148,7 +148,7 @@ test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own 
   assert.ok(!own.s.has('nclust_scrape_worker_up'), 'no cluster series in single-process mode')
 })
 
-test('real Prometheus scrapes the primary every second: sum by (worker) (http_requests_total)', { skip: PROMETHEUS === undefined ? 'prometheus binary not found (install the Debian package "prometheus")' : false }, async (t) => {
+test('real Prometheus scrapes the primary every second: sum by (worker) (http_requests_total)', { skip: skipWithout(PROMETHEUS, 'prometheus') }, async (t) => {
   // Per-worker timeout well under Prometheus's 1 s scrape_timeout, so a slow worker cannot fail the scrape.
   const c = await startCluster({ FIXTURE_SCRAPE_TIMEOUT: '500' })
   t.after(() => c.stop())
@@ -171,7 +171,7 @@ test('real Prometheus scrapes the primary every second: sum by (worker) (http_re
     ''
   ].join('\n'))
   const promPort = await freePort()
-  const prom = spawn(PROMETHEUS ?? 'prometheus', [
+  const prom = spawn(requireTool(PROMETHEUS, 'prometheus'), [
     `--config.file=${join(dir, 'prometheus.yml')}`,
     `--storage.tsdb.path=${join(dir, 'data')}`,
     `--web.listen-address=127.0.0.1:${promPort}`

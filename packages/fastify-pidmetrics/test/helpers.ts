@@ -32,9 +32,28 @@ export function sumOf (list: Sample[] | undefined, where: (labels: Record<string
 export const PROMTOOL = ['/usr/bin/promtool', '/usr/local/bin/promtool'].find((p) => existsSync(p))
 export const PROMETHEUS = ['/usr/bin/prometheus', '/usr/local/bin/prometheus'].find((p) => existsSync(p))
 
+/** `CI` set (and not "false"/"0"): the Prometheus tools are required, a missing one fails the run. */
+export const IN_CI = !['', 'false', '0'].includes(process.env.CI ?? '')
+
+/**
+ * The `skip` option of a test that needs `name` at `path`: skipped on a developer machine without
+ * it, never under CI, where the test runs and fails on {@link requireTool}.
+ */
+export function skipWithout (path: string | undefined, name: string): string | false {
+  if (path !== undefined || IN_CI) return false
+  return `${name} not found (install the Debian package "prometheus"); under CI=true this fails instead`
+}
+
+export function requireTool (path: string | undefined, name: string): string {
+  if (path === undefined) throw new Error(`${name} not found in /usr/bin or /usr/local/bin: install the Debian package "prometheus" (CI requires it)`)
+  return path
+}
+
+/** Whether to run the promtool lint inside a test: always under CI (failing if promtool is missing). */
+export const LINT_WITH_PROMTOOL = PROMTOOL !== undefined || IN_CI
+
 /** `promtool check metrics` on exposition text: returns its complaints ('' when clean). */
 export function promtoolCheckMetrics (text: string): { status: number | null, output: string } {
-  if (PROMTOOL === undefined) throw new Error('promtool missing')
-  const r = spawnSync(PROMTOOL, ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 })
+  const r = spawnSync(requireTool(PROMTOOL, 'promtool'), ['check', 'metrics'], { input: text, encoding: 'utf8', timeout: 30_000 })
   return { status: r.status, output: (r.stdout ?? '') + (r.stderr ?? '') }
 }

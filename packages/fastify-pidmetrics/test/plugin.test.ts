@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import Fastify, { type FastifyInstance } from 'fastify'
 import { Registry } from 'prom-client'
 import { pidMetrics, type PidMetricsOptions } from '../src/index.js'
-import { familyTypes, promtoolCheckMetrics, PROMTOOL, samples, sumOf } from './helpers.js'
+import { familyTypes, promtoolCheckMetrics, LINT_WITH_PROMTOOL, samples, sumOf } from './helpers.js'
 
 async function app (opts: PidMetricsOptions = {}): Promise<FastifyInstance> {
   const f = Fastify()
@@ -61,7 +61,7 @@ test('every series carries pid and worker labels; route labels use the pattern; 
   assert.equal(sumOf(inf, (l) => l.le === '+Inf'), 11)
   assert.equal(sumOf(inf, (l) => l.le === '+Inf' && l.route === '/users/:id'), 5)
 
-  if (PROMTOOL !== undefined) {
+  if (LINT_WITH_PROMTOOL) {
     const r = promtoolCheckMetrics(res.body)
     // promtool lints style too (e.g. help text); only parse errors fail the exposition.
     assert.doesNotMatch(r.output, /error while linting|parse error|invalid/i, r.output)
