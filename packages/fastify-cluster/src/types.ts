@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
+import type { EXIT_REASONS, SHUTDOWN_REASONS } from './reasons.js'
 
 /** What `buildApp` receives in each worker (and in single-process mode). */
 export interface WorkerContext {
@@ -21,8 +22,10 @@ export type BuildApp = (ctx: WorkerContext) => FastifyInstance | Promise<Fastify
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'stopped'
 
-/** Why a worker left: `requested` exits are never replaced, the others are. */
-export type ExitReason = 'requested' | 'crash' | 'signal' | 'start-timeout' | 'start-failed'
+/** Why a worker left: `requested` exits are never replaced, the others are. Derived from `EXIT_REASONS`. */
+export type ExitReason = typeof EXIT_REASONS[number]
+/** Why the cluster shut down. Derived from `SHUTDOWN_REASONS`. */
+export type ShutdownReason = typeof SHUTDOWN_REASONS[number]
 
 export interface WorkerInfo {
   workerId: number
@@ -47,7 +50,7 @@ export interface WorkerExitEvent {
   error?: string
 }
 export interface RestartEvent { workerId: number, attempt: number, delay: number, reason: ExitReason }
-export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop' | 'fatal', signal?: NodeJS.Signals }
+export interface ShutdownEvent { reason: ShutdownReason, signal?: NodeJS.Signals }
 export interface StateEvent { workerId: number, pid: number, generation: number, from: WorkerState | null, to: WorkerState }
 export interface CrashLoopEvent { workerId: number, failures: number, windowMs: number, lastCode: number | null, lastSignal: NodeJS.Signals | null }
 export interface ClosedEvent { code: number, killed: Array<{ workerId: number, pid: number }> }

@@ -3,6 +3,7 @@ import type { EventEmitter } from 'node:events'
 import { Counter, Gauge, type Registry } from 'prom-client'
 import type { SlotStatus } from './merge.js'
 import type { Spread } from './imbalance.js'
+import { RESTART_REASONS, SHUTDOWN_REASONS } from '@nclust/fastify-cluster'
 
 /** The part of `@nclust/fastify-cluster`'s PrimaryHandle the metrics need (a fake works in tests). */
 export interface PrimaryLike {
@@ -16,8 +17,9 @@ export interface PrimaryLike {
   onClose (fn: () => void | Promise<void>): void
 }
 
-export const RESTART_REASONS = ['crash', 'signal', 'start-timeout', 'recycle'] as const
-export const SHUTDOWN_REASONS = ['signal', 'close', 'crash-loop'] as const
+// Label values pre-set at 0 (so the first event shows in increase()): the supervisor's own lists,
+// imported rather than copied, so they cannot drift from what it emits.
+export { RESTART_REASONS, SHUTDOWN_REASONS }
 export const RELOAD_OUTCOMES = ['success', 'failure'] as const
 
 /** Exit code as a shell shows it: the code, or 128 + signal number for a signal. */
@@ -86,7 +88,7 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
   }))
   const restarts = new Counter({
     name: 'nclust_worker_restarts_total',
-    help: 'Workers replaced by the supervisor, by slot and reason (crash, signal, start-timeout, recycle, ...)',
+    help: `Workers replaced by the supervisor, by slot and reason (${RESTART_REASONS.join(', ')})`,
     labelNames: ['worker', 'reason'],
     registers: [registry]
   })
@@ -104,7 +106,7 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
   })
   const shutdowns = new Counter({
     name: 'nclust_shutdowns_total',
-    help: 'Cluster shutdowns started, by reason (signal, close, crash-loop)',
+    help: `Cluster shutdowns started, by reason (${SHUTDOWN_REASONS.join(', ')})`,
     labelNames: ['reason'],
     registers: [registry]
   })
@@ -163,18 +165,20 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
   const ratio = new Gauge({
     name: 'nclust_request_rate_imbalance_ratio',
     help: 'max / mean of the per-worker request rates over the imbalance window: 1 is even, N (worker count) is one worker taking everything; NaN without traffic',
-    registers: [registry]
+    registers: [] // registered with the first measured window: absent until then, never a fake 0
   })
   const cv = new Gauge({
     name: 'nclust_request_rate_cv',
     help: 'Coefficient of variation (stddev / mean) of the per-worker request rates over the imbalance window: 0 is even; NaN without traffic',
-    registers: [registry]
+    registers: [] // registered with the first measured window: absent until then, never a fake 0
   })
   const windowSeconds = new Gauge({
     name: 'nclust_request_rate_window_seconds',
     help: 'Seconds the per-worker request rates were measured over',
-    registers: [registry]
+    registers: [] // registered with the first measured window: absent until then, never a fake 0
   })
+
+  let imbalanceRegistered = false
 
   // Zero the series alerts use with increase(), so the first event is an increase and not a new series.
   for (const s of slots()) {
@@ -218,6 +222,10 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
         if (!s.up) scrapeFailures.inc({ worker })
       }
       if (spread !== undefined) {
+        if (!imbalanceRegistered) {
+          imbalanceRegistered = true
+          for (const g of [ratio, cv, windowSeconds]) registry.registerMetric(g)
+        }
         rate.reset()
         for (const [w, r] of spread.rates) rate.set({ worker: String(w) }, r)
         ratio.set(spread.maxOverMean)

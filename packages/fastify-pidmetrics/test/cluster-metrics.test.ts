@@ -4,6 +4,8 @@ import { request } from 'undici'
 import { clusterMetrics, RateWindow, spreadOf } from '../src/index.js'
 import { resolveClusterMetricsOptions } from '../src/cluster-metrics.js'
 import { exitCodeOf } from '../src/supervisor-metrics.js'
+import { RESTART_REASONS, SHUTDOWN_REASONS } from '@nclust/fastify-cluster'
+import { waitFor } from '../../../test/helpers/index.ts'
 import { FakePrimary, FakeWorker } from './fake-cluster.js'
 import { promtoolCheckMetrics, LINT_WITH_PROMTOOL, samples, sumOf } from './helpers.js'
 
@@ -103,7 +105,14 @@ test('supervisor events become nclust_* series', async (t) => {
   const restarts = s.get('nclust_worker_restarts_total')
   assert.equal(sumOf(restarts, (l) => l.worker === '0' && l.reason === 'crash'), 2)
   assert.equal(sumOf(restarts, (l) => l.worker === '1' && l.reason === 'signal'), 1)
-  assert.equal((restarts ?? []).filter((x) => x.labels.reason === 'recycle').length, 2, 'zeroed per slot so increase() sees the first one')
+  // Every reason the supervisor can restart for is zeroed per slot, so increase() sees the first one.
+  for (const reason of RESTART_REASONS) {
+    assert.equal((restarts ?? []).filter((x) => x.labels.reason === reason).length, 2, `reason ${reason} pre-set on both slots`)
+  }
+  assert.ok(RESTART_REASONS.includes('start-failed'), 'a failed start is a restart reason')
+  assert.deepEqual([...new Set((restarts ?? []).map((x) => x.labels.reason))].sort(), [...RESTART_REASONS].sort(), 'no reason the supervisor never emits')
+  assert.deepEqual((s.get('nclust_shutdowns_total') ?? []).map((x) => x.labels.reason).sort(), [...SHUTDOWN_REASONS].sort())
+  assert.ok(SHUTDOWN_REASONS.includes('fatal'), 'an uncaught error in the primary is a shutdown reason')
   assert.equal(sumOf(s.get('nclust_worker_last_exit_code'), (l) => l.worker === '1'), 137, '128 + SIGKILL')
   assert.equal(sumOf(s.get('nclust_worker_last_exit_code'), (l) => l.worker === '0'), 1)
   assert.equal(sumOf(s.get('nclust_worker_exits_total'), (l) => l.reason === 'crash'), 1)
@@ -125,10 +134,16 @@ test('imbalance gauges: per-worker rate, max/mean and coefficient of variation',
   t.after(() => primary.close())
   const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1', imbalanceWindow: 1000 })
   t.after(() => server.close())
-  await server.scrape()
+  const first = samples(await server.scrape())
+  const firstAt = Date.now() // the first scrape was recorded at or before this instant
+  // Before the first measured window the gauges are absent: a 0 would read as data ("perfectly even").
+  for (const name of ['nclust_request_rate_imbalance_ratio', 'nclust_request_rate_cv', 'nclust_request_rate_window_seconds', 'nclust_worker_request_rate']) {
+    assert.equal(first.get(name), undefined, `${name} absent before the first window`)
+  }
   await primary.fleet[0]?.hit(90)
   await primary.fleet[1]?.hit(10)
-  await new Promise((resolve) => setTimeout(resolve, 1100))
+  // The window needs 1 s between two scrapes: wait for the clock, not for a guess of how long hits take.
+  await waitFor(() => Date.now() - firstAt >= 1000, 'one window length since the first scrape', 5000)
   const s = samples(await server.scrape())
   const ratio = sumOf(s.get('nclust_request_rate_imbalance_ratio'))
   assert.ok(Math.abs(ratio - 1.8) < 1e-9, `90/10 split: max/mean = 1.8, got ${ratio}`)
