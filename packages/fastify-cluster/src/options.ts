@@ -1,6 +1,7 @@
 import { availableParallelism } from 'node:os'
 import type { LoggerOptions, Logger } from 'pino'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
+import { DRAIN_DEFAULTS } from '@nclust/fastify-drain'
 import { errors } from './errors.js'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
@@ -137,7 +138,8 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   const shutdownTimeout = integer(options, env, 'shutdownTimeout', 'SHUTDOWN_TIMEOUT', 1, MAX_MS, DEFAULTS.shutdownTimeout)
   const startTimeout = integer(options, env, 'startTimeout', null, 1, MAX_MS, DEFAULTS.startTimeout)
 
-  const hostRaw: unknown = options.host !== undefined ? options.host : env.HOST
+  // An empty env var counts as unset, like the integer ones (HOST= in a compose file or a shell export).
+  const hostRaw: unknown = options.host !== undefined ? options.host : (env.HOST === '' ? undefined : env.HOST)
   if (hostRaw !== undefined && (typeof hostRaw !== 'string' || hostRaw.trim() === '')) {
     throw invalid(options.host !== undefined ? 'option "host"' : 'env HOST', hostRaw, 'a non-empty host name or address')
   }
@@ -157,6 +159,14 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   else if (options.drain === false) drain = false
   else if (typeof options.drain === 'object' && options.drain !== null && !Array.isArray(options.drain)) drain = { ...options.drain }
   else throw invalid('option "drain"', options.drain, 'true, false or an object of @nclust/fastify-drain options')
+
+  const minShutdown = minShutdownTimeout(drain)
+  if (shutdownTimeout < minShutdown) {
+    const fromOption = options.shutdownTimeout !== undefined
+    throw invalid(fromOption ? 'option "shutdownTimeout"' : 'env SHUTDOWN_TIMEOUT', fromOption ? options.shutdownTimeout : env.SHUTDOWN_TIMEOUT,
+      `at least ${minShutdown} ms: the drain's deadline (shutdownTimeout minus min(5 s, 10 %)) must exceed its linger ` +
+      `(${lingerOf(drain as Record<string, unknown>)} ms) and delay, or every worker fails at start`)
+  }
 
   if (options.handleSignals !== undefined && typeof options.handleSignals !== 'boolean') {
     throw invalid('option "handleSignals"', options.handleSignals, 'a boolean')
@@ -187,4 +197,23 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
 /** The drain plugin's deadline: a little below the cluster's, so the SIGKILL is only a backstop. */
 export function drainTimeoutFor (shutdownTimeout: number): number {
   return Math.max(1, shutdownTimeout - Math.min(5000, Math.ceil(shutdownTimeout * 0.1)))
+}
+
+function timingOf (drain: Record<string, unknown>, key: 'linger' | 'delay'): number {
+  const v = drain[key]
+  return typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : DRAIN_DEFAULTS[key]
+}
+function lingerOf (drain: Record<string, unknown>): number { return timingOf(drain, 'linger') }
+
+/**
+ * The smallest `shutdownTimeout` the default drain fits in: its deadline, {@link drainTimeoutFor},
+ * must exceed the drain's `linger` (250 ms by default) and `delay`, or the plugin rejects its options
+ * and every worker fails at start. 1 when the drain is off or given its own `timeout`.
+ */
+export function minShutdownTimeout (drain: false | Record<string, unknown>): number {
+  if (drain === false || drain.timeout !== undefined) return 1
+  const need = Math.max(timingOf(drain, 'linger'), timingOf(drain, 'delay'))
+  let st = need + 1
+  while (drainTimeoutFor(st) <= need) st += 1
+  return st
 }

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { availableParallelism } from 'node:os'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
-import { resolveOptions, OPTION_TABLE } from '../src/options.ts'
+import { resolveOptions, OPTION_TABLE, drainTimeoutFor, minShutdownTimeout } from '../src/options.ts'
 import { spawnNode } from '../../../test/helpers/index.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
@@ -24,8 +24,8 @@ test('env vars are read, and an explicit option wins over its env var', () => {
   const env = { WORKER_COUNT: '3', PORT: '8080', HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: '5000' }
   const o = resolveOptions({ env })
   assert.deepEqual([o.workers, o.port, o.host, o.shutdownTimeout], [3, 8080, '127.0.0.1', 5000])
-  const p = resolveOptions({ env, workers: 2, port: 9000, host: '::1', shutdownTimeout: 100 })
-  assert.deepEqual([p.workers, p.port, p.host, p.shutdownTimeout], [2, 9000, '::1', 100])
+  const p = resolveOptions({ env, workers: 2, port: 9000, host: '::1', shutdownTimeout: 1000 })
+  assert.deepEqual([p.workers, p.port, p.host, p.shutdownTimeout], [2, 9000, '::1', 1000])
 })
 
 const bad: Array<[string, Parameters<typeof resolveOptions>[0], RegExp]> = [
@@ -45,7 +45,9 @@ const bad: Array<[string, Parameters<typeof resolveOptions>[0], RegExp]> = [
   ['unknown key', { env: {}, wrokers: 2 } as unknown as Parameters<typeof resolveOptions>[0], /unknown option "wrokers", expected one of: workers, port/],
   ['unknown nested key', { env: {}, crashLoop: { windowMs: 1 } as never }, /unknown option "crashLoop.windowMs"/],
   ['drain: "yes"', { env: {}, drain: 'yes' as never }, /invalid option "drain"/],
-  ['LOG_LEVEL=loud', { env: { LOG_LEVEL: 'loud' } }, /invalid env LOG_LEVEL: got "loud"/]
+  ['LOG_LEVEL=loud', { env: { LOG_LEVEL: 'loud' } }, /invalid env LOG_LEVEL: got "loud"/],
+  ['SHUTDOWN_TIMEOUT under the drain minimum', { env: { SHUTDOWN_TIMEOUT: '278' } }, /invalid env SHUTDOWN_TIMEOUT: got "278", expected at least 279 ms: the drain's deadline .* must exceed its linger \(250 ms\)/],
+  ['shutdownTimeout under the minimum for a longer linger', { env: {}, shutdownTimeout: 1000, drain: { linger: 1000 } }, /invalid option "shutdownTimeout": got 1000, expected at least 1113 ms: .*linger \(1000 ms\)/]
 ]
 for (const [name, options, message] of bad) {
   test(`invalid: ${name} throws a coded error naming it`, () => {
@@ -57,13 +59,33 @@ for (const [name, options, message] of bad) {
   })
 }
 
+test('empty env vars count as unset, HOST included', () => {
+  const o = resolveOptions({ env: { HOST: '', PORT: '', WORKER_COUNT: '', SHUTDOWN_TIMEOUT: '', LOG_LEVEL: '' } })
+  assert.deepEqual([o.host, o.port, o.workers, o.shutdownTimeout], ['0.0.0.0', 3000, availableParallelism(), 30000])
+})
+
+test('the drain deadline derived from shutdownTimeout, and the smallest shutdownTimeout it fits in', () => {
+  // shutdownTimeout minus min(5 s, 10 %): 30 s -> 27 s, 60 s -> 55 s, 1 s -> 900 ms.
+  assert.deepEqual([30000, 60000, 1000, 279].map(drainTimeoutFor), [27000, 55000, 900, 251])
+  assert.equal(minShutdownTimeout({}), 279, 'the default linger (250 ms) needs a 251 ms drain deadline')
+  assert.ok(drainTimeoutFor(minShutdownTimeout({})) > 250 && drainTimeoutFor(minShutdownTimeout({}) - 1) <= 250)
+  assert.equal(minShutdownTimeout({ linger: 0 }), 1)
+  assert.equal(minShutdownTimeout({ delay: 5000 }), 5557)
+  assert.equal(minShutdownTimeout(false), 1, 'no drain, no minimum')
+  assert.equal(minShutdownTimeout({ timeout: 50 }), 1, 'an explicit drain timeout does not derive from shutdownTimeout')
+  assert.equal(resolveOptions({ env: { SHUTDOWN_TIMEOUT: '279' } }).shutdownTimeout, 279)
+  assert.equal(resolveOptions({ env: { SHUTDOWN_TIMEOUT: '100' }, drain: false }).shutdownTimeout, 100)
+  assert.equal(resolveOptions({ env: {}, shutdownTimeout: 100, drain: { timeout: 50 } }).shutdownTimeout, 100)
+})
+
 test('a real entry script with a bad env var exits 1 before any fork, with one line naming it', async (t) => {
   for (const [envName, value, expected] of [
     ['WORKER_COUNT', 'abc', /^nclust: NCLUST_INVALID_OPTION: invalid env WORKER_COUNT: got "abc", expected an integer from 1 to 1024\n$/],
     ['WORKER_COUNT', '0', /invalid env WORKER_COUNT: got "0"/],
     ['WORKER_COUNT', '-1', /invalid env WORKER_COUNT: got "-1"/],
     ['PORT', '99999', /invalid env PORT: got "99999", expected an integer from 0 to 65535/],
-    ['SHUTDOWN_TIMEOUT', '-1', /invalid env SHUTDOWN_TIMEOUT: got "-1"/]
+    ['SHUTDOWN_TIMEOUT', '-1', /invalid env SHUTDOWN_TIMEOUT: got "-1"/],
+    ['SHUTDOWN_TIMEOUT', '200', /invalid env SHUTDOWN_TIMEOUT: got "200", expected at least 279 ms/]
   ] as const) {
     const p = spawnNode(fixture, { env: { [envName]: value, WORKER_COUNT: envName === 'WORKER_COUNT' ? value : '2' } })
     t.after(() => p.cleanup())

@@ -1,6 +1,6 @@
 import { clusterDrain } from './plugin.js'
 
 export { clusterDrain }
-export { InvalidOptionError, ServerOptionError } from './options.js'
+export { InvalidOptionError, ServerOptionError, DRAIN_DEFAULTS } from './options.js'
 export type { DrainOptions, DrainPhase, DrainState } from './types.js'
 export default clusterDrain

@@ -23,6 +23,9 @@ export interface ResolvedOptions {
 }
 
 const KNOWN = new Set(['timeout', 'delay', 'linger', 'readiness', 'retryAfter', 'logger'])
+
+/** Defaults of the timing options (one list: `resolveOptions` and `@nclust/fastify-cluster` read it). */
+export const DRAIN_DEFAULTS = { timeout: 25_000, delay: 0, linger: 250 } as const
 const MAX_TIMER = 2_147_483_647
 
 function show (value: unknown): string {
@@ -51,9 +54,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   for (const key of Object.keys(opts)) {
     if (!KNOWN.has(key)) throw new InvalidOptionError(key, 'unknown', `allowed: ${[...KNOWN].join(', ')}`)
   }
-  const timeout = ms(opts, 'timeout', 25_000, 1)
-  const delay = ms(opts, 'delay', 0, 0)
-  const linger = ms(opts, 'linger', 250, 0)
+  const timeout = ms(opts, 'timeout', DRAIN_DEFAULTS.timeout, 1)
+  const delay = ms(opts, 'delay', DRAIN_DEFAULTS.delay, 0)
+  const linger = ms(opts, 'linger', DRAIN_DEFAULTS.linger, 0)
   if (delay >= timeout) {
     throw new InvalidOptionError('delay', show(delay), `it must be below timeout (${timeout}) or nothing would be left to drain in`)
   }
