@@ -90,6 +90,14 @@ export interface SpawnOptions {
 
 /** Start `node <file>` as a real process with piped output. */
 export function spawnNode (file: string, opts: SpawnOptions = {}): Spawned {
+  return spawnProcess(process.execPath, [file, ...(opts.args ?? [])], { ...opts, args: [] })
+}
+
+/**
+ * Start any program (a Prometheus server, say) as a tracked process: killed on cleanup and when the
+ * test process ends, like the Node fixtures. JSON stdout lines are parsed the same way.
+ */
+export function spawnProcess (command: string, argv: string[], opts: SpawnOptions = {}): Spawned {
   const env: Record<string, string> = {}
   for (const [k, v] of Object.entries({ ...process.env, LOG_LEVEL: 'info', ...opts.env })) {
     if (v !== undefined) env[k] = v
@@ -97,7 +105,7 @@ export function spawnNode (file: string, opts: SpawnOptions = {}): Spawned {
   // The test runner's loader and its test-runner env must not leak into the fixture.
   delete env.NODE_OPTIONS
   delete env.NODE_TEST_CONTEXT
-  const child = spawn(process.execPath, [file, ...(opts.args ?? [])], {
+  const child = spawn(command, [...argv, ...(opts.args ?? [])], {
     env, cwd: opts.cwd, stdio: ['ignore', 'pipe', 'pipe'], detached: opts.detached ?? false
   })
   const lines: LogLine[] = []
@@ -183,12 +191,18 @@ export async function get (port: number, path = '/', opts: { timeout?: number, h
   }
 }
 
-/** Collect distinct values of `key(response)` over fresh connections until `count` are seen. */
+/**
+ * Collect distinct values of `key(response)` over fresh connections until `count` are seen. Any
+ * answer other than 200 throws (it is never dropped before the test sees it), and so does reaching
+ * `maxRequests` without `count` distinct values.
+ */
 export async function distinct<T> (port: number, path: string, key: (body: any) => T, count: number, maxRequests = 200): Promise<Set<T>> {
   const seen = new Set<T>()
   for (let i = 0; i < maxRequests && seen.size < count; i++) {
     const r = await get(port, path)
-    if (r.status === 200) seen.add(key(r.json()))
+    if (r.status !== 200) throw new Error(`GET ${path} answered ${r.status} (request ${i + 1}): ${r.body.slice(0, 500)}`)
+    seen.add(key(r.json()))
   }
+  if (seen.size < count) throw new Error(`only ${seen.size} distinct of ${count} after ${maxRequests} requests to ${path}: ${JSON.stringify([...seen])}`)
   return seen
 }

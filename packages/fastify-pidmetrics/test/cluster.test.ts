@@ -1,13 +1,13 @@
 // Real clusters: the fixture is forked as a real primary with 2 real workers, scraped over HTTP.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { spawn, type ChildProcess } from 'node:child_process'
+import type { ChildProcess } from 'node:child_process'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { request } from 'undici'
-import { freePort, spawnNode, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { freePort, spawnNode, spawnProcess, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
 import { PROMETHEUS, requireTool, samples, skipWithout, sumOf } from './helpers.js'
 
 const FIXTURE = fileURLToPath(new URL('./fixtures/cluster.mjs', import.meta.url))
@@ -23,21 +23,25 @@ interface Cluster {
 }
 
 /** The fixture as a real primary (spawned by the shared helper); resolves once it logged 'ready'. */
-async function startCluster (env: Record<string, string> = {}): Promise<Cluster> {
+async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string> = {}): Promise<Cluster> {
   const port = await freePort()
-  const p = spawnNode(FIXTURE, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
+  const metricsPort = await freePort()
+  const p = spawnNode(FIXTURE, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_METRICS_PORT: String(metricsPort), ...env } })
   /** SIGTERM (graceful), SIGKILL after 15 s; then the shared cleanup kills whatever is left. */
   const stop = async (): Promise<void> => {
     try {
-      if (p.child.exitCode !== null || p.child.signalCode !== null) return
-      p.child.kill('SIGTERM')
-      const t = setTimeout(() => p.child.kill('SIGKILL'), 15_000)
-      await p.exited
-      clearTimeout(t)
+      if (p.child.exitCode === null && p.child.signalCode === null) {
+        p.child.kill('SIGTERM')
+        const timer = setTimeout(() => p.child.kill('SIGKILL'), 15_000)
+        await p.exited
+        clearTimeout(timer)
+      }
     } finally {
       await p.cleanup()
     }
   }
+  // Cleanup registered before anything can fail; stop() is idempotent.
+  t.after(stop)
   const startFailed = (l: LogLine): boolean => l.msg === 'event worker-exit' && (l.event as { reason?: string }).reason === 'start-failed'
   let ready: LogLine
   try {
@@ -69,15 +73,20 @@ const routeTotal = (s: ReturnType<typeof samples>, where: (l: Record<string, str
   sumOf(s.get('http_requests_total'), where)
 
 test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worker does not stall the scrape', async (t) => {
-  // A long first restart delay keeps the killed slot empty while it is scraped.
-  const c = await startCluster({ FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 4000 }), FIXTURE_SCRAPE_TIMEOUT: '1000' })
-  t.after(() => c.stop())
+  // A long first restart delay keeps the killed slot empty while it is scraped (the scrape takes
+  // well under a second; 10 s leaves a loaded machine room).
+  const c = await startCluster(t, { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10_000 }), FIXTURE_SCRAPE_TIMEOUT: '1000' })
   assert.equal(c.workers.length, 2)
   const pids = c.workers.map((w) => String(w.pid)).sort()
+  const slotOf = (pid: unknown): string => String(c.workers.find((w) => w.pid === pid)?.workerId)
 
-  // 100 requests over two routes.
-  const seen = new Set<unknown>()
-  for (let i = 0; i < 100; i++) seen.add((await hit(c.port, i % 2 === 0 ? '/' : `/users/${i}`)).pid)
+  // 100 requests over two routes, each on a fresh connection: counted per worker from the answers.
+  const perWorker = new Map<string, number>()
+  for (let i = 0; i < 100; i++) {
+    const w = slotOf((await hit(c.port, i % 2 === 0 ? '/' : `/users/${i}`)).pid)
+    perWorker.set(w, (perWorker.get(w) ?? 0) + 1)
+  }
+  assert.deepEqual([...perWorker.keys()].sort(), ['0', '1'], 'the round-robin reached both workers')
   const first = await scrape(c.metricsUrl)
   const cpuPids = (first.s.get('process_cpu_user_seconds_total') ?? []).filter((x) => x.labels.worker !== 'primary').map((x) => x.labels.pid).sort()
   assert.deepEqual(cpuPids, pids, 'both workers present with their pid labels')
@@ -87,52 +96,50 @@ test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worke
     assert.ok(pids.includes(x.labels.pid ?? ''), `series carries a worker pid: ${JSON.stringify(x.labels)}`)
     assert.equal(x.labels.worker, String(c.workers.find((w) => String(w.pid) === x.labels.pid)?.workerId))
   }
-  if (seen.size === 2) assert.ok(routeTotal(first.s, (l) => l.worker === '0') > 0 && routeTotal(first.s, (l) => l.worker === '1') > 0)
+  for (const w of ['0', '1']) assert.equal(routeTotal(first.s, (l) => l.worker === w), perWorker.get(w), `worker ${w} counted exactly what it answered`)
   assert.deepEqual((first.s.get('nclust_scrape_worker_up') ?? []).map((x) => x.value), [1, 1])
 
-  // A worker blocks its event loop for 3 s: the scrape returns after ~1 s (its timeout) and reports it.
-  const blocked = await hit(c.port, '/block?ms=3000')
+  // A worker blocks its event loop for 6 s; the scrape (1 s per-worker timeout) is back while it is
+  // still blocked, and reports it. The bound is the worker's own block, not a guess of the scrape time.
+  const blocked = await hit(c.port, '/block?ms=6000') as { workerId: number, until: number }
   const slow = await scrape(c.metricsUrl)
-  assert.ok(slow.ms < 2500, `scrape took ${slow.ms} ms with a 1000 ms per-worker timeout`)
+  assert.ok(Date.now() < blocked.until, `the scrape returned ${Date.now() - blocked.until} ms after the worker unblocked: it waited for it`)
   assert.equal(sumOf(slow.s.get('nclust_scrape_worker_up'), (l) => l.worker === String(blocked.workerId)), 0, 'blocked worker reported down')
   assert.equal(sumOf(slow.s.get('nclust_scrape_worker_up'), (l) => l.worker !== String(blocked.workerId)), 1)
   assert.equal(routeTotal(slow.s), 100, 'the blocked worker\'s counters are still there, frozen at its last good scrape')
   // Wait until it answers again.
-  const deadline = Date.now() + 20_000
-  for (;;) {
-    const r = await scrape(c.metricsUrl)
-    if (sumOf(r.s.get('nclust_scrape_worker_up')) === 2) break
-    assert.ok(Date.now() < deadline, 'blocked worker never came back')
-  }
+  await waitFor(async () => sumOf((await scrape(c.metricsUrl)).s.get('nclust_scrape_worker_up')) === 2, 'the blocked worker to answer again', 30_000)
 
-  // kill -9 one worker mid-test.
+  // kill -9 one worker mid-test. No request is sent between this scrape and the next ones: exact totals.
   const before = await scrape(c.metricsUrl)
   const totalBefore = routeTotal(before.s)
+  assert.equal(totalBefore, 101, '100 requests and the /block one')
   const victim = c.workers[1]
   assert.ok(victim !== undefined)
+  const victimTotal = routeTotal(before.s, (l) => l.pid === String(victim.pid))
   process.kill(victim.pid, 'SIGKILL')
   await c.waitFor((l) => l.msg === 'event worker-exit' && (l.event as { pid: number }).pid === victim.pid, 20_000, 'worker-exit of the victim')
   const afterKill = await scrape(c.metricsUrl)
-  assert.ok(afterKill.ms < 2500, `scrape took ${afterKill.ms} ms`)
   assert.equal(sumOf(afterKill.s.get('nclust_scrape_worker_up'), (l) => l.worker === String(victim.workerId)), 0, 'dead worker reported')
   assert.equal(sumOf(afterKill.s.get('nclust_worker_ready'), (l) => l.worker === String(victim.workerId)), 0)
-  assert.ok(routeTotal(afterKill.s) >= totalBefore, `cluster total went from ${totalBefore} to ${routeTotal(afterKill.s)}`)
+  assert.equal(routeTotal(afterKill.s), totalBefore, 'the cluster total neither drops nor double counts the dead worker')
+  assert.equal(routeTotal(afterKill.s, (l) => l.pid === String(victim.pid)), victimTotal, 'kept under its last pid, at its last values')
   assert.equal(sumOf(afterKill.s.get('nclust_worker_last_exit_code'), (l) => l.worker === String(victim.workerId)), 137)
 
   // The replacement comes up under a new pid; the slot's total carries on from the dead worker's.
-  const ready = await c.waitFor((l) => l.msg === 'event worker-ready' && (l.event as { workerId: number }).workerId === victim.workerId && (l.event as { pid: number }).pid !== victim.pid, 30_000, 'replacement ready')
-  const newPid = String((ready.event as { pid: number }).pid)
-  for (let i = 0; i < 20; i++) await hit(c.port)
+  const ready = await c.waitFor((l) => l.msg === 'event worker-ready' && (l.event as { workerId: number }).workerId === victim.workerId && (l.event as { pid: number }).pid !== victim.pid, 60_000, 'replacement ready')
+  const newPid = (ready.event as { pid: number }).pid
+  let onNew = 0
+  for (let i = 0; i < 20; i++) if ((await hit(c.port)).pid === newPid) onNew += 1
   const replaced = await scrape(c.metricsUrl)
-  assert.ok(routeTotal(replaced.s) >= totalBefore + 20, `total ${routeTotal(replaced.s)} after 20 more requests, was ${totalBefore}`)
+  assert.equal(routeTotal(replaced.s), totalBefore + 20, `total after 20 more requests, was ${totalBefore}`)
   assert.equal(routeTotal(replaced.s, (l) => l.pid === String(victim.pid)), 0, 'the dead pid is folded into the new one')
-  assert.ok(routeTotal(replaced.s, (l) => l.pid === newPid) >= routeTotal(before.s, (l) => l.pid === String(victim.pid)), 'the new pid starts from the dead one\'s total')
+  assert.equal(routeTotal(replaced.s, (l) => l.pid === String(newPid)), victimTotal + onNew, 'the new pid starts from the dead one\'s total, plus what it answered')
   assert.equal(sumOf(replaced.s.get('nclust_worker_restarts_total'), (l) => l.worker === String(victim.workerId) && l.reason === 'signal'), 1)
 })
 
 test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own /metrics is the target', async (t) => {
-  const c = await startCluster({ WORKER_COUNT: '1' })
-  t.after(() => c.stop())
+  const c = await startCluster(t, { WORKER_COUNT: '1' })
   assert.equal(c.ready.single, true)
   assert.equal(c.ready.metricsEnabled, false)
   assert.equal(c.ready.metricsUrl, null)
@@ -150,8 +157,7 @@ test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own 
 
 test('real Prometheus scrapes the primary every second: sum by (worker) (http_requests_total)', { skip: skipWithout(PROMETHEUS, 'prometheus') }, async (t) => {
   // Per-worker timeout well under Prometheus's 1 s scrape_timeout, so a slow worker cannot fail the scrape.
-  const c = await startCluster({ FIXTURE_SCRAPE_TIMEOUT: '500' })
-  t.after(() => c.stop())
+  const c = await startCluster(t, { FIXTURE_SCRAPE_TIMEOUT: '500' })
   for (let i = 0; i < 40; i++) await hit(c.port)
   const dir = mkdtempSync(join(tmpdir(), 'pidmetrics-prom-'))
   t.after(() => rmSync(dir, { recursive: true, force: true }))
@@ -171,20 +177,14 @@ test('real Prometheus scrapes the primary every second: sum by (worker) (http_re
     ''
   ].join('\n'))
   const promPort = await freePort()
-  const prom = spawn(requireTool(PROMETHEUS, 'prometheus'), [
+  // Tracked by the shared helper: killed on cleanup and if this test process dies.
+  const prom = spawnProcess(requireTool(PROMETHEUS, 'prometheus'), [
     `--config.file=${join(dir, 'prometheus.yml')}`,
     `--storage.tsdb.path=${join(dir, 'data')}`,
     `--web.listen-address=127.0.0.1:${promPort}`
-  ], { stdio: ['ignore', 'ignore', 'pipe'] })
-  let promLog = ''
-  prom.stderr?.on('data', (d: Buffer) => { promLog = (promLog + d.toString()).slice(-4000) })
-  t.after(async () => {
-    if (prom.exitCode === null && prom.signalCode === null) {
-      const exited = new Promise((resolve) => prom.once('exit', resolve))
-      prom.kill('SIGKILL')
-      await exited
-    }
-  })
+  ])
+  t.after(() => prom.cleanup())
+  const promLog = (): string => prom.output().slice(-4000)
 
   const query = async (q: string): Promise<Array<{ metric: Record<string, string>, value: [number, string] }>> => {
     const res = await request(`http://127.0.0.1:${promPort}/api/v1/query?query=${encodeURIComponent(q)}`, { headersTimeout: 10_000 })
@@ -200,8 +200,8 @@ test('real Prometheus scrapes the primary every second: sum by (worker) (http_re
       const total = result.reduce((a, r) => a + Number(r.value[1]), 0)
       if (result.length === 2 && total === 40) break
     } catch { /* not listening yet */ }
-    assert.ok(Date.now() < deadline, `Prometheus never saw both workers with 40 requests: ${JSON.stringify(result)}; log: ${promLog}`)
-    assert.equal(prom.exitCode, null, `prometheus exited: ${promLog}`)
+    assert.ok(Date.now() < deadline, `Prometheus never saw both workers with 40 requests: ${JSON.stringify(result)}; log: ${promLog()}`)
+    assert.equal(prom.child.exitCode, null, `prometheus exited: ${promLog()}`)
     await new Promise((resolve) => setTimeout(resolve, 500))
   }
   assert.deepEqual(result.map((r) => r.metric.worker).sort(), ['0', '1'])
