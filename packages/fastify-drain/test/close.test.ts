@@ -1,11 +1,16 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { makeApp, listen, RawClient, tryConnect, deferred } from './helpers.js'
 import { waitFor } from '../../../test/helpers/index.ts'
 
-test('close with one idle keep-alive socket resolves well under a second and closes the socket', async (t) => {
-  const { app } = await makeApp()
+// Bounds below come from the configured linger and timeout, never from a guess of how fast the
+// machine is: "closed by the linger" is told apart from "cut at the deadline" by a deadline far away
+// and by the drain's own counters (idleClosed vs destroyed).
+const FAR = 20_000
+
+test('close with one idle keep-alive socket resolves after the linger, not the deadline, and closes the socket', async (t) => {
+  const linger = 250
+  const { app } = await makeApp({ linger, timeout: FAR })
   t.after(() => app.close())
   const port = await listen(app)
   const client = await RawClient.connect(port)
@@ -19,16 +24,16 @@ test('close with one idle keep-alive socket resolves well under a second and clo
   await app.close()
   const took = Date.now() - started
   await client.closed
-  assert.ok(took < 900, `close took ${took} ms`)
-  assert.ok(client.closedAt - started < 900, 'the idle socket was closed by the drain')
-  assert.equal(app.drain.idleClosed, 1)
+  assert.ok(took < FAR, `close took ${took} ms: it waited for the ${FAR} ms deadline`)
+  assert.ok(client.closedAt - started >= linger - 5, `the idle socket lived its ${linger} ms linger (closed after ${client.closedAt - started} ms)`)
+  assert.equal(app.drain.idleClosed, 1, 'the idle socket was closed by the drain')
   assert.equal(app.drain.destroyed, 0)
   assert.equal(app.drain.phase, 'closed')
   assert.equal(await tryConnect(port), 'ECONNREFUSED')
 })
 
 test('an idle socket is closed once linger has passed since draining started, not at once', async (t) => {
-  const { app } = await makeApp({ linger: 400 })
+  const { app } = await makeApp({ linger: 400, timeout: FAR })
   t.after(() => app.close())
   const port = await listen(app)
   const client = await RawClient.connect(port)
@@ -39,8 +44,10 @@ test('an idle socket is closed once linger has passed since draining started, no
   await app.close()
   await client.closed
   const after = client.closedAt - started
-  assert.ok(after >= 380 && after < 1200, `idle socket closed ${after} ms after close() with linger 400`)
+  assert.ok(after >= 395, `idle socket closed ${after} ms after close() with linger 400`)
+  assert.ok(after < FAR, 'closed by the linger, not the deadline')
   assert.equal(app.drain.idleClosed, 1)
+  assert.equal(app.drain.destroyed, 0)
 })
 
 test('inFlight counts requests in flight before and during the drain', async (t) => {
@@ -68,12 +75,14 @@ test('inFlight counts requests in flight before and during the drain', async (t)
   assert.equal(app.drain.inFlight, 0)
 })
 
-test('an in-flight 1 s request completes with 200 and Connection: close, its socket closed right after', async (t) => {
+test('an in-flight request completes with 200 and Connection: close, its socket closed right after (not after the linger)', async (t) => {
   const entered = deferred()
-  const { app } = await makeApp({}, (app) => {
+  const release = deferred()
+  const linger = 10_000
+  const { app } = await makeApp({ linger, timeout: FAR }, (app) => {
     app.get('/slow', async () => {
       entered.resolve()
-      await sleep(1000)
+      await release.promise
       return { slow: true }
     })
   })
@@ -86,13 +95,15 @@ test('an in-flight 1 s request completes with 200 and Connection: close, its soc
   await entered.promise
   assert.equal(app.drain.inFlight, 1)
   const closing = app.close()
+  await waitFor(() => app.drain.phase === 'draining', 'draining', 5000, 5)
+  release.resolve()
   const res = await pending
   const answeredAt = Date.now()
   assert.equal(res.status, 200)
   assert.equal(res.body, '{"slow":true}')
   assert.equal(res.headers.connection, 'close')
   await client.closed
-  assert.ok(client.closedAt - answeredAt < 500, `socket closed ${client.closedAt - answeredAt} ms after the response`)
+  assert.ok(client.closedAt - answeredAt < linger, `socket closed ${client.closedAt - answeredAt} ms after the response, not left for its ${linger} ms linger`)
   await closing
   assert.equal(app.drain.inFlight, 0)
   assert.equal(app.drain.rejected, 0)

@@ -3,8 +3,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import Fastify from 'fastify'
-import { setTimeout as sleep } from 'node:timers/promises'
 import { listen, RawClient, deferred } from './helpers.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 
 test('ground: Fastify is already "closing" in preClose and, by default, answers 503 to a request on an open socket', async (t) => {
   const inPreClose = deferred()
@@ -29,9 +29,10 @@ test('ground: Fastify is already "closing" in preClose and, by default, answers 
 
 test('ground: without the plugin an in-flight response says keep-alive and close() waits for the keep-alive timeout', async (t) => {
   const entered = deferred()
+  const release = deferred()
   const app = Fastify({ return503OnClosing: false, keepAliveTimeout: 1500 })
-  app.get('/slow', async () => { entered.resolve(); await sleep(200); return 'slow' })
-  t.after(() => app.close())
+  app.get('/slow', async () => { entered.resolve(); await release.promise; return 'slow' })
+  t.after(() => { release.resolve(); return app.close() }) // a failed assertion must not leave the handler holding close()
   const port = await listen(app)
   const client = await RawClient.connect(port)
   t.after(() => client.socket.destroy())
@@ -40,6 +41,9 @@ test('ground: without the plugin an in-flight response says keep-alive and close
   await entered.promise
   const started = Date.now()
   const closing = app.close()
+  // Release the handler only once Fastify's server.close() ran, so the close waits on an in-flight request.
+  await waitFor(() => !app.server.listening, 'the listener to stop', 5000, 5)
+  release.resolve()
   const res = await pending
   assert.equal(res.status, 200)
   assert.equal(res.headers.connection, 'keep-alive')

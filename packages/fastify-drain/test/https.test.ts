@@ -12,8 +12,10 @@ const cert = readFileSync(new URL('cert.pem', fixtures))
 
 test('HTTPS: an in-flight request ends with Connection: close and its TLS socket closes; an idle one is closed by the drain', async (t) => {
   const entered = deferred()
-  const { app } = await makeApp({}, (app) => {
-    app.get('/slow', async () => { entered.resolve(); await new Promise((resolve) => setTimeout(resolve, 300)); return 'slow' })
+  const release = deferred()
+  const timeout = 20_000 // far: reaching it would be the failure
+  const { app } = await makeApp({ timeout }, (app) => {
+    app.get('/slow', async () => { entered.resolve(); await release.promise; return 'slow' })
   }, { https: { key, cert } })
   t.after(() => app.close())
   const port = await listen(app)
@@ -36,9 +38,12 @@ test('HTTPS: an in-flight request ends with Connection: close and its TLS socket
   assert.equal(app.drain.inFlight, 1)
 
   const started = Date.now()
-  await app.close()
+  const closing = app.close()
+  await waitFor(() => app.drain.phase === 'draining', 'draining', 5000, 5)
+  release.resolve()
+  await closing
   await Promise.all([busy.closed, idle.closed])
-  assert.ok(Date.now() - started < 1500)
+  assert.ok(Date.now() - started < timeout, 'closed when the request ended, not at the deadline')
   assert.match(busy.data(), /^HTTP\/1\.1 200 OK\r\n/)
   assert.match(busy.data(), /\r\nconnection: close\r\n/i)
   assert.match(busy.data(), /slow$/)
