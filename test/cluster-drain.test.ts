@@ -9,7 +9,7 @@ test('under startClustered, SIGTERM with 20 requests in flight across workers co
   const port = await freePort()
   const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: '20000' } })
   t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 30000)
+  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 90_000)
 
   // 20 requests, each on its own connection, so the primary's round-robin spreads them over both workers.
   const inflight = Array.from({ length: 20 }, () => get(port, '/slow?ms=2000'))

@@ -67,7 +67,7 @@ export async function freePort (): Promise<number> {
  * Poll `fn` until it returns a value other than undefined, null or false (or resolves to one); throws
  * with `what` after `timeoutMs`. The value is returned, so `cond && value` hands back `value`.
  */
-export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 20000, intervalMs = 50): Promise<Exclude<NonNullable<T>, false>> {
+export async function waitFor<T> (fn: () => T | Promise<T>, what: string, timeoutMs = 60_000, intervalMs = 50): Promise<Exclude<NonNullable<T>, false>> {
   const deadline = Date.now() + timeoutMs
   let last: unknown
   for (;;) {
@@ -145,7 +145,7 @@ export function spawnProcess (command: string, argv: string[], opts: SpawnOption
     stderr: () => err,
     exited,
     knownPids: () => [...pids],
-    async waitForLine (pred, timeoutMs = 20000, what = 'a log line') {
+    async waitForLine (pred, timeoutMs = 60_000, what = 'a log line') {
       const found = lines.find(pred)
       if (found !== undefined) return found
       return await new Promise<LogLine>((resolve, reject) => {

@@ -82,14 +82,16 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     }
     const status = err.statusCode ?? 500
     if (status >= 400 && status < 500) {
-      return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status] ?? 'Error', code: err.code, message: err.message, requestId })
+      // Every error answer has a `code`: the error's own, or one named after the status (UNAUTHORIZED...).
+      const code = typeof err.code === 'string' && err.code !== '' ? err.code : codeForStatus(status)
+      return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status] ?? 'Error', code, message: err.message, requestId })
     }
     request.log.error({ err }, 'request failed')
-    return reply.code(500).send({ statusCode: 500, error: 'Internal Server Error', message: 'Internal Server Error', requestId })
+    return reply.code(500).send({ statusCode: 500, error: 'Internal Server Error', code: 'INTERNAL_ERROR', message: 'Internal Server Error', requestId })
   })
 
   app.setNotFoundHandler((request, reply) => reply.code(404).send({
-    statusCode: 404, error: 'Not Found', message: `Route ${request.method} ${request.url} not found`, requestId: request.id
+    statusCode: 404, error: 'Not Found', code: 'ROUTE_NOT_FOUND', message: `Route ${request.method} ${request.url} not found`, requestId: request.id
   }))
 
   const poolMax = poolSizePerWorker(config.pgPoolTotal, ctx.workers)
@@ -151,4 +153,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   notesRoutes(app)
   cartRoutes(app)
   return app
+}
+
+/** `UNAUTHORIZED` for 401, `PAYLOAD_TOO_LARGE` for 413...: the `code` of an error that brought none. */
+export function codeForStatus (status: number): string {
+  return (STATUS_CODES[status] ?? 'Error').toUpperCase().replace(/[^A-Z0-9]+/g, '_')
 }

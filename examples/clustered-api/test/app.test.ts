@@ -57,10 +57,26 @@ describe('validation', () => {
     assert.match(short.json<{ message: string }>().message, /body\/password must NOT have fewer than 8 characters/)
   })
 
-  test('an unknown route is a JSON 404 with a request id', async () => {
+  test('an unknown route is a JSON 404 with a code and a request id', async () => {
     const r = await app.inject({ method: 'GET', url: '/nope' })
     assert.equal(r.statusCode, 404)
+    assert.deepEqual(Object.keys(r.json()).sort(), ['code', 'error', 'message', 'requestId', 'statusCode'])
+    assert.equal(r.json<{ code: string }>().code, 'ROUTE_NOT_FOUND')
     assert.equal(r.json<{ requestId: string }>().requestId, r.headers['x-request-id'])
+  })
+
+  test('every error answer has the documented shape with a code: 401, 404 of a note (500: settings.test.ts)', async () => {
+    const shape = (r: { json: <T>() => T }): string[] => Object.keys(r.json<Record<string, unknown>>()).sort()
+    const fields = ['code', 'error', 'message', 'requestId', 'statusCode']
+    const noToken = await app.inject({ method: 'GET', url: '/whoami' })
+    assert.equal(noToken.statusCode, 401)
+    assert.deepEqual(shape(noToken), fields)
+    assert.equal(typeof noToken.json<{ code: unknown }>().code, 'string')
+    const token = await register('shape-user')
+    const missing = await app.inject({ method: 'GET', url: '/notes/999999', headers: bearer(token) })
+    assert.equal(missing.statusCode, 404)
+    assert.deepEqual(shape(missing), fields)
+    assert.equal(missing.json<{ code: string }>().code, 'NOTE_NOT_FOUND')
   })
 
   test('a plain x-request-id is kept, anything else replaced by a UUID', async () => {
@@ -155,6 +171,7 @@ describe('notes', () => {
     assert.equal(one.json<{ body: string }>().body, 'world')
     const theirs = await app.inject({ method: 'GET', url: `/notes/${note.id}`, headers: bearer(erin) })
     assert.equal(theirs.statusCode, 404)
+    assert.equal(theirs.json<{ code: string }>().code, 'NOTE_NOT_FOUND')
     const del = await app.inject({ method: 'DELETE', url: `/notes/${note.id}`, headers: bearer(erin) })
     assert.equal(del.statusCode, 404)
     const mine = await app.inject({ method: 'DELETE', url: `/notes/${note.id}`, headers: bearer(dave) })
@@ -229,6 +246,28 @@ describe('health and migrations', () => {
       assert.deepEqual(again, { applied: [], alreadyApplied: [1, 2] })
     } finally {
       await dropSchema(fresh)
+    }
+  })
+})
+
+describe('settings the README promises reach the routes', () => {
+  test('GET /notes?limit= returns the newest N; outside 1-100 is a 400', async () => {
+    const token = await register('limiter')
+    const ids: number[] = []
+    for (const title of ['one', 'two', 'three']) {
+      const r = await app.inject({ method: 'POST', url: '/notes', ...json({ title }, token) })
+      assert.equal(r.statusCode, 201, r.body)
+      ids.push(r.json<{ id: number }>().id)
+    }
+    const two = await app.inject({ method: 'GET', url: '/notes?limit=2', headers: bearer(token) })
+    assert.equal(two.statusCode, 200)
+    assert.deepEqual(two.json<{ notes: Array<{ id: number }> }>().notes.map((n) => n.id), [ids[2], ids[1]], 'newest first, two of three')
+    const all = await app.inject({ method: 'GET', url: '/notes', headers: bearer(token) })
+    assert.equal(all.json<{ notes: unknown[] }>().notes.length, 3, 'default 50 covers all three')
+    for (const bad of ['0', '101', 'abc']) {
+      const r = await app.inject({ method: 'GET', url: `/notes?limit=${bad}`, headers: bearer(token) })
+      assert.equal(r.statusCode, 400, `limit=${bad}`)
+      assert.match(r.json<{ message: string }>().message, /querystring\/limit/)
     }
   })
 })

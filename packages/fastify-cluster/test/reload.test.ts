@@ -11,7 +11,7 @@ async function startCluster (t: { after: (fn: () => Promise<void>) => void }, en
   const port = await freePort()
   const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
   t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 30000)
+  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 90_000)
   return { p, port }
 }
 

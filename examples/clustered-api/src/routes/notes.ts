@@ -73,7 +73,7 @@ export function notesRoutes (app: FastifyInstance): void {
     const { rows } = await withPg(() => app.pg.query<NoteRow>(
       `SELECT ${cols} FROM ${t.notes} WHERE id = $1 AND user_id = $2`, [request.params.id, request.user.sub]))
     const row = rows[0]
-    if (row === undefined) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `note ${request.params.id} not found`, requestId: request.id })
+    if (row === undefined) return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'NOTE_NOT_FOUND', message: `note ${request.params.id} not found`, requestId: request.id })
     return toNote(row)
   })
 
@@ -83,7 +83,7 @@ export function notesRoutes (app: FastifyInstance): void {
   }, async (request, reply) => {
     const { rowCount } = await withPg(() => app.pg.query(
       `DELETE FROM ${t.notes} WHERE id = $1 AND user_id = $2`, [request.params.id, request.user.sub]))
-    if (rowCount === 0) return reply.code(404).send({ statusCode: 404, error: 'Not Found', message: `note ${request.params.id} not found`, requestId: request.id })
+    if (rowCount === 0) return reply.code(404).send({ statusCode: 404, error: 'Not Found', code: 'NOTE_NOT_FOUND', message: `note ${request.params.id} not found`, requestId: request.id })
     return reply.code(204).send()
   })
 }
