@@ -187,17 +187,24 @@ test('single-process and worker roles: nothing served; disabled by option or MET
   assert.equal(resolveClusterMetricsOptions({}, { METRICS_HOST: '127.0.0.1' }).host, '127.0.0.1')
 })
 
+/** An error with this `code` and a message matching `message`: both, never the text alone. */
+const coded = (code: string, message: RegExp) => (err: Error & { code?: string }): boolean => {
+  assert.equal(err.code, code, err.message)
+  assert.match(err.message, message)
+  return true
+}
+
 test('clusterMetrics rejects bad options and things that are not a handle', async () => {
-  await assert.rejects(clusterMetrics({ role: 'primary' }, { port: 70000 }), /option "port" is 70000: expected an integer port 0-65535/)
-  await assert.rejects(clusterMetrics({ role: 'primary' }, { timeout: 0 }), (err: Error & { code?: string }) => err.code === 'FST_PIDMETRICS_OPTION' && /"timeout" is 0/.test(err.message))
-  await assert.rejects(clusterMetrics({ role: 'primary' }, { path: 'metrics' }), /option "path" is "metrics"/)
-  assert.throws(() => resolveClusterMetricsOptions({}, { METRICS_PORT: 'abc' }), /"port \(from METRICS_PORT\)" is "abc"/)
-  await assert.rejects(clusterMetrics(undefined), (err: Error & { code?: string }) => err.code === 'FST_PIDMETRICS_HANDLE')
-  await assert.rejects(clusterMetrics({ role: 'primary' }), /needs workers\(\)/)
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { port: 70000 }), coded('FST_PIDMETRICS_OPTION', /option "port" is 70000: expected an integer port 0-65535/))
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { timeout: 0 }), coded('FST_PIDMETRICS_OPTION', /"timeout" is 0/))
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { path: 'metrics' }), coded('FST_PIDMETRICS_OPTION', /option "path" is "metrics"/))
+  assert.throws(() => resolveClusterMetricsOptions({}, { METRICS_PORT: 'abc' }), coded('FST_PIDMETRICS_OPTION', /"port \(from METRICS_PORT\)" is "abc"/))
+  await assert.rejects(clusterMetrics(undefined), coded('FST_PIDMETRICS_HANDLE', /./))
+  await assert.rejects(clusterMetrics({ role: 'primary' }), coded('FST_PIDMETRICS_HANDLE', /needs workers\(\)/))
   // Port in use: a clear listen error.
   const primary = await fleet(1, 9000)
   const a = await clusterMetrics(primary, { port: 0, host: '127.0.0.1' })
-  await assert.rejects(clusterMetrics(primary, { port: a.port ?? 0, host: '127.0.0.1' }), /EADDRINUSE/)
+  await assert.rejects(clusterMetrics(primary, { port: a.port ?? 0, host: '127.0.0.1' }), coded('EADDRINUSE', /EADDRINUSE/))
   await a.close()
   await primary.close()
 })
