@@ -16,6 +16,12 @@ async function startCluster (t: { after: (fn: () => Promise<void>) => void }, en
   return { p, port }
 }
 
+/** Release the /hold handlers of these processes once each has started draining: they are in flight during the drain. */
+async function releaseWhenDraining (p: Spawned, pids: number[]): Promise<void> {
+  await waitFor(() => pids.every((pid) => p.lines.some((l) => l.pid === pid && l.msg === 'closing: draining in-flight requests')), 'every worker draining')
+  for (const pid of pids) process.kill(pid, 'SIGUSR2')
+}
+
 test('two workers answer from two different pids, in slots 0 and 1, and the primary never listens', async (t) => {
   const { p, port } = await startCluster(t)
   const seen = await distinct(port, '/', (b: { pid: number, workerId: number }) => `${b.workerId}:${b.pid}`, 2)
@@ -64,9 +70,11 @@ test('kill -9 of a worker: replaced in the same slot, and the port keeps answeri
 
 test('SIGTERM with requests in flight: they complete with 200, onClose hooks run, the primary exits 0', async (t) => {
   const { p, port } = await startCluster(t)
-  const inflight = Array.from({ length: 6 }, () => get(port, '/slow?ms=1500'))
-  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request' && l.req !== undefined).length >= 6, '6 requests in flight', 15000)
+  const workerPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
+  const inflight = Array.from({ length: 6 }, () => get(port, '/hold'))
+  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request' && l.req !== undefined).length >= 6, '6 requests in flight')
   p.child.kill('SIGTERM')
+  await releaseWhenDraining(p, workerPids)
   const results = await Promise.all(inflight)
   assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200, 200, 200])
   const { code } = await p.waitForExit(20000)
@@ -178,9 +186,10 @@ test('a SIGKILLed primary leaves no worker behind: each notices the closed chann
 test('an unhandled rejection in the primary drains the workers (in-flight requests finish) and exits 1', async (t) => {
   const { p, port } = await startCluster(t, { FIXTURE_PRIMARY_REJECT: '1' })
   const workerPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
-  const inflight = get(port, '/slow?ms=1500')
-  await waitFor(() => p.lines.some((l) => l.msg === 'incoming request'), 'request in flight')
+  const inflight = get(port, '/hold')
+  const entered = await p.waitForLine((l) => l.msg === 'incoming request', 60_000, 'request in flight')
   p.child.kill('SIGUSR2')
+  await releaseWhenDraining(p, [entered.pid as number])
   assert.equal((await inflight).status, 200)
   assert.equal((await p.waitForExit(20000)).code, 1)
   const fatal = p.lines.find((l) => l.msg === 'uncaught error in the primary: shutting the cluster down')
@@ -190,9 +199,11 @@ test('an unhandled rejection in the primary drains the workers (in-flight reques
 
 test('Ctrl-C (SIGINT to the whole process group) is a clean shutdown: in-flight requests finish, exit 0', async (t) => {
   const { p, port } = await startCluster(t, {}, 2, { detached: true })
-  const inflight = Array.from({ length: 4 }, () => get(port, '/slow?ms=1500'))
-  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 4, 'requests in flight', 15000)
+  const workerPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
+  const inflight = Array.from({ length: 4 }, () => get(port, '/hold'))
+  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 4, 'requests in flight')
   process.kill(-p.pid, 'SIGINT')
+  await releaseWhenDraining(p, workerPids)
   const results = await Promise.all(inflight)
   assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200])
   assert.equal((await p.waitForExit(20000)).code, 0)
@@ -234,9 +245,10 @@ test('single-process mode (WORKER_COUNT=1): serves in-process with no fork, SIGT
   const r = await get(port, '/')
   assert.deepEqual(r.json(), { pid: p.pid, workerId: 0, generation: 0, workers: 1, single: true })
   assert.equal(p.lines.filter((l) => l.msg === 'worker forked').length, 0)
-  const inflight = get(port, '/slow?ms=1200')
-  await waitFor(() => p.lines.some((l) => l.msg === 'incoming request' && (l.req as { url: string }).url.startsWith('/slow')), 'in flight')
+  const inflight = get(port, '/hold')
+  await waitFor(() => p.lines.some((l) => l.msg === 'incoming request' && (l.req as { url: string }).url.startsWith('/hold')), 'in flight')
   p.child.kill('SIGTERM')
+  await releaseWhenDraining(p, [p.pid])
   assert.equal((await inflight).status, 200)
   assert.equal((await p.waitForExit(20000)).code, 0)
   assert.ok(p.lines.some((l) => l.fixture === 'onClose' && l.role === 'single'))
