@@ -19,7 +19,7 @@ interface Tally { statuses: Map<number, number>, refusedNew: string[], lost: str
 function load (port: number, connections: number): { tally: Tally, stop: () => Promise<Tally> } {
   const agent = new http.Agent({ keepAlive: true, maxSockets: connections })
   const tally: Tally = { statuses: new Map(), refusedNew: [], lost: [], total: 0, phase: 'serving' }
-  let running = true
+  const state = { running: true }
   const once = (): Promise<void> => new Promise((resolve) => {
     const req = http.get({ host: '127.0.0.1', port, path: '/slow?ms=20', agent }, (res) => {
       res.resume()
@@ -36,12 +36,12 @@ function load (port: number, connections: number): { tally: Tally, stop: () => P
     })
   })
   const loops = Array.from({ length: connections }, async () => {
-    while (running) { await once(); tally.total++ }
+    while (state.running) { await once(); tally.total++ }
   })
   return {
     tally,
     async stop () {
-      running = false
+      state.running = false
       await Promise.all(loops)
       agent.destroy()
       return tally
