@@ -19,6 +19,10 @@ const variants = {
   'bare node:cluster': { args: [here('primary-rss/bare.mjs')] },
   'nclust, app as a function': { args: [here('primary-rss/function-entry.mjs')] },
   'nclust start (app as a module)': { args: [nclust, 'start', here('primary-rss/hello-app.mjs')] },
+  'example API (lean, METRICS_PORT=off)': {
+    args: [here('../examples/clustered-api/dist/server.js')],
+    env: { PG_SCHEMA: 'bench_rss', REDIS_PREFIX: 'bench_rss:', JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!', METRICS_PORT: 'off' }
+  },
   'example API (lean, with cluster metrics)': {
     args: [here('../examples/clustered-api/dist/server.js')],
     env: { PG_SCHEMA: 'bench_rss', REDIS_PREFIX: 'bench_rss:', JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!', METRICS_HOST: '127.0.0.1' },
