@@ -24,8 +24,8 @@ import { alive, tree, treeCpuUs, treeRss } from './peers/procs.mjs'
 import { ensureWatt, freePort, fresh, start, versions, waitServing } from './peers/variants.mjs'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3)
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 3)
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 4)
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 2)
 const CONNECTIONS = Number(process.env.BENCH_CONNECTIONS ?? 50)
 const ONLY = new Set((process.env.BENCH_ONLY ?? '1,2,3,4,5').split(',').map(Number))
 const SKIP_WATT = process.env.BENCH_SKIP_WATT === '1'
@@ -50,6 +50,13 @@ async function slice (v, path, seconds, connections) {
   const cpu = treeCpuUs(v.root) - cpu0
   const ok = r.requests.total - r.non2xx
   return { rps: ok / seconds, cpuUs: ok > 0 ? cpu / ok : NaN, errors: r.errors + r.timeouts + r.non2xx }
+}
+
+if (process.argv.includes('--table')) {
+  // Print the tables of the last run again (bench/results/latest.json), without measuring.
+  const { readFileSync } = await import('node:fs')
+  console.log(tables(JSON.parse(readFileSync(join(here, 'results', 'latest.json'), 'utf8'))))
+  process.exit(0)
 }
 
 const kinds = ['single', 'nclust', 'bare', 'pm2', ...(SKIP_WATT ? [] : ['watt'])]
@@ -260,45 +267,52 @@ results.seconds = Math.round((Date.now() - started) / 1000)
 mkdirSync(join(here, 'results'), { recursive: true })
 writeFileSync(join(here, 'results', 'latest.json'), JSON.stringify(results, null, 2) + '\n')
 
+console.log(`\n${tables(results)}\n\nbench/results/latest.json written (${results.seconds} s).`)
+
 // ── the markdown the README carries ──────────────────────────────────────────────────────────
-const V = results.versions
-const label = { single: 'single Fastify process', nclust: 'nclust `startClustered`, 2 workers', bare: 'bare `node:cluster`, 2 workers', pm2: `PM2 ${V.pm2} cluster, 2 instances`, watt: `Watt ${V.watt?.wattpm ?? ''} (Node ${V.watt?.node ?? ''}), workers: 2` }
-const md = []
-md.push(`Measured ${results.date.slice(0, 16).replace('T', ' ')} UTC, ${results.machine.cores} cores (${results.machine.cpu}), Node ${V.node}, Fastify ${V.fastify}; ` +
+function tables (results) {
+  const kinds = Object.keys(results.rows.memory ?? results.rows.throughput?.hello ?? {})
+  const { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS } = results.config
+  const V = results.versions
+  const label = { single: 'single Fastify process', nclust: 'nclust `startClustered`, 2 workers', bare: 'bare `node:cluster`, 2 workers', pm2: `PM2 ${V.pm2} cluster, 2 instances`, watt: `Watt ${V.watt?.wattpm ?? ''} (Node ${V.watt?.node ?? ''}), workers: 2` }
+  const md = []
+  md.push(`Measured ${results.date.slice(0, 16).replace('T', ' ')} UTC, ${results.machine.cores} cores (${results.machine.cpu}), Node ${V.node}, Fastify ${V.fastify}; ` +
   `load average ${results.machine.loadavgAtStart[0].toFixed(1)} at start (shared machine). One run, ${ROUNDS} alternating rounds of ${SECONDS} s, ` +
   `${CONNECTIONS} connections; the load generator shares the cores. Ratios: median of per-round ratios (min–max). CPU: server-side µs per request, every process of the variant.`)
-const T = results.rows.throughput
-if (T !== undefined) {
-  md.push('', '| variant | hello req/s | × nclust | hello CPU µs/req | 1 ms-CPU route req/s | × nclust | CPU µs/req |', '|---|---|---|---|---|---|---|')
-  for (const k of kinds) {
-    const h = T.hello[k]
-    const c = T.cpu1ms[k]
-    md.push(`| ${label[k]} | ${int(h.rps.median)} | ${fmt(h.rpsVsNclust)} | ${h.cpuUsPerReq.median.toFixed(0)} (${fmt(h.cpuVsNclust)}×) | ${int(c.rps.median)} | ${fmt(c.rpsVsNclust)} | ${c.cpuUsPerReq.median.toFixed(0)} (${fmt(c.cpuVsNclust)}×) |`)
+  const T = results.rows.throughput
+  if (T !== undefined) {
+    md.push('', '| variant | hello: req/s × nclust | hello: CPU/req, × nclust | 1 ms-CPU route: req/s × nclust | 1 ms route: CPU/req, × nclust |', '|---|---|---|---|---|')
+    for (const k of kinds) {
+      const h = T.hello[k]
+      const c = T.cpu1ms[k]
+      md.push(`| ${label[k]} | ${fmt(h.rpsVsNclust)} | ${h.cpuUsPerReq.median.toFixed(0)} µs, ×${fmt(h.cpuVsNclust)} | ${fmt(c.rpsVsNclust)} | ${c.cpuUsPerReq.median.toFixed(0)} µs, ×${fmt(c.cpuVsNclust)} |`)
+    }
+    md.push('', `req/s of nclust (median): hello ${int(T.hello.nclust.rps.median)}, 1 ms route ${int(T.cpu1ms.nclust.rps.median)}.`)
   }
-}
-const P = results.rows.plugins
-if (P !== undefined) {
-  md.push('', `Plugin cost, hello world, server ${P.pinned ? 'pinned to core 0, load on core 1' : 'NOT pinned (no taskset)'} (goal: both ≥ 0.93 of bare). ` +
+  const P = results.rows.plugins
+  if (P !== undefined) {
+    md.push('', `Plugin cost, hello world, server ${P.pinned ? 'pinned to core 0, load on core 1' : 'NOT pinned (no taskset)'} (goal: both ≥ 0.93 of bare). ` +
     'Capacity = bare CPU/request ÷ this CPU/request (what a saturated server would do); req/s is bound by the load generator:', '',
     '| plugins | req/s | req/s × bare | CPU µs/req (best) | extra µs/req | capacity × bare |', '|---|---|---|---|---|---|')
-  for (const [v, s] of Object.entries(P.variants)) md.push(`| ${v} | ${int(s.rps.median)} | ${fmt(s.vsBare)} | ${s.cpuUsPerReq.median.toFixed(1)} (${s.bestCpuUs.toFixed(1)}) | ${fmt(s.extraUs, 1)} | ${fmt(s.capacityVsBare)} |`)
+    for (const [v, s] of Object.entries(P.variants)) md.push(`| ${v} | ${int(s.rps.median)} | ${fmt(s.vsBare)} | ${s.cpuUsPerReq.median.toFixed(1)} (${s.bestCpuUs.toFixed(1)}) | ${fmt(s.extraUs, 1)} | ${fmt(s.capacityVsBare)} |`)
+  }
+  const IO = results.rows.io
+  if (IO !== undefined) {
+    md.push('', `I/O-bound route (awaits 50 ms), ${IO.connections} connections, Little's-law bound ${int(IO.littlesLawBound)} req/s:`, '', '| variant | req/s | of the bound | CPU µs/req |', '|---|---|---|---|')
+    for (const k of kinds) { const s = IO.variants[k]; md.push(`| ${label[k]} | ${int(s.rps.median)} | ${fmt(s.ofBound)} | ${s.cpuUsPerReq.median.toFixed(0)} |`) }
+  }
+  const R = results.rows.recovery
+  if (R !== undefined) {
+    md.push('', '| recovery | ' + kinds.map((k) => k).join(' | ') + ' |', '|---|' + kinds.map(() => '---').join('|') + '|')
+    md.push('| kill -9 of a worker → a new worker serving | ' + kinds.map((k) => R.kill9[k] ? (R.kill9[k].replaced ? `${R.kill9[k].ms} ms` : 'never (not replaced)') : '–').join(' | ') + ' |')
+    md.push('| SIGTERM, ten 1 s requests in flight: completed | ' + kinds.map((k) => R.sigterm[k] ? `${R.sigterm[k].completed}/10` : '–').join(' | ') + ' |')
+    md.push('| … every process gone after | ' + kinds.map((k) => R.sigterm[k]?.exitMs != null ? `${R.sigterm[k].exitMs} ms` : '–').join(' | ') + ' |')
+    md.push('| rolling reload of 2 workers under 20 connections: time, requests lost | ' + kinds.map((k) => R.reload[k] ? `${R.reload[k].ms} ms, ${R.reload[k].lost} of ${int(R.reload[k].requests)}` : '–').join(' | ') + ' |')
+  }
+  const M = results.rows.memory
+  if (M !== undefined) {
+    md.push('', '| memory (RSS after the load) | processes, MB | total MB |', '|---|---|---|')
+    for (const k of kinds) md.push(`| ${label[k]} | ${M[k].processes.map((p) => p.rssMB.toFixed(0)).join(' + ')} | ${M[k].totalMB} |`)
+  }
+  return md.join('\n')
 }
-const IO = results.rows.io
-if (IO !== undefined) {
-  md.push('', `I/O-bound route (awaits 50 ms), ${IO.connections} connections, Little's-law bound ${int(IO.littlesLawBound)} req/s:`, '', '| variant | req/s | of the bound | CPU µs/req |', '|---|---|---|---|')
-  for (const k of kinds) { const s = IO.variants[k]; md.push(`| ${label[k]} | ${int(s.rps.median)} | ${fmt(s.ofBound)} | ${s.cpuUsPerReq.median.toFixed(0)} |`) }
-}
-const R = results.rows.recovery
-if (R !== undefined) {
-  md.push('', '| recovery | ' + kinds.map((k) => k).join(' | ') + ' |', '|---|' + kinds.map(() => '---').join('|') + '|')
-  md.push('| kill -9 of a worker → a new worker serving | ' + kinds.map((k) => R.kill9[k] ? (R.kill9[k].replaced ? `${R.kill9[k].ms} ms` : 'never (not replaced)') : '–').join(' | ') + ' |')
-  md.push('| SIGTERM, ten 1 s requests in flight: completed | ' + kinds.map((k) => R.sigterm[k] ? `${R.sigterm[k].completed}/10` : '–').join(' | ') + ' |')
-  md.push('| … every process gone after | ' + kinds.map((k) => R.sigterm[k]?.exitMs != null ? `${R.sigterm[k].exitMs} ms` : '–').join(' | ') + ' |')
-  md.push('| rolling reload of 2 workers under 20 connections: time, requests lost | ' + kinds.map((k) => R.reload[k] ? `${R.reload[k].ms} ms, ${R.reload[k].lost} of ${int(R.reload[k].requests)}` : '–').join(' | ') + ' |')
-}
-const M = results.rows.memory
-if (M !== undefined) {
-  md.push('', '| memory (RSS after the load) | processes, MB | total MB |', '|---|---|---|')
-  for (const k of kinds) md.push(`| ${label[k]} | ${M[k].processes.map((p) => p.rssMB.toFixed(0)).join(' + ')} | ${M[k].totalMB} |`)
-}
-console.log(`\n${md.join('\n')}\n\nbench/results/latest.json written (${results.seconds} s).`)
