@@ -1,9 +1,9 @@
-// @nclust/fastify-cluster with 2 workers (drain registered by default), a default Fastify() app.
+// @nclust/fastify-cluster with 2 workers (drain registered by default), a default Fastify() app given
+// as a module, the lean form: the primary never imports Fastify or the app.
 // SIGHUP: rolling reload; SIGTERM: graceful shutdown.
 import { startClustered } from '@nclust/fastify-cluster'
-import { buildApp } from './app.mjs'
 
-const handle = await startClustered(() => buildApp(), {
+const handle = await startClustered(new URL('./nclust-app.mjs', import.meta.url), {
   workers: Number(process.env.WORKERS ?? 2), port: Number(process.env.PORT), host: '127.0.0.1', logger: false, shutdownTimeout: 10000
 })
 if (handle.role === 'primary') {
