@@ -40,6 +40,15 @@ export function healthRoutes (app: FastifyInstance): void {
     }
   }
 
+  // Liveness: answered by the event loop alone, touching no dependency, so only a hung or blocked
+  // process fails it (a Redis or Postgres outage must not get every pod restarted: /health reports
+  // those). Not rate limited; request lines only at warn, as probes hit it every few seconds.
+  app.get('/live', {
+    config: { rateLimit: false },
+    logLevel: 'warn',
+    schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' }, pid: { type: 'integer' } } } } }
+  }, async () => ({ status: 'alive', pid: process.pid }))
+
   app.get('/health', {
     config: { rateLimit: false },
     schema: { response: { 200: health, 503: health } }
