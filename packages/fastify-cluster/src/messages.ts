@@ -30,6 +30,10 @@ export interface HeartbeatMessage {
   nclust: 1
   type: 'heartbeat'
   at: number
+  /** Requests this worker has received so far (for maxRequests). */
+  requests: number
+  /** Resident set size in bytes (for maxRss). */
+  rss: number
 }
 
 /** Primary → worker: close the Fastify instance gracefully and exit 0. */
@@ -38,7 +42,7 @@ export interface ShutdownMessage {
   type: 'shutdown'
   /** Milliseconds the worker has before the primary SIGKILLs it. */
   deadline: number
-  reason: 'signal' | 'close' | 'crash-loop' | 'fatal' | 'reload' | 'start-timeout'
+  reason: 'signal' | 'close' | 'crash-loop' | 'start-failed' | 'fatal' | 'reload' | 'recycle' | 'scale' | 'start-timeout'
 }
 
 /** Either side → other: a typed request on the request/reply channel (e.g. "send me your metrics"). */

@@ -21,8 +21,12 @@ export type BuildApp = (ctx: WorkerContext) => FastifyInstance | Promise<Fastify
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'stopped'
 
-/** Why a worker left: `requested` exits are never replaced, the others are. */
-export type ExitReason = 'requested' | 'crash' | 'signal' | 'start-timeout' | 'start-failed'
+/**
+ * Why a worker left. `requested` exits (shutdown, reload, scale down) are never replaced; `recycle`
+ * (maxRequests / maxRss) was replaced before it left, surge-first; `hung` (silent past
+ * heartbeatTimeout, SIGKILLed) and the others are replaced after their backoff.
+ */
+export type ExitReason = 'requested' | 'recycle' | 'crash' | 'signal' | 'hung' | 'start-timeout' | 'start-failed'
 
 export interface WorkerInfo {
   workerId: number
@@ -47,7 +51,24 @@ export interface WorkerExitEvent {
   error?: string
 }
 export interface RestartEvent { workerId: number, attempt: number, delay: number, reason: ExitReason }
-export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop' | 'fatal', signal?: NodeJS.Signals }
+export interface ShutdownEvent { reason: 'signal' | 'close' | 'crash-loop' | 'start-failed' | 'fatal', signal?: NodeJS.Signals }
+/** A slot that was never ready failed `startRetries + 1` starts in a row: the cluster stops, exit 1. */
+export interface StartFailedEvent { workerId: number, tries: number, reason: ExitReason, error?: string, stack?: string }
+/** A ready worker went silent past heartbeatTimeout; `report` is the diagnostic report with its JS stack, when one could be taken. */
+export interface HungEvent { workerId: number, pid: number, silentMs: number, report?: string, frames: string[] }
+/** A worker passed maxRequests or maxRss and is being replaced surge-first. */
+export interface RecycleEvent { workerId: number, pid: number, why: 'maxRequests' | 'maxRss', value: number, limit: number }
+/** Outcome of `scale(n)`. */
+export interface ScaleResult {
+  ok: boolean
+  from: number
+  to: number
+  /** Slots after the operation (== `to` when ok). */
+  size: number
+  ms: number
+  reason?: string
+}
+export type ScaleEvent = { phase: 'start', from: number, to: number } | ({ phase: 'done' } & ScaleResult)
 export interface StateEvent { workerId: number, pid: number, generation: number, from: WorkerState | null, to: WorkerState }
 export interface CrashLoopEvent { workerId: number, failures: number, windowMs: number, lastCode: number | null, lastSignal: NodeJS.Signals | null }
 export interface ClosedEvent { code: number, killed: Array<{ workerId: number, pid: number }> }
@@ -70,6 +91,10 @@ export interface SupervisorEvents {
   shutdown: [ShutdownEvent]
   state: [StateEvent]
   'crash-loop': [CrashLoopEvent]
+  'start-failed': [StartFailedEvent]
+  hung: [HungEvent]
+  recycle: [RecycleEvent]
+  scale: [ScaleEvent]
   closed: [ClosedEvent]
   reload: [ReloadEvent]
 }
@@ -86,7 +111,7 @@ export type RequestResult<T> =
 /** Returned by `startClustered` in the primary. */
 export interface PrimaryHandle {
   role: 'primary'
-  /** Desired worker count. */
+  /** Desired worker count (follows `scale()`). */
   readonly size: number
   /** Supervisor events; every slot transition is also a `state` event. */
   readonly events: EventEmitter<SupervisorEvents>
@@ -104,6 +129,12 @@ export interface PrimaryHandle {
    * and keep the old ones serving. A reload already running is joined, not restarted.
    */
   reload (): Promise<ReloadResult>
+  /**
+   * Run `n` workers (at least 1; also SIGTTIN / SIGTTOU: +1 / -1). Up: fork the new slots and wait
+   * until they are ready. Down: drain and stop the highest slots. Runs after any reload or recycle
+   * in progress; resolves when done.
+   */
+  scale (n: number): Promise<ScaleResult>
   /** Graceful shutdown of every worker; resolves with the exit code the primary would use. Does not exit the process. */
   close (): Promise<number>
   /** Resolves once every slot has been ready at least once (rejects if the supervisor shuts down first). */

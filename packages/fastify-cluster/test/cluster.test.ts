@@ -101,13 +101,14 @@ test('a second signal during shutdown forces it at once', async (t) => {
   assert.match(p.output(), /second signal during shutdown: killing every worker now/)
 })
 
-test('a buildApp that always throws trips the crash-loop guard: exit 1, bounded time, reason logged', async (t) => {
+test('workers that crash soon after being ready trip the crash-loop guard: exit 1, bounded time, reason logged', async (t) => {
   const port = await freePort()
   const p = spawnNode(fixture, {
     env: {
       WORKER_COUNT: '2',
       PORT: String(port),
-      FIXTURE_THROW: '1',
+      HOST: '127.0.0.1',
+      FIXTURE_CRASH_AFTER_READY: '1',
       FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 20, maxDelay: 100 }),
       FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 4, window: 60000 })
     }
@@ -121,9 +122,9 @@ test('a buildApp that always throws trips the crash-loop guard: exit 1, bounded 
   assert.ok(trip, 'the crash-loop line is logged')
   assert.equal(trip.failures, 4)
   assert.equal(trip.lastCode, 1)
-  assert.match(String(trip.msg), /failed 4 times within 60000ms \(last exit: code 1, start-failed: buildApp always throws/)
-  assert.ok(p.lines.some((l) => l.msg === 'worker failed to start' && typeof (l.err as { stack?: string })?.stack === 'string'))
+  assert.match(String(trip.msg), /failed 4 times within 60000ms \(last exit: code 1, crash: crash after ready \(fixture\)/)
   assert.ok(p.lines.filter((l) => l.msg?.startsWith('restarting worker') === true).length >= 3, 'restarted with backoff before giving up')
+  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('could not start')).length, 0, 'not a start verdict: the slots had been ready')
 })
 
 test('an uncaught exception or unhandled rejection: logged with its stack, worker exits 1, replaced in its slot', async (t) => {
@@ -155,9 +156,10 @@ test('a worker not ready within startTimeout is killed, counted as a failed star
   })
   t.after(() => p.cleanup())
   // Only slot 0's first generation hangs in buildApp (a loaded machine may time out slot 1 too: also fine).
-  const exit = await p.waitForLine((l) => unexpected(l) && l.workerId === 0, 30000, 'the start timeout')
+  const exit = await p.waitForLine((l) => l.workerId === 0 && l.try === 1, 30000, 'the start timeout')
   assert.equal(exit.reason, 'start-timeout')
   assert.equal(exit.signal, 'SIGKILL')
+  assert.match(String(exit.msg), /^worker 0 did not start \(try 1 of 3, start-timeout\): not ready within 5000ms; retrying in 50ms$/)
   await waitFor(() => p.lines.some((l) => primaryReady(l) && l.workerId === 0 && l.generation === 1), 'slot 0 generation 1 ready', 30000)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit()).code, 0)

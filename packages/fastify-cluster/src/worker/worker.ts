@@ -1,8 +1,11 @@
 import cluster from 'node:cluster'
+import { unlinkSync } from 'node:fs'
+import { Worker as Thread } from 'node:worker_threads'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
-import { isPrimaryMessage, message, type FatalMessage, type ReadyMessage } from '../messages.js'
+import { isPrimaryMessage, message, type FatalMessage, type HeartbeatMessage, type ReadyMessage } from '../messages.js'
+import { probeSocketPath, reportDirectory } from '../probe.js'
 import { installChannel, setCurrentWorker } from './channel.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
 
@@ -32,8 +35,9 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   setCurrentWorker(context)
   installChannel()
 
-  const send = (m: ReadyMessage | FatalMessage): void => {
-    if (process.connected) process.send?.(m, undefined, undefined, () => {})
+  const send = (m: ReadyMessage | FatalMessage | HeartbeatMessage, done: () => void = () => {}): void => {
+    if (process.connected && process.send !== undefined) process.send(m, undefined, undefined, () => done())
+    else done()
   }
   // The primary owns the deadline (it SIGKILLs at shutdownTimeout and says so). The worker's own
   // deadline is a backstop a second later, for when there is no primary left to do it.
@@ -70,10 +74,14 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   try {
     built = await buildAndListen(buildApp, context, options)
   } catch (err) {
-    log.error({ err }, 'worker failed to start')
-    send(message<FatalMessage>({ type: 'fatal', reason: 'startFailed', message: err instanceof Error ? err.message : String(err) }))
-    await lifecycle.stop(1, 'startFailed')
-    throw err // not reached: stop() exits the process
+    // The primary prints one short line per failed try and the stack once, at its verdict: send it
+    // there instead of printing it on every try. Nothing was returned to close; exit once it is sent.
+    log.debug({ err }, 'worker failed to start')
+    const e = err instanceof Error ? err : new Error(String(err))
+    const exit = (): void => process.exit(1)
+    setTimeout(exit, 1000).unref()
+    send(message<FatalMessage>({ type: 'fatal', reason: 'startFailed', message: e.message, ...(e.stack !== undefined ? { stack: e.stack } : {}) }), exit)
+    return await new Promise<never>(() => {})
   }
   const { app, address } = built
   lifecycle.setApp(app)
@@ -83,6 +91,7 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   } else {
     log.info({ address, ms: Date.now() - started, generation }, 'worker ready')
     send(message<ReadyMessage>({ type: 'ready', pid: process.pid, workerId, generation, address }))
+    startHeartbeat(app, options, send)
   }
   return {
     role: 'worker',
@@ -90,4 +99,29 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
     context,
     close: async () => { await lifecycle.stop(0, 'close') }
   }
+}
+
+/**
+ * Liveness for the primary's watchdog, and the numbers its recycler needs: a beat from the event
+ * loop every heartbeatInterval with the requests received and the RSS. When the watchdog is on, a
+ * hang probe thread answers the primary even if this loop never comes back.
+ */
+function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, send: (m: HeartbeatMessage) => void): void {
+  if (options.heartbeatTimeout === 0 && options.maxRequests === 0 && options.maxRss === 0) return
+  let requests = 0
+  app.server.on('request', () => { requests += 1 })
+  const beat = (): void => send(message<HeartbeatMessage>({ type: 'heartbeat', at: Date.now(), requests, rss: process.memoryUsage.rss() }))
+  setInterval(beat, options.heartbeatInterval).unref()
+  if (options.heartbeatTimeout === 0) return
+  const socketPath = probeSocketPath(process.pid)
+  try {
+    const thread = new Thread(new URL('./hang-probe.js', import.meta.url), {
+      workerData: { socketPath, directory: reportDirectory(process.report?.directory) },
+      stdout: false,
+      stderr: false
+    })
+    thread.unref()
+    thread.on('error', () => {}) // no probe: the watchdog still kills and replaces, without a report
+    process.once('exit', () => { try { unlinkSync(socketPath) } catch {} })
+  } catch {}
 }
