@@ -51,14 +51,18 @@ export function load (port: number, opts: { clients?: number, minMs?: number, ma
       result.total += 1
     }
   })
+  let stopped: Promise<LoadResult> | undefined
   return {
     result,
-    async stop () {
-      state.running = false
-      clearTimeout(cap)
-      await Promise.all(loops)
-      await pool.close()
-      return result
+    stop () {
+      stopped ??= (async () => {
+        state.running = false
+        clearTimeout(cap)
+        await Promise.all(loops)
+        await pool.close()
+        return result
+      })()
+      return stopped
     }
   }
 }
