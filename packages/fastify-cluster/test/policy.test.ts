@@ -19,7 +19,7 @@ test('isHung: silent strictly longer than the timeout; never when the timeout is
 })
 
 test('rssDecision: recycles a worker that grew past maxRss, holds (doubling) one that starts over it', () => {
-  const policy = { ...RSS_POLICY, maxRss: 100 }
+  const policy = { ...RSS_POLICY, freshMs: 10_000, maxRss: 100 }
   const MB = 1024 * 1024
   const none: RssHold = { until: 0, delay: 0 }
   const readyAt = 1_000_000

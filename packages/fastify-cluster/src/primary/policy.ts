@@ -32,7 +32,8 @@ export interface RssPolicy {
   maxHold: number
 }
 
-export const RSS_POLICY = { freshMs: 10_000, initialHold: 30_000, maxHold: 600_000 } as const
+/** Holds of 30 s doubling up to 10 min. `freshMs` comes from the heartbeat interval (see recycle.ts). */
+export const RSS_POLICY = { initialHold: 30_000, maxHold: 600_000 } as const
 
 export type RssDecision =
   | { action: 'ok', hold: RssHold }

@@ -10,7 +10,8 @@ import { RSS_POLICY, rssDecision } from './policy.js'
 export function startRecycler (m: SlotMachine, replacer: Replacer): void {
   const { maxRequests, maxRss } = m.options
   if (maxRequests === 0 && maxRss === 0) return
-  const policy = { ...RSS_POLICY, maxRss }
+  // "Right after start": within its first three samples (at least 3 s).
+  const policy = { ...RSS_POLICY, maxRss, freshMs: Math.max(3000, 3 * m.options.heartbeatInterval) }
   m.onHeartbeat((proc) => {
     if (proc.state !== 'ready' || proc.recycling || proc.slot.current !== proc || m.shuttingDown) return
     if (proc.requests >= proc.requestLimit) {
