@@ -38,7 +38,11 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   }
   function onSighup (): void { if (!m.shuttingDown) void replacer.reload() }
   function onSigttin (): void { if (!m.shuttingDown) void replacer.scale(replacer.desired + 1) }
-  function onSigttou (): void { if (!m.shuttingDown && replacer.desired > 1) void replacer.scale(replacer.desired - 1) }
+  function onSigttou (): void {
+    if (m.shuttingDown) return
+    if (replacer.desired > 1) void replacer.scale(replacer.desired - 1)
+    else log.warn({ workers: 1 }, 'SIGTTOU: already at 1 worker, never fewer')
+  }
   const handlers: Array<[string, (...args: any[]) => void]> = [
     ['SIGTERM', onSignal], ['SIGINT', onSignal], ['SIGHUP', onSighup], ['SIGTTIN', onSigttin], ['SIGTTOU', onSigttou],
     ['uncaughtException', onFatal], ['unhandledRejection', onFatal]
