@@ -87,6 +87,9 @@ export function isPrimaryMessage (value: unknown): value is PrimaryToWorker {
   return t === 'shutdown' || t === 'request' || t === 'reply'
 }
 
+/** Worker → primary request answered at once by the primary: used to flush the IPC channel before a worker exits. */
+export const FLUSH_CHANNEL = 'nclust:flush'
+
 /** Build a message without repeating the `nclust: 1` tag at every call site. */
 export function message<M extends NclustMessage> (m: Omit<M, 'nclust'>): M {
   return { nclust: 1, ...m } as M

@@ -1,20 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
-import { freePort, get, distinct, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { freePort, get, distinct, isAlive, spawnNode, waitFor, type LogLine } from '../../../test/helpers/index.ts'
+import { fixture, primaryReady, startCluster } from './start-cluster.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
 const unexpected = (l: LogLine): boolean => l.msg === 'worker exited unexpectedly'
-
-/** Start the fixture as a real primary with real workers and wait until `workers` are ready. */
-async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string> = {}, workers = 2, opts: { detached?: boolean } = {}): Promise<{ p: Spawned, port: number }> {
-  const port = await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: String(workers), PORT: String(port), HOST: '127.0.0.1', ...env }, ...opts })
-  t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= workers, `${workers} workers ready`, 30000)
-  return { p, port }
-}
 
 test('two workers answer from two different pids, in slots 0 and 1, and the primary never listens', async (t) => {
   const { p, port } = await startCluster(t)

@@ -10,7 +10,7 @@ export interface LoadResult {
   ok: number
   statuses: Map<number, number>
   /** Socket-level failures (reset, closed, timeout) and non-200 answers, with the time they happened. */
-  errors: Array<{ at: number, error: string }>
+  errors: Array<{ at: number, sent: number, error: string }>
   /** Time and pid of every 200. */
   answers: Array<{ at: number, pid: number }>
   pids: Set<number>
@@ -26,13 +26,14 @@ export function load (port: number, opts: { clients?: number, minMs?: number, ma
   const clients = opts.clients ?? 50
   const minMs = opts.minMs ?? 50
   const maxMs = opts.maxMs ?? 200
-  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: clients, pipelining: 1, keepAliveTimeout: 60000, headersTimeout: 120000, bodyTimeout: 120000 })
+  const pool = new Pool(`http://127.0.0.1:${port}`, { connections: clients, pipelining: 1, keepAliveTimeout: 60000, headersTimeout: 30000, bodyTimeout: 30000 })
   const result: LoadResult = { total: 0, ok: 0, statuses: new Map(), errors: [], answers: [], pids: new Set() }
   const state = { running: true }
   const cap = setTimeout(() => { state.running = false }, opts.durationCap ?? 180000)
   const loops = Array.from({ length: clients }, async () => {
     while (state.running) {
       const ms = minMs + Math.floor(Math.random() * (maxMs - minMs + 1))
+      const sent = Date.now()
       try {
         const res = await pool.request({ path: `${opts.path ?? '/slow'}?ms=${ms}`, method: 'GET' })
         const body = await res.body.text()
@@ -43,10 +44,10 @@ export function load (port: number, opts: { clients?: number, minMs?: number, ma
           result.pids.add(pid)
           result.answers.push({ at: Date.now(), pid })
         } else {
-          result.errors.push({ at: Date.now(), error: `status ${res.statusCode}` })
+          result.errors.push({ at: Date.now(), sent, error: `status ${res.statusCode}` })
         }
       } catch (err) {
-        result.errors.push({ at: Date.now(), error: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}` })
+        result.errors.push({ at: Date.now(), sent, error: `${(err as { code?: string }).code ?? ''} ${(err as Error).message}` })
       }
       result.total += 1
     }

@@ -1,21 +1,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
-import { freePort, get, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { get, isAlive, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { primaryReady, startCluster } from './start-cluster.ts'
 import { load, type LoadResult } from './load.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
 const starts = (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('recycle start')
 const dones = (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('recycle done')
-
-async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string>): Promise<{ p: Spawned, port: number }> {
-  const port = await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
-  t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 30000)
-  return { p, port }
-}
 
 /** Recycles never overlap: every `recycle start` is followed by its `recycle done` before the next start. */
 function assertOneAtATime (p: Spawned): void {

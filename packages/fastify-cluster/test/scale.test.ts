@@ -1,20 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
-import { distinct, freePort, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { distinct, isAlive, waitFor } from '../../../test/helpers/index.ts'
+import { primaryReady, startCluster } from './start-cluster.ts'
 import { load } from './load.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
 interface Info { workerId: number, pid: number, state: string, generation: number }
-
-async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string> = {}): Promise<{ p: Spawned, port: number }> {
-  const port = await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
-  t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 30000)
-  return { p, port }
-}
 
 test('handle.scale: 2 → 4 → 1 → 2 under 50 keep-alive clients, 0 failed, the right pids at each step', async (t) => {
   const { p, port } = await startCluster(t, { FIXTURE_SCALE_STEPS: '4,1,2' })
@@ -59,6 +49,8 @@ test('handle.scale: 2 → 4 → 1 → 2 under 50 keep-alive clients, 0 failed, t
   await waitFor(() => traffic.result.ok > okNow + 100, 'load after the last step', 30000)
   const r = await traffic.stop()
   t.diagnostic(`${r.total} requests, ${r.errors.length} failed; scale ms: ${four.result.ms}, ${one.result.ms}, ${two.result.ms}`)
+  const marks = p.lines.filter((l) => typeof l.msg === 'string' && /^(scaling from|scaled to)/.test(l.msg)).map((l) => `${String(l.msg)} @${String(l.time)}`)
+  if (r.errors.length > 0) t.diagnostic(`failures: ${JSON.stringify(r.errors)}; steps: ${marks.join(', ')}`)
   assert.deepEqual(r.errors, [], 'no request failed')
   assert.deepEqual([...r.statuses.keys()], [200])
   assert.equal(r.total, r.ok)

@@ -3,11 +3,9 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
-import { freePort, distinct, spawnNode, waitFor, type LogLine } from '../../../test/helpers/index.ts'
+import { freePort, distinct, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { fixture, primaryReady } from './start-cluster.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
 /** The fixture's throwing frame: present in the error's stack, and nowhere else. */
 const STACK_FRAME = /at alwaysThrows \(file:/g
 

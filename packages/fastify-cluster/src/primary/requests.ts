@@ -1,6 +1,6 @@
 import type { RequestOptions, RequestResult } from '../types.js'
 import { errors } from '../errors.js'
-import { message, type RequestMessage } from '../messages.js'
+import { FLUSH_CHANNEL, message, type ReplyMessage, type RequestMessage } from '../messages.js'
 import type { Proc, SlotMachine } from './slots.js'
 
 interface Pending {
@@ -20,6 +20,11 @@ export function createRequests (m: SlotMachine): {
   let nextId = 1
 
   m.onMessage((proc, msg) => {
+    if (msg.type === 'request' && msg.channel === FLUSH_CHANNEL) {
+      // A worker about to exit flushes its IPC channel (see worker.ts): answer at once.
+      if (proc.worker.isConnected()) proc.worker.send(message<ReplyMessage>({ type: 'reply', id: msg.id, ok: true }), () => {})
+      return
+    }
     if (msg.type !== 'reply') return
     const p = pending.get(msg.id)
     if (p === undefined || p.proc !== proc) return

@@ -4,7 +4,7 @@ import { Worker as Thread } from 'node:worker_threads'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
-import { isPrimaryMessage, message, type FatalMessage, type HeartbeatMessage, type ReadyMessage } from '../messages.js'
+import { FLUSH_CHANNEL, isPrimaryMessage, message, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
 import { probeSocketPath, reportDirectory } from '../probe.js'
 import { installChannel, setCurrentWorker } from './channel.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
@@ -41,7 +41,8 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   }
   // The primary owns the deadline (it SIGKILLs at shutdownTimeout and says so). The worker's own
   // deadline is a backstop a second later, for when there is no primary left to do it.
-  const lifecycle = createLifecycle(log, options.shutdownTimeout + 1000, (code) => process.exit(code))
+  // Before exiting, flush the IPC channel (see flushIpc): no connection handed over by the primary is lost.
+  const lifecycle = createLifecycle(log, options.shutdownTimeout + 1000, (code) => { void flushIpc().finally(() => process.exit(code)) })
 
   // node:cluster's worker exits at once (process.exit(0)) when the IPC channel drops unexpectedly,
   // cutting every in-flight request. Replace that listener: a worker whose primary died drains
@@ -124,4 +125,27 @@ function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, sen
     thread.on('error', () => {}) // no probe: the watchdog still kills and replaces, without a report
     process.once('exit', () => { try { unlinkSync(socketPath) } catch {} })
   } catch {}
+}
+
+/**
+ * node:cluster's round-robin hands each connection to a worker in an IPC message and holds the
+ * socket until the worker acknowledges it. A worker that exits with such a message unread (or its
+ * acknowledgement unsent) leaves that socket held open by the primary forever: the client hangs.
+ * Our listener is closed by now, and the primary has stopped handing us connections once it read
+ * that; a round trip after it proves every earlier hand-off has arrived (and been refused, so the
+ * primary gives it to another worker), a second one that the refusals reached the primary.
+ */
+let flushSeq = 0
+async function flushIpc (timeout = 1000): Promise<void> {
+  const roundTrip = (): Promise<void> => new Promise((resolve) => {
+    if (!process.connected || process.send === undefined) { resolve(); return }
+    const id = -(++flushSeq) // negative: never one of the primary's request ids
+    const done = (): void => { clearTimeout(timer); process.off('message', onMessage); resolve() }
+    const onMessage = (raw: unknown): void => { if (isPrimaryMessage(raw) && raw.type === 'reply' && raw.id === id) done() }
+    const timer = setTimeout(done, timeout)
+    process.on('message', onMessage)
+    process.send(message<RequestMessage>({ type: 'request', id, channel: FLUSH_CHANNEL }), undefined, undefined, (err) => { if (err !== null) done() })
+  })
+  await roundTrip()
+  await roundTrip()
 }
