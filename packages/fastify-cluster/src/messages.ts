@@ -37,6 +37,10 @@ export interface HeartbeatMessage {
   nclust: 1
   type: 'heartbeat'
   at: number
+  /** Requests this worker has received so far (for maxRequests). */
+  requests: number
+  /** Resident set size in bytes (for maxRss). */
+  rss: number
 }
 
 /** Primary → worker: close the Fastify instance gracefully and exit 0. */
@@ -45,7 +49,7 @@ export interface ShutdownMessage {
   type: 'shutdown'
   /** Milliseconds the worker has before the primary SIGKILLs it. */
   deadline: number
-  reason: 'signal' | 'close' | 'crash-loop' | 'fatal' | 'reload' | 'start-timeout'
+  reason: 'signal' | 'close' | 'crash-loop' | 'start-failed' | 'fatal' | 'reload' | 'recycle' | 'scale' | 'start-timeout'
 }
 
 /** Either side → other: a typed request on the request/reply channel (e.g. "send me your metrics"). */
@@ -89,6 +93,9 @@ export function isPrimaryMessage (value: unknown): value is PrimaryToWorker {
   const t = value.type
   return t === 'shutdown' || t === 'request' || t === 'reply'
 }
+
+/** Worker → primary request answered at once by the primary: used to flush the IPC channel before a worker exits. */
+export const FLUSH_CHANNEL = 'nclust:flush'
 
 /** Build a message without repeating the `nclust: 1` tag at every call site. */
 export function message<M extends NclustMessage> (m: Omit<M, 'nclust'>): M {

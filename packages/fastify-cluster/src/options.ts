@@ -17,6 +17,25 @@ export interface ClusterOptions {
   shutdownTimeout?: number
   /** A worker not ready within this many ms is killed and counts as a failed start. */
   startTimeout?: number
+  /**
+   * Retries a slot that has never been ready gets after a failed start (an error in `buildApp` or
+   * `listen`, a crash or a start timeout) before the cluster gives up: it stops and exits 1, with the
+   * error and its stack printed once. Default 2 (3 tries in all). Env `START_RETRIES`.
+   */
+  startRetries?: number
+  /** How often a ready worker sends a heartbeat from its event loop, ms (default 1000). */
+  heartbeatInterval?: number
+  /**
+   * A ready worker silent this long (ms) is hung: its stack is captured in a diagnostic report, it is
+   * SIGKILLed and replaced. Default 30000; 0 turns the watchdog off. Env `HEARTBEAT_TIMEOUT`.
+   */
+  heartbeatTimeout?: number
+  /** Recycle a worker after this many requests (surge-first, like a reload); 0 (default) is off. Env `MAX_REQUESTS`. */
+  maxRequests?: number
+  /** Add 0..maxRequestsJitter (random, per worker) to `maxRequests` so workers do not all recycle together. */
+  maxRequestsJitter?: number
+  /** Recycle a worker whose resident memory passes this many MB (sampled with each heartbeat); 0 (default) is off. Env `MAX_RSS`. */
+  maxRss?: number
   /** Restart delays: exponential from `initialDelay` to `maxDelay`, reset after `resetAfter` ms of uptime. */
   restartBackoff?: Partial<BackoffPolicy>
   /** Stop respawning when one slot fails `maxFailures` times within `window` ms: the primary exits 1. */
@@ -43,6 +62,12 @@ export interface ResolvedOptions {
   host: string
   shutdownTimeout: number
   startTimeout: number
+  startRetries: number
+  heartbeatInterval: number
+  heartbeatTimeout: number
+  maxRequests: number
+  maxRequestsJitter: number
+  maxRss: number
   restartBackoff: BackoffPolicy
   crashLoop: CrashLoopPolicy
   drain: false | Record<string, unknown>
@@ -64,6 +89,12 @@ export const OPTION_TABLE = [
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
+  { option: 'startRetries', env: 'START_RETRIES', default: '2', allowed: 'an integer from 0 to 100' },
+  { option: 'heartbeatInterval', env: null, default: '1000', allowed: `an integer number of ms from 10 to ${MAX_MS}` },
+  { option: 'heartbeatTimeout', env: 'HEARTBEAT_TIMEOUT', default: '30000', allowed: `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}` },
+  { option: 'maxRequests', env: 'MAX_REQUESTS', default: '0', allowed: '0 (off) or a positive integer' },
+  { option: 'maxRequestsJitter', env: null, default: '0', allowed: 'a non-negative integer' },
+  { option: 'maxRss', env: 'MAX_RSS', default: '0', allowed: 'MB: 0 (off) or a positive integer' },
   { option: 'restartBackoff', env: null, default: '{ initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 }', allowed: 'an object of non-negative integers (factor >= 1)' },
   { option: 'crashLoop', env: null, default: '{ maxFailures: 10, window: 60000 }', allowed: 'an object of positive integers' },
   { option: 'drain', env: null, default: 'true', allowed: 'true, false or @nclust/fastify-drain options' },
@@ -77,6 +108,12 @@ export const DEFAULTS = {
   host: '0.0.0.0',
   shutdownTimeout: 30000,
   startTimeout: 30000,
+  startRetries: 2,
+  heartbeatInterval: 1000,
+  heartbeatTimeout: 30000,
+  maxRequests: 0,
+  maxRequestsJitter: 0,
+  maxRss: 0,
   restartBackoff: { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 },
   crashLoop: { maxFailures: 10, window: 60000 }
 } as const
@@ -95,10 +132,13 @@ function toInteger (value: unknown): number | undefined {
   return undefined
 }
 
+type IntegerOption = 'workers' | 'port' | 'shutdownTimeout' | 'startTimeout' | 'startRetries' | 'heartbeatInterval' |
+  'heartbeatTimeout' | 'maxRequests' | 'maxRequestsJitter' | 'maxRss'
+
 /** An integer option that may come from env: the explicit option wins; the error names whichever was used. */
 function integer (
   options: ClusterOptions, env: Record<string, string | undefined>,
-  key: 'workers' | 'port' | 'shutdownTimeout' | 'startTimeout', envName: string | null,
+  key: IntegerOption, envName: string | null,
   min: number, max: number, fallback: number
 ): number {
   const fromOption = options[key] !== undefined
@@ -143,6 +183,16 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   const port = integer(options, env, 'port', 'PORT', 0, 65535, DEFAULTS.port)
   const shutdownTimeout = integer(options, env, 'shutdownTimeout', 'SHUTDOWN_TIMEOUT', 1, MAX_MS, DEFAULTS.shutdownTimeout)
   const startTimeout = integer(options, env, 'startTimeout', null, 1, MAX_MS, DEFAULTS.startTimeout)
+  const startRetries = integer(options, env, 'startRetries', 'START_RETRIES', 0, 100, DEFAULTS.startRetries)
+  const heartbeatInterval = integer(options, env, 'heartbeatInterval', null, 10, MAX_MS, DEFAULTS.heartbeatInterval)
+  const heartbeatTimeout = integer(options, env, 'heartbeatTimeout', 'HEARTBEAT_TIMEOUT', 0, MAX_MS, DEFAULTS.heartbeatTimeout)
+  if (heartbeatTimeout !== 0 && heartbeatTimeout <= heartbeatInterval) {
+    const label = options.heartbeatTimeout !== undefined ? 'option "heartbeatTimeout"' : 'env HEARTBEAT_TIMEOUT'
+    throw invalid(label, heartbeatTimeout, `0 (off) or a value above heartbeatInterval (${heartbeatInterval})`)
+  }
+  const maxRequests = integer(options, env, 'maxRequests', 'MAX_REQUESTS', 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequests)
+  const maxRequestsJitter = integer(options, env, 'maxRequestsJitter', null, 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequestsJitter)
+  const maxRss = integer(options, env, 'maxRss', 'MAX_RSS', 0, 1024 * 1024, DEFAULTS.maxRss)
 
   // An empty env var counts as unset, like the integer ones (HOST= in a compose file or a shell export).
   const hostRaw: unknown = options.host !== undefined ? options.host : (env.HOST === '' ? undefined : env.HOST)
@@ -197,6 +247,12 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     host,
     shutdownTimeout,
     startTimeout,
+    startRetries,
+    heartbeatInterval,
+    heartbeatTimeout,
+    maxRequests,
+    maxRequestsJitter,
+    maxRss,
     restartBackoff,
     crashLoop,
     drain,

@@ -35,7 +35,16 @@ export async function runSingle (buildApp: BuildApp, options: ResolvedOptions): 
   }
 
   const started = Date.now()
-  const { app, address } = await buildAndListen(buildApp, context, options)
+  let built: Awaited<ReturnType<typeof buildAndListen>>
+  try {
+    built = await buildAndListen(buildApp, context, options)
+  } catch (err) {
+    if (!options.handleSignals) throw err // an embedder owns the process: let it decide
+    // Nothing to retry in-process (the orchestrator restarts the container): say it once, with the stack.
+    log.fatal({ err }, `could not start: ${err instanceof Error ? err.message : String(err)}; exit 1`)
+    process.exit(1)
+  }
+  const { app, address } = built
   lifecycle.setApp(app)
   log.info({ address, ms: Date.now() - started }, 'single-process mode ready (no fork)')
   return {

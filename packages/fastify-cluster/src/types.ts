@@ -22,7 +22,11 @@ export type BuildApp = (ctx: WorkerContext) => FastifyInstance | Promise<Fastify
 
 export type WorkerState = 'starting' | 'ready' | 'draining' | 'stopped'
 
-/** Why a worker left: `requested` exits are never replaced, the others are. Derived from `EXIT_REASONS`. */
+/**
+ * Why a worker left (derived from `EXIT_REASONS`). `requested` exits (shutdown, reload, scale down) are
+ * never replaced; `recycle` (maxRequests / maxRss) was replaced before it left, surge-first; `hung`
+ * (silent past heartbeatTimeout, SIGKILLed) and the others are replaced after their backoff.
+ */
 export type ExitReason = typeof EXIT_REASONS[number]
 /** Why the cluster shut down. Derived from `SHUTDOWN_REASONS`. */
 export type ShutdownReason = typeof SHUTDOWN_REASONS[number]
@@ -51,6 +55,23 @@ export interface WorkerExitEvent {
 }
 export interface RestartEvent { workerId: number, attempt: number, delay: number, reason: ExitReason }
 export interface ShutdownEvent { reason: ShutdownReason, signal?: NodeJS.Signals }
+/** A slot that was never ready failed `startRetries + 1` starts in a row: the cluster stops, exit 1. */
+export interface StartFailedEvent { workerId: number, tries: number, reason: ExitReason, error?: string, stack?: string }
+/** A ready worker went silent past heartbeatTimeout; `report` is the diagnostic report with its JS stack, when one could be taken. */
+export interface HungEvent { workerId: number, pid: number, silentMs: number, report?: string, frames: string[] }
+/** A worker passed maxRequests or maxRss and is being replaced surge-first. */
+export interface RecycleEvent { workerId: number, pid: number, why: 'maxRequests' | 'maxRss', value: number, limit: number }
+/** Outcome of `scale(n)`. */
+export interface ScaleResult {
+  ok: boolean
+  from: number
+  to: number
+  /** Slots after the operation (== `to` when ok). */
+  size: number
+  ms: number
+  reason?: string
+}
+export type ScaleEvent = { phase: 'start', from: number, to: number } | ({ phase: 'done' } & ScaleResult)
 export interface StateEvent { workerId: number, pid: number, generation: number, from: WorkerState | null, to: WorkerState }
 export interface CrashLoopEvent { workerId: number, failures: number, windowMs: number, lastCode: number | null, lastSignal: NodeJS.Signals | null }
 export interface ClosedEvent { code: number, killed: Array<{ workerId: number, pid: number }> }
@@ -73,6 +94,10 @@ export interface SupervisorEvents {
   shutdown: [ShutdownEvent]
   state: [StateEvent]
   'crash-loop': [CrashLoopEvent]
+  'start-failed': [StartFailedEvent]
+  hung: [HungEvent]
+  recycle: [RecycleEvent]
+  scale: [ScaleEvent]
   closed: [ClosedEvent]
   reload: [ReloadEvent]
 }
@@ -91,7 +116,7 @@ export interface PrimaryHandle {
   role: 'primary'
   /** The primary's own pino logger (`role: "primary"`), for the entry script's lines. */
   readonly logger: Logger
-  /** Desired worker count. */
+  /** Desired worker count (follows `scale()`). */
   readonly size: number
   /** Supervisor events; every slot transition is also a `state` event. */
   readonly events: EventEmitter<SupervisorEvents>
@@ -109,6 +134,12 @@ export interface PrimaryHandle {
    * and keep the old ones serving. A reload already running is joined, not restarted.
    */
   reload (): Promise<ReloadResult>
+  /**
+   * Run `n` workers (at least 1; also SIGTTIN / SIGTTOU: +1 / -1). Up: fork the new slots and wait
+   * until they are ready. Down: drain and stop the highest slots. Runs after any reload or recycle
+   * in progress; resolves when done.
+   */
+  scale (n: number): Promise<ScaleResult>
   /** Graceful shutdown of every worker; resolves with the exit code the primary would use. Does not exit the process. */
   close (): Promise<number>
   /** Resolves once every slot has been ready at least once (rejects if the supervisor shuts down first). */

@@ -1,20 +1,9 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
 import { freePort, get, distinct, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { fixture, primaryReady, startCluster } from './start-cluster.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
 const unexpected = (l: LogLine): boolean => l.msg === 'worker exited unexpectedly'
-
-/** Start the fixture as a real primary with real workers and wait until `workers` are ready. */
-async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string> = {}, workers = 2, opts: { detached?: boolean } = {}): Promise<{ p: Spawned, port: number }> {
-  const port = await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: String(workers), PORT: String(port), HOST: '127.0.0.1', ...env }, ...opts })
-  t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= workers, `${workers} workers ready`, 90_000)
-  return { p, port }
-}
 
 /** Release the /hold handlers of these processes once each has started draining: they are in flight during the drain. */
 async function releaseWhenDraining (p: Spawned, pids: number[]): Promise<void> {
@@ -111,13 +100,14 @@ test('a second signal during shutdown forces it at once', async (t) => {
   assert.match(p.output(), /second signal during shutdown: killing every worker now/)
 })
 
-test('a buildApp that always throws trips the crash-loop guard: exit 1, bounded time, reason logged', async (t) => {
+test('workers that crash soon after being ready trip the crash-loop guard: exit 1, bounded time, reason logged', async (t) => {
   const port = await freePort()
   const p = spawnNode(fixture, {
     env: {
       WORKER_COUNT: '2',
       PORT: String(port),
-      FIXTURE_THROW: '1',
+      HOST: '127.0.0.1',
+      FIXTURE_CRASH_AFTER_READY: '1',
       FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 20, maxDelay: 100 }),
       FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 4, window: 60000 })
     }
@@ -131,9 +121,9 @@ test('a buildApp that always throws trips the crash-loop guard: exit 1, bounded 
   assert.ok(trip, 'the crash-loop line is logged')
   assert.equal(trip.failures, 4)
   assert.equal(trip.lastCode, 1)
-  assert.match(String(trip.msg), /failed 4 times within 60000ms \(last exit: code 1, start-failed: buildApp always throws/)
-  assert.ok(p.lines.some((l) => l.msg === 'worker failed to start' && typeof (l.err as { stack?: string })?.stack === 'string'))
+  assert.match(String(trip.msg), /failed 4 times within 60000ms \(last exit: code 1, crash: crash after ready \(fixture\)/)
   assert.ok(p.lines.filter((l) => l.msg?.startsWith('restarting worker') === true).length >= 3, 'restarted with backoff before giving up')
+  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('could not start')).length, 0, 'not a start verdict: the slots had been ready')
 })
 
 test('an uncaught exception or unhandled rejection: logged with its stack, worker exits 1, replaced in its slot', async (t) => {
@@ -165,9 +155,10 @@ test('a worker not ready within startTimeout is killed, counted as a failed star
   })
   t.after(() => p.cleanup())
   // Only slot 0's first generation hangs in buildApp (a loaded machine may time out slot 1 too: also fine).
-  const exit = await p.waitForLine((l) => unexpected(l) && l.workerId === 0, 60_000, 'the start timeout')
+  const exit = await p.waitForLine((l) => l.workerId === 0 && l.try === 1, 60_000, 'the start timeout')
   assert.equal(exit.reason, 'start-timeout')
   assert.equal(exit.signal, 'SIGKILL')
+  assert.match(String(exit.msg), /^worker 0 did not start \(try 1 of 3, start-timeout\): not ready within 5000ms; retrying in 50ms$/)
   await waitFor(() => p.lines.some((l) => primaryReady(l) && l.workerId === 0 && l.generation === 1), 'slot 0 generation 1 ready', 90_000)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit()).code, 0)

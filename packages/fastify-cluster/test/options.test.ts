@@ -18,6 +18,14 @@ test('defaults: one worker per core, port 3000 on 0.0.0.0, 30 s deadlines', () =
   assert.deepEqual(o.restartBackoff, { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 })
   assert.deepEqual(o.crashLoop, { maxFailures: 10, window: 60000 })
   assert.deepEqual(o.drain, {})
+  assert.deepEqual([o.startRetries, o.heartbeatInterval, o.heartbeatTimeout, o.maxRequests, o.maxRequestsJitter, o.maxRss], [2, 1000, 30000, 0, 0, 0])
+})
+
+test('lifecycle env vars: START_RETRIES, HEARTBEAT_TIMEOUT (0 is off), MAX_REQUESTS, MAX_RSS', () => {
+  const o = resolveOptions({ env: { START_RETRIES: '5', HEARTBEAT_TIMEOUT: '0', MAX_REQUESTS: '10000', MAX_RSS: '512' } })
+  assert.deepEqual([o.startRetries, o.heartbeatTimeout, o.maxRequests, o.maxRss], [5, 0, 10000, 512])
+  const p = resolveOptions({ env: { HEARTBEAT_TIMEOUT: '0' }, heartbeatTimeout: 5000, heartbeatInterval: 100, maxRequestsJitter: 50 })
+  assert.deepEqual([p.heartbeatTimeout, p.heartbeatInterval, p.maxRequestsJitter], [5000, 100, 50])
 })
 
 test('env vars are read, and an explicit option wins over its env var', () => {
@@ -48,6 +56,13 @@ const bad: Array<[string, Parameters<typeof resolveOptions>[0], RegExp]> = [
   ['LOG_LEVEL=loud', { env: { LOG_LEVEL: 'loud' } }, /invalid env LOG_LEVEL: got "loud"/],
   ['SHUTDOWN_TIMEOUT under the drain minimum', { env: { SHUTDOWN_TIMEOUT: '278' } }, /invalid env SHUTDOWN_TIMEOUT: got "278", expected at least 279 ms: the drain's deadline .* must exceed its linger \(250 ms\)/],
   ['shutdownTimeout under the minimum for a longer linger', { env: {}, shutdownTimeout: 1000, drain: { linger: 1000 } }, /invalid option "shutdownTimeout": got 1000, expected at least 1113 ms: .*linger \(1000 ms\)/]
+  ['START_RETRIES=-1', { env: { START_RETRIES: '-1' } }, /invalid env START_RETRIES: got "-1", expected an integer from 0 to 100/],
+  ['HEARTBEAT_TIMEOUT=soon', { env: { HEARTBEAT_TIMEOUT: 'soon' } }, /invalid env HEARTBEAT_TIMEOUT: got "soon"/],
+  ['HEARTBEAT_TIMEOUT=500 (below the interval)', { env: { HEARTBEAT_TIMEOUT: '500' } }, /invalid env HEARTBEAT_TIMEOUT: got 500, expected 0 \(off\) or a value above heartbeatInterval \(1000\)/],
+  ['heartbeatInterval: 0', { env: {}, heartbeatInterval: 0 }, /invalid option "heartbeatInterval": got 0/],
+  ['MAX_REQUESTS=1e3', { env: { MAX_REQUESTS: '1e3' } }, /invalid env MAX_REQUESTS: got "1e3", expected 0 \(off\) or a positive integer/],
+  ['maxRequestsJitter: -1', { env: {}, maxRequestsJitter: -1 }, /invalid option "maxRequestsJitter": got -1/],
+  ['MAX_RSS=1.5', { env: { MAX_RSS: '1.5' } }, /invalid env MAX_RSS: got "1.5", expected MB/]
 ]
 for (const [name, options, message] of bad) {
   test(`invalid: ${name} throws a coded error naming it`, () => {

@@ -1,19 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
 import { Pool } from 'undici'
-import { freePort, distinct, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
-
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
-
-async function startCluster (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string> = {}): Promise<{ p: Spawned, port: number }> {
-  const port = await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
-  t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 90_000)
-  return { p, port }
-}
+import { distinct, isAlive, waitFor } from '../../../test/helpers/index.ts'
+import { primaryReady, startCluster } from './start-cluster.ts'
 
 /** Keep-alive load until `stop()`; counts every status and every error: nothing may be lost. */
 function load (port: number, connections: number): { stop: () => Promise<{ statuses: Map<number, number>, errors: string[], total: number }> } {

@@ -4,7 +4,8 @@ import type { FastifyInstance } from 'fastify'
 import {
   startClustered, onPrimaryRequest, currentWorker, resolveOptions, errors,
   type ClusterHandle, type PrimaryHandle, type WorkerHandle, type SingleHandle, type WorkerContext,
-  type WorkerInfo, type WorkerExitEvent, type ClusterOptions, type RequestResult, type BuildApp, type ExitReason
+  type WorkerInfo, type WorkerExitEvent, type ClusterOptions, type RequestResult, type BuildApp, type ExitReason,
+  type ScaleResult, type HungEvent, type RecycleEvent, type StartFailedEvent
 } from '@nclust/fastify-cluster'
 
 declare const app: FastifyInstance
@@ -31,6 +32,17 @@ export async function check (): Promise<void> {
       const reason: ExitReason = e.reason
       void reason
     })
+    p.events.on('hung', (e: HungEvent) => { const frames: string[] = e.frames; const report: string | undefined = e.report; void frames; void report })
+    p.events.on('recycle', (e: RecycleEvent) => { const why: 'maxRequests' | 'maxRss' = e.why; void why })
+    p.events.on('start-failed', (e: StartFailedEvent) => { const tries: number = e.tries; void tries })
+    p.events.on('scale', (e) => { if (e.phase === 'done') { const ok: boolean = e.ok; void ok } })
+    const scaled: ScaleResult = await p.scale(4)
+    const size: number = p.size
+    const hung: ExitReason = 'hung'
+    const recycled: ExitReason = 'recycle'
+    void scaled; void size; void hung; void recycled
+    const lifecycle: ClusterOptions = { startRetries: 5, heartbeatInterval: 500, heartbeatTimeout: 0, maxRequests: 10000, maxRequestsJitter: 500, maxRss: 512 }
+    void lifecycle
     const all: Array<RequestResult<string>> = await p.requestAll<string>('x', undefined, { timeout: 10 })
     const code: number = await p.close()
     void list; void all; void code

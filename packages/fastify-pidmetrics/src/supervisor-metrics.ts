@@ -53,7 +53,7 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
   const gauges: Gauge[] = []
   gauges.push(new Gauge({
     name: 'nclust_workers_desired',
-    help: 'Worker processes the supervisor is asked to run',
+    help: 'Worker processes the supervisor is asked to run (follows scaling)',
     registers: [registry],
     collect () { this.set(handle.size) }
   }))
@@ -180,12 +180,16 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
 
   let imbalanceRegistered = false
 
-  // Zero the series alerts use with increase(), so the first event is an increase and not a new series.
-  for (const s of slots()) {
-    for (const reason of RESTART_REASONS) restarts.inc({ worker: s, reason }, 0)
-    crashLoops.inc({ worker: s }, 0)
-    scrapeFailures.inc({ worker: s }, 0)
+  // Zero the series alerts use with increase(), so the first event is an increase and not a new
+  // series; again for the new slots after a scale up.
+  const zeroSlots = (): void => {
+    for (const s of slots()) {
+      for (const reason of RESTART_REASONS) restarts.inc({ worker: s, reason }, 0)
+      crashLoops.inc({ worker: s }, 0)
+      scrapeFailures.inc({ worker: s }, 0)
+    }
   }
+  zeroSlots()
   for (const reason of SHUTDOWN_REASONS) shutdowns.inc({ reason }, 0)
   for (const outcome of RELOAD_OUTCOMES) reloads.inc({ outcome }, 0)
 
@@ -199,6 +203,8 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
     }],
     ['shutdown', (e) => shutdowns.inc({ reason: str(e.reason, 'unknown') })],
     ['crash-loop', (e) => crashLoops.inc({ worker: str(e.workerId, 'unknown') })],
+    // Scaling: `nclust_workers_desired` reads handle.size at scrape time; new slots get their zeroed series.
+    ['scale', (e) => { if (e.phase === 'done') zeroSlots() }],
     // Rolling reloads: `{ phase: 'start' }`, then `{ phase: 'done', ok, replaced, ms, ... }`.
     ['reload', (e) => {
       if (e.phase === 'start') {

@@ -94,6 +94,8 @@ test('supervisor events become nclust_* series', async (t) => {
   ev.emit('worker-exit', { workerId: 0, pid: 6000, generation: 0, code: 1, signal: null, reason: 'crash' })
   ev.emit('restart', { workerId: 0, attempt: 1, delay: 100, reason: 'crash' })
   ev.emit('restart', { workerId: 0, attempt: 2, delay: 200, reason: 'crash' })
+  ev.emit('restart', { workerId: 1, attempt: 1, delay: 100, reason: 'hung' })
+  ev.emit('restart', { workerId: 1, attempt: 0, delay: 0, reason: 'recycle' })
   ev.emit('crash-loop', { workerId: 0, failures: 5, windowMs: 1000, lastCode: 1, lastSignal: null })
   ev.emit('shutdown', { reason: 'signal', signal: 'SIGTERM' })
   ev.emit('reload', { phase: 'start' })
@@ -117,6 +119,11 @@ test('supervisor events become nclust_* series', async (t) => {
   assert.deepEqual([...new Set((restarts ?? []).map((x) => x.labels.reason))].sort(), [...RESTART_REASONS].sort(), 'no reason the supervisor never emits')
   assert.deepEqual((s.get('nclust_shutdowns_total') ?? []).map((x) => x.labels.reason).sort(), [...SHUTDOWN_REASONS].sort())
   assert.ok(SHUTDOWN_REASONS.includes('fatal'), 'an uncaught error in the primary is a shutdown reason')
+  assert.equal(sumOf(restarts, (l) => l.worker === '1' && l.reason === 'hung'), 1)
+  assert.equal(sumOf(restarts, (l) => l.worker === '1' && l.reason === 'recycle'), 1)
+  for (const reason of ['hung', 'recycle', 'start-failed']) {
+    assert.equal((restarts ?? []).filter((x) => x.labels.reason === reason).length, 2, `${reason} zeroed per slot so increase() sees the first one`)
+  }
   assert.equal(sumOf(s.get('nclust_worker_last_exit_code'), (l) => l.worker === '1'), 137, '128 + SIGKILL')
   assert.equal(sumOf(s.get('nclust_worker_last_exit_code'), (l) => l.worker === '0'), 1)
   assert.equal(sumOf(s.get('nclust_worker_exits_total'), (l) => l.reason === 'crash'), 1)

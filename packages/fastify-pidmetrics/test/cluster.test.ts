@@ -138,6 +138,24 @@ test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worke
   assert.equal(sumOf(replaced.s.get('nclust_worker_restarts_total'), (l) => l.worker === String(victim.workerId) && l.reason === 'signal'), 1)
 })
 
+test('real cluster scaled with SIGTTIN / SIGTTOU: nclust_workers_desired follows, the new slot has zeroed restart series', async (t) => {
+  const c = await startCluster()
+  t.after(() => c.stop())
+  const desired = async (): Promise<{ desired: number, ready: number, s: ReturnType<typeof samples> }> => {
+    const { s } = await scrape(c.metricsUrl)
+    return { desired: sumOf(s.get('nclust_workers_desired')), ready: sumOf(s.get('nclust_workers_ready')), s }
+  }
+  assert.equal((await desired()).desired, 2)
+  c.child.kill('SIGTTIN')
+  const up = await waitFor(async () => { const d = await desired(); return d.desired === 3 && d.ready === 3 && d }, 'desired 3, 3 ready', 60_000)
+  const restarts = up.s.get('nclust_worker_restarts_total') ?? []
+  for (const reason of ['crash', 'hung', 'recycle']) {
+    assert.equal(restarts.filter((x) => x.labels.worker === '2' && x.labels.reason === reason).length, 1, `worker 2 ${reason} zeroed`)
+  }
+  c.child.kill('SIGTTOU')
+  await waitFor(async () => { const d = await desired(); return d.desired === 2 && d.ready === 2 }, 'desired 2, 2 ready', 60_000)
+})
+
 test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own /metrics is the target', async (t) => {
   const c = await startCluster(t, { WORKER_COUNT: '1' })
   assert.equal(c.ready.single, true)

@@ -1,8 +1,11 @@
 import cluster from 'node:cluster'
+import { unlinkSync } from 'node:fs'
+import { Worker as Thread } from 'node:worker_threads'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
-import { isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type ReadyMessage } from '../messages.js'
+import { FLUSH_CHANNEL, isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
+import { probeSocketPath, reportDirectory } from '../probe.js'
 import { installChannel, setCurrentWorker } from './channel.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
 
@@ -25,12 +28,14 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   setCurrentWorker(context)
   installChannel()
 
-  const send = (m: ReadyMessage | FatalMessage): void => {
-    if (process.connected) process.send?.(m, undefined, undefined, () => {})
+  const send = (m: ReadyMessage | FatalMessage | HeartbeatMessage, done: () => void = () => {}): void => {
+    if (process.connected && process.send !== undefined) process.send(m, undefined, undefined, () => done())
+    else done()
   }
   // The primary owns the deadline (it SIGKILLs at shutdownTimeout and says so). The worker's own
   // deadline is a backstop a second later, for when there is no primary left to do it.
-  const lifecycle = createLifecycle(log, options.shutdownTimeout + 1000, (code) => process.exit(code))
+  // Before exiting, flush the IPC channel (see flushIpc): no connection handed over by the primary is lost.
+  const lifecycle = createLifecycle(log, options.shutdownTimeout + 1000, (code) => { void flushIpc().finally(() => process.exit(code)) })
 
   // node:cluster's worker exits at once (process.exit(0)) when the IPC channel drops unexpectedly,
   // cutting every in-flight request. Replace that listener: a worker whose primary died drains
@@ -63,10 +68,14 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   try {
     built = await buildAndListen(buildApp, context, options)
   } catch (err) {
-    log.error({ err }, 'worker failed to start')
-    send(message<FatalMessage>({ type: 'fatal', reason: 'startFailed', message: err instanceof Error ? err.message : String(err) }))
-    await lifecycle.stop(1, 'startFailed')
-    throw err // not reached: stop() exits the process
+    // The primary prints one short line per failed try and the stack once, at its verdict: send it
+    // there instead of printing it on every try. Nothing was returned to close; exit once it is sent.
+    log.debug({ err }, 'worker failed to start')
+    const e = err instanceof Error ? err : new Error(String(err))
+    const exit = (): void => process.exit(1)
+    setTimeout(exit, 1000).unref()
+    send(message<FatalMessage>({ type: 'fatal', reason: 'startFailed', message: e.message, ...(e.stack !== undefined ? { stack: e.stack } : {}) }), exit)
+    return await new Promise<never>(() => {})
   }
   const { app, address } = built
   lifecycle.setApp(app)
@@ -76,6 +85,7 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   } else {
     log.info({ address, ms: Date.now() - started, generation }, 'worker ready')
     send(message<ReadyMessage>({ type: 'ready', pid: process.pid, workerId, generation, address }))
+    startHeartbeat(app, options, send)
   }
   return {
     role: 'worker',
@@ -83,4 +93,52 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
     context,
     close: async () => { await lifecycle.stop(0, 'close') }
   }
+}
+
+/**
+ * Liveness for the primary's watchdog, and the numbers its recycler needs: a beat from the event
+ * loop every heartbeatInterval with the requests received and the RSS. When the watchdog is on, a
+ * hang probe thread answers the primary even if this loop never comes back.
+ */
+function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, send: (m: HeartbeatMessage) => void): void {
+  if (options.heartbeatTimeout === 0 && options.maxRequests === 0 && options.maxRss === 0) return
+  let requests = 0
+  app.server.on('request', () => { requests += 1 })
+  const beat = (): void => send(message<HeartbeatMessage>({ type: 'heartbeat', at: Date.now(), requests, rss: process.memoryUsage.rss() }))
+  setInterval(beat, options.heartbeatInterval).unref()
+  if (options.heartbeatTimeout === 0) return
+  const socketPath = probeSocketPath(process.pid)
+  try {
+    const thread = new Thread(new URL('./hang-probe.js', import.meta.url), {
+      workerData: { socketPath, directory: reportDirectory(process.report?.directory) },
+      stdout: false,
+      stderr: false
+    })
+    thread.unref()
+    thread.on('error', () => {}) // no probe: the watchdog still kills and replaces, without a report
+    process.once('exit', () => { try { unlinkSync(socketPath) } catch {} })
+  } catch {}
+}
+
+/**
+ * node:cluster's round-robin hands each connection to a worker in an IPC message and holds the
+ * socket until the worker acknowledges it. A worker that exits with such a message unread (or its
+ * acknowledgement unsent) leaves that socket held open by the primary forever: the client hangs.
+ * Our listener is closed by now, and the primary has stopped handing us connections once it read
+ * that; a round trip after it proves every earlier hand-off has arrived (and been refused, so the
+ * primary gives it to another worker), a second one that the refusals reached the primary.
+ */
+let flushSeq = 0
+async function flushIpc (timeout = 1000): Promise<void> {
+  const roundTrip = (): Promise<void> => new Promise((resolve) => {
+    if (!process.connected || process.send === undefined) { resolve(); return }
+    const id = -(++flushSeq) // negative: never one of the primary's request ids
+    const done = (): void => { clearTimeout(timer); process.off('message', onMessage); resolve() }
+    const onMessage = (raw: unknown): void => { if (isPrimaryMessage(raw) && raw.type === 'reply' && raw.id === id) done() }
+    const timer = setTimeout(done, timeout)
+    process.on('message', onMessage)
+    process.send(message<RequestMessage>({ type: 'request', id, channel: FLUSH_CHANNEL }), undefined, undefined, (err) => { if (err !== null) done() })
+  })
+  await roundTrip()
+  await roundTrip()
 }

@@ -1,0 +1,56 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { isHung, requestLimit, rssDecision, RSS_POLICY, scalePlan, startGivesUp, type RssHold } from '../src/primary/policy.ts'
+
+test('requestLimit: maxRequests plus 0..jitter, Infinity when off', () => {
+  assert.equal(requestLimit(0, 50, () => 0.99), Infinity)
+  assert.equal(requestLimit(1000, 0, () => 0.99), 1000)
+  assert.equal(requestLimit(1000, 50, () => 0), 1000)
+  assert.equal(requestLimit(1000, 50, () => 0.999999), 1050)
+  assert.equal(requestLimit(1000, 50, () => 0.5), 1025)
+  const seen = new Set(Array.from({ length: 51 }, (_, i) => requestLimit(1000, 50, () => (i + 0.5) / 51)))
+  assert.equal(seen.size, 51, 'every value of 1000..1050 is reachable')
+})
+
+test('isHung: silent strictly longer than the timeout; never when the timeout is 0', () => {
+  assert.equal(isHung(1000, 31000, 30000), false)
+  assert.equal(isHung(1000, 31001, 30000), true)
+  assert.equal(isHung(1000, 10_000_000, 0), false)
+})
+
+test('rssDecision: recycles a worker that grew past maxRss, holds (doubling) one that starts over it', () => {
+  const policy = { ...RSS_POLICY, freshMs: 10_000, maxRss: 100 }
+  const MB = 1024 * 1024
+  const none: RssHold = { until: 0, delay: 0 }
+  const readyAt = 1_000_000
+  assert.deepEqual(rssDecision(100 * MB, readyAt, readyAt + 60_000, none, policy), { action: 'ok', hold: none })
+  assert.equal(rssDecision(101 * MB, readyAt, readyAt + 60_000, none, policy).action, 'recycle')
+  assert.equal(rssDecision(999 * MB, readyAt, readyAt + 60_000, none, { ...policy, maxRss: 0 }).action, 'ok', 'off')
+
+  // Over the limit 2 s after ready: a hold of 30 s, not a recycle.
+  const first = rssDecision(150 * MB, readyAt, readyAt + 2000, none, policy)
+  assert.deepEqual(first, { action: 'hold', hold: { until: readyAt + 2000 + 30_000, delay: 30_000 } })
+  // Inside the hold: nothing, even once the worker is no longer fresh.
+  assert.deepEqual(rssDecision(150 * MB, readyAt, readyAt + 20_000, first.hold, policy), { action: 'wait', hold: first.hold })
+  // After the hold the old worker is recycled; its fresh replacement over the limit again doubles the hold.
+  assert.equal(rssDecision(150 * MB, readyAt, readyAt + 40_000, first.hold, policy).action, 'recycle')
+  const next = rssDecision(150 * MB, readyAt + 41_000, readyAt + 42_000, first.hold, policy)
+  assert.deepEqual(next, { action: 'hold', hold: { until: readyAt + 42_000 + 60_000, delay: 60_000 } })
+  let hold = next.hold
+  for (let i = 0; i < 10; i++) hold = rssDecision(150 * MB, hold.until, hold.until + 1, hold, policy).hold
+  assert.equal(hold.delay, RSS_POLICY.maxHold, 'the hold is capped')
+})
+
+test('startGivesUp: after the first try and every retry failed', () => {
+  assert.equal(startGivesUp(1, 2), false)
+  assert.equal(startGivesUp(2, 2), false)
+  assert.equal(startGivesUp(3, 2), true)
+  assert.equal(startGivesUp(1, 0), true, 'startRetries 0: the first failure is the verdict')
+})
+
+test('scalePlan: new slot ids going up, the highest slots first going down, never below 1', () => {
+  assert.deepEqual(scalePlan(2, 4), { add: [2, 3], remove: [] })
+  assert.deepEqual(scalePlan(4, 1), { add: [], remove: [3, 2, 1] })
+  assert.deepEqual(scalePlan(2, 2), { add: [], remove: [] })
+  assert.deepEqual(scalePlan(3, 0), { add: [], remove: [2, 1] })
+})
