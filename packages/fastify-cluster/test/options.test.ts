@@ -55,7 +55,7 @@ const bad: Array<[string, Parameters<typeof resolveOptions>[0], RegExp]> = [
   ['drain: "yes"', { env: {}, drain: 'yes' as never }, /invalid option "drain"/],
   ['LOG_LEVEL=loud', { env: { LOG_LEVEL: 'loud' } }, /invalid env LOG_LEVEL: got "loud"/],
   ['SHUTDOWN_TIMEOUT under the drain minimum', { env: { SHUTDOWN_TIMEOUT: '278' } }, /invalid env SHUTDOWN_TIMEOUT: got "278", expected at least 279 ms: the drain's deadline .* must exceed its linger \(250 ms\)/],
-  ['shutdownTimeout under the minimum for a longer linger', { env: {}, shutdownTimeout: 1000, drain: { linger: 1000 } }, /invalid option "shutdownTimeout": got 1000, expected at least 1113 ms: .*linger \(1000 ms\)/]
+  ['shutdownTimeout under the minimum for a longer linger', { env: {}, shutdownTimeout: 1000, drain: { linger: 1000 } }, /invalid option "shutdownTimeout": got 1000, expected at least 1113 ms: .*linger \(1000 ms\)/],
   ['START_RETRIES=-1', { env: { START_RETRIES: '-1' } }, /invalid env START_RETRIES: got "-1", expected an integer from 0 to 100/],
   ['HEARTBEAT_TIMEOUT=soon', { env: { HEARTBEAT_TIMEOUT: 'soon' } }, /invalid env HEARTBEAT_TIMEOUT: got "soon"/],
   ['HEARTBEAT_TIMEOUT=500 (below the interval)', { env: { HEARTBEAT_TIMEOUT: '500' } }, /invalid env HEARTBEAT_TIMEOUT: got 500, expected 0 \(off\) or a value above heartbeatInterval \(1000\)/],

@@ -139,8 +139,7 @@ test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worke
 })
 
 test('real cluster scaled with SIGTTIN / SIGTTOU: nclust_workers_desired follows, the new slot has zeroed restart series', async (t) => {
-  const c = await startCluster()
-  t.after(() => c.stop())
+  const c = await startCluster(t)
   const desired = async (): Promise<{ desired: number, ready: number, s: ReturnType<typeof samples> }> => {
     const { s } = await scrape(c.metricsUrl)
     return { desired: sumOf(s.get('nclust_workers_desired')), ready: sumOf(s.get('nclust_workers_ready')), s }
