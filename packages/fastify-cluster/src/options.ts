@@ -1,7 +1,7 @@
-import { availableParallelism } from 'node:os'
 import type { LoggerOptions, Logger } from 'pino'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
 import { errors } from './errors.js'
+import { defaultWorkerCount } from './cgroup.js'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
 export interface ClusterOptions {
@@ -34,6 +34,8 @@ export interface ClusterOptions {
 
 export interface ResolvedOptions {
   workers: number
+  /** How `workers` was chosen, for the start line: `WORKER_COUNT`, `option workers`, `cgroup quota 2.0 CPUs of 64 cores`. */
+  workersFrom: string
   port: number
   host: string
   shutdownTimeout: number
@@ -52,7 +54,7 @@ const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling
  * it by a test, so docs and code cannot drift.
  */
 export const OPTION_TABLE = [
-  { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism()', allowed: 'an integer from 1 to 1024' },
+  { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism(), capped by a cgroup CPU quota', allowed: 'an integer from 1 to 1024' },
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
@@ -132,7 +134,8 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   const env = options.env ?? process.env
   if (typeof env !== 'object' || env === null) throw invalid('option "env"', env, 'an object of strings')
 
-  const workers = integer(options, env, 'workers', 'WORKER_COUNT', 1, 1024, availableParallelism())
+  const workers = integer(options, env, 'workers', 'WORKER_COUNT', 1, 1024, 0)
+  const workersFrom = options.workers !== undefined ? 'option workers' : workers !== 0 ? 'WORKER_COUNT' : undefined
   const port = integer(options, env, 'port', 'PORT', 0, 65535, DEFAULTS.port)
   const shutdownTimeout = integer(options, env, 'shutdownTimeout', 'SHUTDOWN_TIMEOUT', 1, MAX_MS, DEFAULTS.shutdownTimeout)
   const startTimeout = integer(options, env, 'startTimeout', null, 1, MAX_MS, DEFAULTS.startTimeout)
@@ -170,8 +173,11 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     throw invalid('env LOG_LEVEL', env.LOG_LEVEL, 'one of fatal, error, warn, info, debug, trace, silent')
   }
 
+  // Read /proc only when nobody chose a count.
+  const chosen = workersFrom === undefined ? defaultWorkerCount() : undefined
   return {
-    workers,
+    workers: chosen?.workers ?? workers,
+    workersFrom: chosen?.reason ?? workersFrom ?? '',
     port,
     host,
     shutdownTimeout,

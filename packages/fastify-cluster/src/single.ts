@@ -37,7 +37,7 @@ export async function runSingle (buildApp: BuildApp, options: ResolvedOptions): 
   const started = Date.now()
   const { app, address } = await buildAndListen(buildApp, context, options)
   lifecycle.setApp(app)
-  log.info({ address, ms: Date.now() - started }, 'single-process mode ready (no fork)')
+  log.info({ address, ms: Date.now() - started, workersFrom: options.workersFrom }, 'single-process mode ready (no fork)')
   return {
     role: 'single',
     app,

@@ -454,7 +454,8 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   }
 
   // ── start ─────────────────────────────────────────────────────────────────────────────────
-  log.info({ workers: options.workers, port: options.port, host: options.host }, `starting ${options.workers} workers`)
+  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host },
+    `workers: ${options.workers} (${options.workersFrom})`)
   for (const slot of slots) fork(slot)
 
   return {
