@@ -12,6 +12,7 @@ export type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
 export type { NclustMessage, WorkerToPrimary, PrimaryToWorker } from './messages.js'
 export { resolveOptions, OPTION_TABLE, DEFAULTS } from './options.js'
 export { errors } from './errors.js'
+export { kernelBalanceUnsupported, type Balance } from './balance.js'
 export { defaultWorkerCount, cgroupCpuQuota, type WorkerCountChoice, type WorkerCountInput } from './cgroup.js'
 export { onPrimaryRequest, currentWorker } from './worker/channel.js'
 

@@ -2,6 +2,7 @@ import type { LoggerOptions, Logger } from 'pino'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
 import { errors } from './errors.js'
 import { defaultWorkerCount } from './cgroup.js'
+import { BALANCE_VALUES, kernelBalanceUnsupported, type Balance } from './balance.js'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
 export interface ClusterOptions {
@@ -11,6 +12,13 @@ export interface ClusterOptions {
   port?: number
   /** Address to listen on. Env `HOST`. */
   host?: string
+  /**
+   * Who spreads new connections over the workers. `'primary'`: the primary accepts each connection and
+   * passes it to a worker round-robin over IPC (node:cluster's default). `'kernel'`: every worker
+   * listens with `reusePort: true` and the kernel spreads connections by hash (Linux, Node 22.12+/23.1+).
+   * Env `NCLUST_BALANCE`.
+   */
+  balance?: Balance
   /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. Env `SHUTDOWN_TIMEOUT`. */
   shutdownTimeout?: number
   /** A worker not ready within this many ms is killed and counts as a failed start. */
@@ -38,6 +46,7 @@ export interface ResolvedOptions {
   workersFrom: string
   port: number
   host: string
+  balance: Balance
   shutdownTimeout: number
   startTimeout: number
   restartBackoff: BackoffPolicy
@@ -57,6 +66,7 @@ export const OPTION_TABLE = [
   { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism(), capped by a cgroup CPU quota', allowed: 'an integer from 1 to 1024' },
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
+  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary" or "kernel" (Linux, Node 22.12+/23.1+, a fixed port)' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'restartBackoff', env: null, default: '{ initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 }', allowed: 'an object of non-negative integers (factor >= 1)' },
@@ -70,6 +80,7 @@ export const OPTION_TABLE = [
 export const DEFAULTS = {
   port: 3000,
   host: '0.0.0.0',
+  balance: 'primary' as Balance,
   shutdownTimeout: 30000,
   startTimeout: 30000,
   restartBackoff: { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 },
@@ -146,6 +157,22 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   }
   const host = typeof hostRaw === 'string' ? hostRaw.trim() : DEFAULTS.host
 
+  const balanceFromOption = options.balance !== undefined
+  const balanceRaw: unknown = balanceFromOption ? options.balance : env.NCLUST_BALANCE
+  const balanceLabel = balanceFromOption ? 'option "balance"' : 'env NCLUST_BALANCE'
+  let balance: Balance = DEFAULTS.balance
+  if (balanceRaw !== undefined && (balanceFromOption || balanceRaw !== '')) {
+    if (typeof balanceRaw !== 'string' || !(BALANCE_VALUES as readonly string[]).includes(balanceRaw)) {
+      throw invalid(balanceLabel, balanceRaw, '"primary" or "kernel"')
+    }
+    balance = balanceRaw as Balance
+  }
+  if (balance === 'kernel') {
+    const why = kernelBalanceUnsupported()
+    if (why !== undefined) throw invalid(balanceLabel, balance, `"primary" here: ${why}`)
+    if (port === 0) throw invalid(balanceLabel, balance, '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port')
+  }
+
   const restartBackoff = policy<BackoffPolicy>('restartBackoff', options.restartBackoff, DEFAULTS.restartBackoff,
     (k, v) => k === 'factor' ? v >= 1 : Number.isInteger(v) && v >= 0 && v <= MAX_MS,
     'a non-negative integer of ms (factor: a number >= 1)')
@@ -180,6 +207,7 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     workersFrom: chosen?.reason ?? workersFrom ?? '',
     port,
     host,
+    balance,
     shutdownTimeout,
     startTimeout,
     restartBackoff,

@@ -9,6 +9,7 @@ import { createLogger } from '../logger.js'
 import { errors } from '../errors.js'
 import { isWorkerMessage, message, type RequestMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
 import { WORKER_ENV } from '../worker/worker.js'
+import { tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
 import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } from './backoff.js'
 
 /**
@@ -454,8 +455,9 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   }
 
   // ── start ─────────────────────────────────────────────────────────────────────────────────
-  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host },
+  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
     `workers: ${options.workers} (${options.workersFrom})`)
+  if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
   for (const slot of slots) fork(slot)
 
   return {

@@ -19,7 +19,10 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
   if (options.drain !== false && !app.hasPlugin('@nclust/fastify-drain')) {
     await app.register(clusterDrain, { timeout: drainTimeoutFor(options.shutdownTimeout), ...options.drain })
   }
-  const address = await app.listen({ port: options.port, host: options.host })
+  // balance 'kernel': this worker owns its listener (SO_REUSEPORT); node:cluster then binds here
+  // instead of asking the primary for its round-robin handle. Single-process mode never shares a port.
+  const reusePort = options.balance === 'kernel' && !ctx.single
+  const address = await app.listen({ port: options.port, host: options.host, ...(reusePort ? { reusePort } : {}) })
   return { app, address: typeof address === 'string' ? address : null }
 }
 
