@@ -18,6 +18,7 @@ const handle = await startClustered(() => {
 if (handle.role === 'primary') {
   await handle.ready()
   process.stdout.write(`READY ${JSON.stringify({ primary: process.pid, workers: handle.workers().map((w) => w.pid) })}\n`)
+  handle.events.on('reload', (e) => { if (e.phase === 'done') process.stdout.write(`RELOADED ${JSON.stringify({ ...e, workers: handle.workers().filter((w) => w.state === 'ready').map((w) => w.pid) })}\n`) })
   process.on('SIGUSR2', async () => {
     const all = await handle.requestAll('served', undefined, { timeout: 5000 })
     process.stdout.write(`COUNTS ${JSON.stringify(Object.fromEntries(all.map((r) => [r.pid, r.ok ? r.value.served : -1])))}\n`)

@@ -23,6 +23,7 @@ const here = fileURLToPath(new URL('.', import.meta.url))
 const rounds = Number(process.argv[2] ?? 4)
 const seconds = Number(process.argv[3] ?? 3)
 const connections = Number(process.argv[4] ?? 32)
+const reloadSeconds = Number(process.env.RELOAD_SECONDS ?? 6)
 
 const freePort = () => new Promise((resolve) => {
   const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) })
@@ -53,7 +54,7 @@ async function start (balance) {
   })
   const pids = await next('READY')
   const counts = async () => { child.kill('SIGUSR2'); return await next('COUNTS') }
-  return { balance, port, child, pids, counts }
+  return { balance, port, child, pids, counts, next }
 }
 
 /** `connections` loops, each a fresh TCP connection per request (Connection: close), for `seconds`. */
@@ -117,6 +118,18 @@ try {
     }
     const ratios = rows.kernel.map((k, i) => k.rps / rows.primary[i].rps)
     console.log(`${name}: req/s kernel / primary, median over ${rounds} rounds: ${median(ratios).toFixed(3)}`)
+  }
+  // A rolling reload (SIGHUP) under each load: with 'kernel' every old worker closes its own listener.
+  for (const [name, load] of [['Connection: close', closeLoad], ['keep-alive', keepAliveLoad]]) {
+    for (const mode of ['primary', 'kernel']) {
+      const c = clusters[mode]
+      const run = load(c.port, reloadSeconds)
+      setTimeout(() => c.child.kill('SIGHUP'), 1500)
+      const r = await run
+      const done = await c.next('RELOADED')
+      c.pids.workers = done.workers
+      console.log(`reload under ${connections} ${name} clients, balance ${mode}: ${r.requests} ok, ${r.errors} lost (reload ok ${done.ok}, ${done.ms} ms)`)
+    }
   }
 } finally {
   for (const c of Object.values(clusters)) c.child.kill('SIGTERM')

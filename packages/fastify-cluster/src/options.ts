@@ -170,6 +170,7 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   if (balance === 'kernel') {
     const why = kernelBalanceUnsupported()
     if (why !== undefined) throw invalid(balanceLabel, balance, `"primary" here: ${why}`)
+    if (host === 'localhost') throw invalid(balanceLabel, balance, '"primary" with host localhost (Fastify binds it twice, 127.0.0.1 and ::1): give an address')
     if (port === 0) throw invalid(balanceLabel, balance, '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port')
   }
 

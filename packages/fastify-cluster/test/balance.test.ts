@@ -27,6 +27,7 @@ test('NCLUST_BALANCE / balance: validated with a message naming it', () => {
   } else {
     assert.equal(resolveOptions({ env: { NCLUST_BALANCE: 'kernel' } }).balance, 'kernel')
     assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'kernel', PORT: '0' } }), /with port 0/)
+    assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'kernel', HOST: 'localhost' } }), /with host localhost/)
   }
   assert.equal(tcpMigrateReq('/nonexistent-nclust-root'), 'unknown')
 })
@@ -74,19 +75,39 @@ test('balance primary: the primary holds the one listening socket, workers hold 
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
 
-test('balance kernel: each worker owns its own listening socket, the primary none; both serve', { skip: unsupported }, async (t) => {
+test('balance kernel: each worker owns its own listening socket; the primary only keeps copies; both serve; reloads and restarts keep the slot\'s socket', { skip: unsupported }, async (t) => {
   const { p, port, workerPids } = await start(t, 'kernel')
   const startLine = p.lines.find((l) => l.role === 'primary' && typeof l.msg === 'string' && l.msg.startsWith('workers: '))
   assert.equal(startLine?.balance, 'kernel')
   const warned = p.lines.some((l) => l.msg === TCP_MIGRATE_WARNING)
   assert.equal(warned, tcpMigrateReq() === 'off', 'the tcp_migrate_req warning appears exactly when it is off')
-  const held = listeners(port, [p.pid, ...workerPids])
-  assert.deepEqual(held.get(p.pid), [], `the primary holds no listener: ${JSON.stringify([...held])}`)
-  const all = workerPids.flatMap((pid) => held.get(pid) ?? [])
-  for (const pid of workerPids) assert.equal(held.get(pid)?.length, 1, `worker ${pid} holds one listener`)
-  assert.equal(new Set(all).size, 2, 'two distinct sockets')
+  // the primary gets its copies a moment after the worker reports ready
+  const held = await waitFor(() => {
+    const h = listeners(port, [p.pid, ...workerPids])
+    return h.get(p.pid)?.length === 2 && h
+  }, 'the primary to hold a copy of both slot sockets')
+  const sockets = workerPids.map((pid) => held.get(pid) ?? [])
+  for (const s of sockets) assert.equal(s.length, 1, `each worker holds one listener: ${JSON.stringify([...held])}`)
+  const inodes = sockets.flat().sort()
+  assert.equal(new Set(inodes).size, 2, 'two distinct sockets, one per worker')
+  assert.deepEqual([...(held.get(p.pid) ?? [])].sort(), inodes, 'the primary holds the workers\' sockets, not one of its own')
   const seen = await distinct(port, '/', (b: { pid: number }) => b.pid, 2, 400)
   assert.deepEqual([...seen].sort(), [...workerPids].sort(), 'the kernel spreads new connections over both workers')
+
+  // reload: the new generation listens on its slot's socket, so the old worker's close resets nothing
+  p.child.kill('SIGHUP')
+  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
+  const fresh = p.lines.filter(primaryReady).map((l) => l.workerPid as number).filter((pid) => !workerPids.includes(pid))
+  assert.equal(fresh.length, 2)
+  const after = listeners(port, [p.pid, ...fresh])
+  assert.deepEqual(fresh.flatMap((pid) => after.get(pid) ?? []).sort(), inodes, 'the new generation holds the same two sockets')
+
+  // a crash: the replacement inherits the socket too (connections hashed to it wait in its queue)
+  process.kill(fresh[0]!, 'SIGKILL')
+  const replaced = await p.waitForLine((l) => primaryReady(l) && !workerPids.includes(l.workerPid as number) && !fresh.includes(l.workerPid as number), 30000, 'the replacement')
+  const last = listeners(port, [replaced.workerPid as number])
+  assert.equal(last.get(replaced.workerPid as number)?.length, 1)
+  assert.ok(inodes.includes(last.get(replaced.workerPid as number)![0]!), 'the replacement listens on its slot\'s socket')
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })

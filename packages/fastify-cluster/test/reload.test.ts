@@ -16,8 +16,11 @@ async function startCluster (t: { after: (fn: () => Promise<void>) => void }, en
   return { p, port }
 }
 
-/** Keep-alive load until `stop()`; counts every status and every error: nothing may be lost. */
-function load (port: number, connections: number): { stop: () => Promise<{ statuses: Map<number, number>, errors: string[], total: number }> } {
+/**
+ * Load until `stop()`, keep-alive or a new connection per request (`Connection: close`, where a reset
+ * accept queue would show); counts every status and every error: nothing may be lost.
+ */
+function load (port: number, connections: number, reset = false): { stop: () => Promise<{ statuses: Map<number, number>, errors: string[], total: number }> } {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections, pipelining: 1, keepAliveTimeout: 30000 })
   const statuses = new Map<number, number>()
   const errors: string[] = []
@@ -26,7 +29,7 @@ function load (port: number, connections: number): { stop: () => Promise<{ statu
   const loops = Array.from({ length: connections }, async () => {
     while (state.running) {
       try {
-        const res = await pool.request({ path: '/', method: 'GET' })
+        const res = await pool.request({ path: '/', method: 'GET', reset, headersTimeout: 20000, bodyTimeout: 20000 })
         await res.body.text()
         statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
       } catch (err) {
@@ -47,11 +50,13 @@ function load (port: number, connections: number): { stop: () => Promise<{ statu
 
 // The same reload under load in both balancing modes: with 'kernel' each old worker closes its own
 // listener, so this is where a reset accept queue would show as a failed request.
-for (const balance of ['primary', 'kernel'] as const) {
-  test(`balance ${balance}: SIGHUP rolls every slot to a new generation under keep-alive load with zero failed requests`, { skip: balance === 'kernel' ? kernelBalanceUnsupported() : undefined }, async (t) => {
+// Connection: close runs in kernel mode only: in primary mode the queue is the primary's and no worker
+// closes a listener (and a rare request there hangs until the client's timeout: a separate issue).
+for (const [balance, connection] of [['primary', 'keep-alive'], ['kernel', 'keep-alive'], ['kernel', 'close']] as const) {
+  test(`balance ${balance}: SIGHUP rolls every slot to a new generation under ${connection} load with zero failed requests`, { skip: balance === 'kernel' ? kernelBalanceUnsupported() : undefined }, async (t) => {
     const { p, port } = await startCluster(t, { NCLUST_BALANCE: balance })
     const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
-    const traffic = load(port, 16)
+    const traffic = load(port, 16, connection === 'close')
     await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 200, 'load flowing', 20000)
     p.child.kill('SIGHUP')
     const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')

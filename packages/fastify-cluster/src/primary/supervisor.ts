@@ -9,7 +9,7 @@ import { createLogger } from '../logger.js'
 import { errors } from '../errors.js'
 import { isWorkerMessage, message, type RequestMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
 import { WORKER_ENV } from '../worker/worker.js'
-import { tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
+import { createListenerKeeper, tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
 import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } from './backoff.js'
 
 /**
@@ -87,6 +87,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     log: root.child({ workerId: id })
   }))
   const pending = new Map<number, Pending>()
+  const listeners = createListenerKeeper() // balance 'kernel': each slot's listening socket
   const closeHooks: Array<() => void | Promise<void>> = []
   let nextRequestId = 1
   let shuttingDown: Promise<number> | undefined
@@ -140,7 +141,11 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
       proc.worker.process.kill('SIGKILL')
     }, options.startTimeout)
 
-    worker.on('message', (raw: unknown) => { if (isWorkerMessage(raw)) onMessage(proc, raw) })
+    worker.on('message', (raw: unknown, handle: unknown) => {
+      if (!isWorkerMessage(raw)) return
+      if (raw.type === 'listener') listeners.onMessage(slot.id, worker, raw, handle)
+      else onMessage(proc, raw)
+    })
     worker.on('error', (err) => { slot.log.debug({ err, workerPid: proc.pid }, 'worker channel error') })
     worker.on('exit', (code, signal) => onExit(proc, code, signal as NodeJS.Signals | null))
     return proc
@@ -289,6 +294,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     readyWaiters = []
     for (const slot of slots) clearTimeout(slot.restartTimer)
     for (const proc of procs.values()) askToExit(proc, reason)
+    listeners.closeAll() // kernel balancing: the slot sockets close with the workers' own copies
     killTimer = setTimeout(() => {
       for (const proc of procs.values()) {
         killed.push({ workerId: proc.slot.id, pid: proc.pid })
