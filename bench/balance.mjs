@@ -67,6 +67,7 @@ function closeLoad (port, secs) {
       res.resume(); res.on('end', () => { if (res.statusCode === 200) ok++; else errors++; resolve() })
     })
     req.on('error', () => { errors++; resolve() })
+    req.setTimeout(10000, () => req.destroy(new Error('no answer within 10 s'))) // counted as lost
   })
   const loop = async () => { while (Date.now() < until) await one() }
   const t0 = Date.now()

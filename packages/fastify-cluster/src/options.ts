@@ -66,7 +66,7 @@ export const OPTION_TABLE = [
   { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism(), capped by a cgroup CPU quota', allowed: 'an integer from 1 to 1024' },
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
-  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary" or "kernel" (Linux, Node 22.12+/23.1+, a fixed port)' },
+  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary" or "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost)' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'restartBackoff', env: null, default: '{ initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 }', allowed: 'an object of non-negative integers (factor >= 1)' },
