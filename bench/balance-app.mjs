@@ -10,7 +10,7 @@ let served = 0
 onPrimaryRequest('served', () => ({ pid: process.pid, served }))
 
 const handle = await startClustered(() => {
-  const app = Fastify({ logger: false, return503OnClosing: false })
+  const app = Fastify({ logger: false }) // a default app: the worker drains before it closes
   app.get('/', async () => { served++; return { hello: 'world' } })
   return app
 }, { workers: Number(process.env.WORKERS ?? 2), port: Number(process.env.PORT), host: '127.0.0.1', balance, logger: false })
