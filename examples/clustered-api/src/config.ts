@@ -1,4 +1,4 @@
-import { availableParallelism } from 'node:os'
+import { defaultWorkerCount } from '@nclust/fastify-cluster'
 import { envSchema } from 'env-schema'
 
 /**
@@ -152,7 +152,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     nodeEnv: raw.NODE_ENV,
     port: raw.PORT,
     host: raw.HOST,
-    workers: raw.WORKER_COUNT ?? availableParallelism(),
+    workers: raw.WORKER_COUNT ?? defaultWorkerCount().workers, // honours a container's cgroup CPU quota
     shutdownTimeout: raw.SHUTDOWN_TIMEOUT,
     drainDelay: raw.DRAIN_DELAY,
     logLevel: raw.LOG_LEVEL,

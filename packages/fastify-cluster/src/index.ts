@@ -15,6 +15,8 @@ export type { NclustMessage, WorkerToPrimary, PrimaryToWorker } from './messages
 export { resolveOptions, OPTION_TABLE, DEFAULTS, minShutdownTimeout } from './options.js'
 export { errors } from './errors.js'
 export { EXIT_REASONS, RESTART_REASONS, SHUTDOWN_REASONS } from './reasons.js'
+export { kernelBalanceUnsupported, type Balance } from './balance.js'
+export { defaultWorkerCount, cgroupCpuQuota, type WorkerCountChoice, type WorkerCountInput } from './cgroup.js'
 export { onPrimaryRequest, currentWorker } from './worker/channel.js'
 
 /**

@@ -72,8 +72,20 @@ export interface ReplyMessage {
   error?: string
 }
 
-export type WorkerToPrimary = ReadyMessage | FatalMessage | HeartbeatMessage | ReplyMessage | RequestMessage
-export type PrimaryToWorker = ShutdownMessage | RequestMessage | ReplyMessage
+/**
+ * balance 'kernel': a slot's SO_REUSEPORT listening socket, handed down its generations (the socket
+ * itself travels as the IPC message's handle).
+ * Worker → primary: `want: true` asks for the slot's socket; `want: false` gives the primary the socket it just opened.
+ * Primary → worker: the answer, with the slot's socket, or without a handle when the slot has none yet.
+ */
+export interface ListenerMessage {
+  nclust: 1
+  type: 'listener'
+  want: boolean
+}
+
+export type WorkerToPrimary = ReadyMessage | FatalMessage | HeartbeatMessage | ReplyMessage | RequestMessage | ListenerMessage
+export type PrimaryToWorker = ShutdownMessage | RequestMessage | ReplyMessage | ListenerMessage
 export type NclustMessage = WorkerToPrimary | PrimaryToWorker
 
 export function isNclustMessage (value: unknown): value is NclustMessage {
@@ -85,13 +97,13 @@ export function isNclustMessage (value: unknown): value is NclustMessage {
 export function isWorkerMessage (value: unknown): value is WorkerToPrimary {
   if (!isNclustMessage(value)) return false
   const t = value.type
-  return t === 'ready' || t === 'fatal' || t === 'heartbeat' || t === 'reply' || t === 'request'
+  return t === 'ready' || t === 'fatal' || t === 'heartbeat' || t === 'reply' || t === 'request' || t === 'listener'
 }
 
 export function isPrimaryMessage (value: unknown): value is PrimaryToWorker {
   if (!isNclustMessage(value)) return false
   const t = value.type
-  return t === 'shutdown' || t === 'request' || t === 'reply'
+  return t === 'shutdown' || t === 'request' || t === 'reply' || t === 'listener'
 }
 
 /** Worker → primary request answered at once by the primary: used to flush the IPC channel before a worker exits. */

@@ -1,8 +1,9 @@
-import { availableParallelism } from 'node:os'
 import type { LoggerOptions, Logger } from 'pino'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
 import { DRAIN_DEFAULTS } from '@nclust/fastify-drain'
 import { errors } from './errors.js'
+import { defaultWorkerCount } from './cgroup.js'
+import { BALANCE_VALUES, kernelBalanceUnsupported, type Balance } from './balance.js'
 import { logFormat, type LogFormat } from './logger.js'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
@@ -13,6 +14,13 @@ export interface ClusterOptions {
   port?: number
   /** Address to listen on. Env `HOST`. */
   host?: string
+  /**
+   * Who spreads new connections over the workers. `'primary'`: the primary accepts each connection and
+   * passes it to a worker round-robin over IPC (node:cluster's default). `'kernel'`: every worker
+   * listens with `reusePort: true` and the kernel spreads connections by hash (Linux, Node 22.12+/23.1+).
+   * Env `NCLUST_BALANCE`.
+   */
+  balance?: Balance
   /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. Env `SHUTDOWN_TIMEOUT`. */
   shutdownTimeout?: number
   /** A worker not ready within this many ms is killed and counts as a failed start. */
@@ -58,8 +66,11 @@ export interface ClusterOptions {
 
 export interface ResolvedOptions {
   workers: number
+  /** How `workers` was chosen, for the start line: `WORKER_COUNT`, `option workers`, `cgroup quota 2.0 CPUs of 64 cores`. */
+  workersFrom: string
   port: number
   host: string
+  balance: Balance
   shutdownTimeout: number
   startTimeout: number
   startRetries: number
@@ -84,9 +95,10 @@ const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling
  * it by a test, so docs and code cannot drift.
  */
 export const OPTION_TABLE = [
-  { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism()', allowed: 'an integer from 1 to 1024' },
+  { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism(), capped by a cgroup CPU quota', allowed: 'an integer from 1 to 1024' },
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
+  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary" or "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost)' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startRetries', env: 'START_RETRIES', default: '2', allowed: 'an integer from 0 to 100' },
@@ -106,6 +118,7 @@ export const OPTION_TABLE = [
 export const DEFAULTS = {
   port: 3000,
   host: '0.0.0.0',
+  balance: 'primary' as Balance,
   shutdownTimeout: 30000,
   startTimeout: 30000,
   startRetries: 2,
@@ -179,7 +192,8 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   const env = options.env ?? process.env
   if (typeof env !== 'object' || env === null) throw invalid('option "env"', env, 'an object of strings')
 
-  const workers = integer(options, env, 'workers', 'WORKER_COUNT', 1, 1024, availableParallelism())
+  const workers = integer(options, env, 'workers', 'WORKER_COUNT', 1, 1024, 0)
+  const workersFrom = options.workers !== undefined ? 'option workers' : workers !== 0 ? 'WORKER_COUNT' : undefined
   const port = integer(options, env, 'port', 'PORT', 0, 65535, DEFAULTS.port)
   const shutdownTimeout = integer(options, env, 'shutdownTimeout', 'SHUTDOWN_TIMEOUT', 1, MAX_MS, DEFAULTS.shutdownTimeout)
   const startTimeout = integer(options, env, 'startTimeout', null, 1, MAX_MS, DEFAULTS.startTimeout)
@@ -200,6 +214,23 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     throw invalid(options.host !== undefined ? 'option "host"' : 'env HOST', hostRaw, 'a non-empty host name or address')
   }
   const host = typeof hostRaw === 'string' ? hostRaw.trim() : DEFAULTS.host
+
+  const balanceFromOption = options.balance !== undefined
+  const balanceRaw: unknown = balanceFromOption ? options.balance : env.NCLUST_BALANCE
+  const balanceLabel = balanceFromOption ? 'option "balance"' : 'env NCLUST_BALANCE'
+  let balance: Balance = DEFAULTS.balance
+  if (balanceRaw !== undefined && (balanceFromOption || balanceRaw !== '')) {
+    if (typeof balanceRaw !== 'string' || !(BALANCE_VALUES as readonly string[]).includes(balanceRaw)) {
+      throw invalid(balanceLabel, balanceRaw, '"primary" or "kernel"')
+    }
+    balance = balanceRaw as Balance
+  }
+  if (balance === 'kernel') {
+    const why = kernelBalanceUnsupported()
+    if (why !== undefined) throw invalid(balanceLabel, balance, `"primary" here: ${why}`)
+    if (host === 'localhost') throw invalid(balanceLabel, balance, '"primary" with host localhost (Fastify binds it twice, 127.0.0.1 and ::1): give an address')
+    if (port === 0) throw invalid(balanceLabel, balance, '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port')
+  }
 
   const restartBackoff = policy<BackoffPolicy>('restartBackoff', options.restartBackoff, DEFAULTS.restartBackoff,
     (k, v) => k === 'factor' ? v >= 1 : Number.isInteger(v) && v >= 0 && v <= MAX_MS,
@@ -236,15 +267,19 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     throw invalid('env LOG_LEVEL', env.LOG_LEVEL, 'one of fatal, error, warn, info, debug, trace, silent')
   }
 
+  // Read /proc only when nobody chose a count.
+  const chosen = workersFrom === undefined ? defaultWorkerCount() : undefined
   const format = env.NCLUST_LOG_FORMAT
   if (format !== undefined && format !== '' && format !== 'pretty' && format !== 'json') {
     throw invalid('env NCLUST_LOG_FORMAT', format, 'pretty or json')
   }
 
   return {
-    workers,
+    workers: chosen?.workers ?? workers,
+    workersFrom: chosen?.reason ?? workersFrom ?? '',
     port,
     host,
+    balance,
     shutdownTimeout,
     startTimeout,
     startRetries,

@@ -46,7 +46,7 @@ export async function runSingle (buildApp: BuildApp, options: ResolvedOptions): 
   }
   const { app, address } = built
   lifecycle.setApp(app)
-  log.info({ address, ms: Date.now() - started }, 'single-process mode ready (no fork)')
+  log.info({ address, ms: Date.now() - started, workersFrom: options.workersFrom }, 'single-process mode ready (no fork)')
   return {
     role: 'single',
     app,

@@ -20,7 +20,7 @@ test('NCLUST_LOG_FORMAT=pretty: human-readable lines, primary and worker lines t
   for (const pid of await distinct(port, '/', (b: { pid: number }) => b.pid, 2)) workers.add(pid)
   assert.equal(workers.size, 2)
   const text = out()
-  assert.match(text, new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\] INFO: primary \\(${p.pid}\\) │ starting 2 workers \\{"workers":2,`, 'm'))
+  assert.match(text, new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\.\\d{3}\\] INFO: primary \\(${p.pid}\\) │ workers: 2 \\(WORKER_COUNT\\) \\{"workers":2,`, 'm'))
   for (const pid of workers) assert.match(text, new RegExp(`INFO: worker [01] \\(${pid}\\) │ worker ready`), `worker ${pid}'s own line`)
   assert.doesNotMatch(text, /^\{"level"/m, 'no JSON line')
   p.child.kill('SIGTERM')

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { availableParallelism } from 'node:os'
+import { defaultWorkerCount } from '../src/cgroup.ts'
 import { readFileSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { resolveOptions, OPTION_TABLE, drainTimeoutFor, minShutdownTimeout } from '../src/options.ts'
@@ -8,9 +8,9 @@ import { spawnNode } from '../../../test/helpers/index.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
 
-test('defaults: one worker per core, port 3000 on 0.0.0.0, 30 s deadlines', () => {
+test('defaults: one worker per core (within the cgroup quota), port 3000 on 0.0.0.0, 30 s deadlines', () => {
   const o = resolveOptions({ env: {} })
-  assert.equal(o.workers, availableParallelism())
+  assert.equal(o.workers, defaultWorkerCount().workers)
   assert.equal(o.port, 3000)
   assert.equal(o.host, '0.0.0.0')
   assert.equal(o.shutdownTimeout, 30000)
@@ -76,7 +76,7 @@ for (const [name, options, message] of bad) {
 
 test('empty env vars count as unset, HOST included', () => {
   const o = resolveOptions({ env: { HOST: '', PORT: '', WORKER_COUNT: '', SHUTDOWN_TIMEOUT: '', LOG_LEVEL: '' } })
-  assert.deepEqual([o.host, o.port, o.workers, o.shutdownTimeout], ['0.0.0.0', 3000, availableParallelism(), 30000])
+  assert.deepEqual([o.host, o.port, o.workers, o.shutdownTimeout], ['0.0.0.0', 3000, defaultWorkerCount().workers, 30000])
 })
 
 test('the drain deadline derived from shutdownTimeout, and the smallest shutdownTimeout it fits in', () => {

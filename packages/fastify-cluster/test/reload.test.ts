@@ -1,11 +1,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Pool } from 'undici'
+import { kernelBalanceUnsupported } from '../src/balance.ts'
 import { distinct, isAlive, waitFor } from '../../../test/helpers/index.ts'
 import { primaryReady, startCluster } from './start-cluster.ts'
 
-/** Keep-alive load until `stop()`; counts every status and every error: nothing may be lost. */
-function load (port: number, connections: number): { stop: () => Promise<{ statuses: Map<number, number>, errors: string[], total: number }> } {
+/**
+ * Load until `stop()`, keep-alive or a new connection per request (`Connection: close`, where a reset
+ * accept queue would show); counts every status and every error: nothing may be lost.
+ */
+function load (port: number, connections: number, reset = false): { stop: () => Promise<{ statuses: Map<number, number>, errors: string[], total: number }> } {
   const pool = new Pool(`http://127.0.0.1:${port}`, { connections, pipelining: 1, keepAliveTimeout: 30000 })
   const statuses = new Map<number, number>()
   const errors: string[] = []
@@ -14,7 +18,7 @@ function load (port: number, connections: number): { stop: () => Promise<{ statu
   const loops = Array.from({ length: connections }, async () => {
     while (state.running) {
       try {
-        const res = await pool.request({ path: '/', method: 'GET' })
+        const res = await pool.request({ path: '/', method: 'GET', reset, headersTimeout: 20000, bodyTimeout: 20000 })
         await res.body.text()
         statuses.set(res.statusCode, (statuses.get(res.statusCode) ?? 0) + 1)
       } catch (err) {
@@ -33,34 +37,40 @@ function load (port: number, connections: number): { stop: () => Promise<{ statu
   }
 }
 
-test('SIGHUP rolls every slot to a new generation under keep-alive load with zero failed requests', async (t) => {
-  const { p, port } = await startCluster(t)
-  const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
-  const traffic = load(port, 16)
-  await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 200, 'load flowing', 20000)
-  p.child.kill('SIGHUP')
-  const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
-  // keep the load on the new generation for a moment, counted like the rest
-  const before = p.lines.length
-  await waitFor(() => p.lines.length > before + 100, 'load on the new generation', 20000)
-  const { statuses, errors, total } = await traffic.stop()
+// The same reload under load in both balancing modes: with 'kernel' each old worker closes its own
+// listener, so this is where a reset accept queue would show as a failed request.
+// Connection: close runs in kernel mode only: in primary mode the queue is the primary's and no worker
+// closes a listener (and a rare request there hangs until the client's timeout: a separate issue).
+for (const [balance, connection] of [['primary', 'keep-alive'], ['kernel', 'keep-alive'], ['kernel', 'close']] as const) {
+  test(`balance ${balance}: SIGHUP rolls every slot to a new generation under ${connection} load with zero failed requests`, { skip: balance === 'kernel' ? kernelBalanceUnsupported() : undefined }, async (t) => {
+    const { p, port } = await startCluster(t, { NCLUST_BALANCE: balance })
+    const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
+    const traffic = load(port, 16, connection === 'close')
+    await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 200, 'load flowing', 20000)
+    p.child.kill('SIGHUP')
+    const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
+    // keep the load on the new generation for a moment, counted like the rest
+    const before = p.lines.length
+    await waitFor(() => p.lines.length > before + 100, 'load on the new generation', 20000)
+    const { statuses, errors, total } = await traffic.stop()
 
-  t.diagnostic(`reload under load: ${total} requests, ${errors.length} errors, statuses ${JSON.stringify([...statuses])}, reload ${String(done.ms)}ms`)
-  assert.equal(done.replaced, 2)
-  assert.deepEqual(errors, [], 'no request failed at the socket level (no ECONNRESET, no socket hang up)')
-  assert.deepEqual([...statuses.keys()], [200], `only 200s (got ${JSON.stringify([...statuses])})`)
-  assert.ok(total > 300, `a real load went through (${total} requests)`)
-  for (const pid of oldPids) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`)
-  const seen = await distinct(port, '/', (b: { workerId: number, generation: number, pid: number }) => `${b.workerId}/${b.generation}/${b.pid}`, 2)
-  for (const s of seen) {
-    const [, generation, pid] = s.split('/').map(Number)
-    assert.equal(generation, 1)
-    assert.ok(!oldPids.includes(pid!))
-  }
-  assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
-  p.child.kill('SIGTERM')
-  assert.equal((await p.waitForExit(30000)).code, 0)
-})
+    t.diagnostic(`reload under load: ${total} requests, ${errors.length} errors, statuses ${JSON.stringify([...statuses])}, reload ${String(done.ms)}ms`)
+    assert.equal(done.replaced, 2)
+    assert.deepEqual(errors, [], 'no request failed at the socket level (no ECONNRESET, no socket hang up)')
+    assert.deepEqual([...statuses.keys()], [200], `only 200s (got ${JSON.stringify([...statuses])})`)
+    assert.ok(total > 300, `a real load went through (${total} requests)`)
+    for (const pid of oldPids) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`)
+    const seen = await distinct(port, '/', (b: { workerId: number, generation: number, pid: number }) => `${b.workerId}/${b.generation}/${b.pid}`, 2)
+    for (const s of seen) {
+      const [, generation, pid] = s.split('/').map(Number)
+      assert.equal(generation, 1)
+      assert.ok(!oldPids.includes(pid!))
+    }
+    assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
+    p.child.kill('SIGTERM')
+    assert.equal((await p.waitForExit(30000)).code, 0)
+  })
+}
 
 test('a reload whose new generation cannot start stops at the first slot and keeps the old workers serving', async (t) => {
   const { p, port } = await startCluster(t, { FIXTURE_FAIL_RELOAD: '1' })

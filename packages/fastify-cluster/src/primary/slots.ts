@@ -8,6 +8,7 @@ import { errors } from '../errors.js'
 import { isWorkerMessage, message, WORKER_ENV, type HeartbeatMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
 import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } from './backoff.js'
 import { requestLimit, startGivesUp, type RssHold } from './policy.js'
+import { createListenerKeeper } from '../balance.js'
 
 /**
  * The slot machine: every process the primary runs, from fork to exit. All the state is here;
@@ -117,6 +118,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
   const beatHooks: Array<(proc: Proc, msg: HeartbeatMessage) => void> = []
   const messageHooks: Array<(proc: Proc, msg: WorkerToPrimary) => void> = []
   const closeHooks: Array<() => void | Promise<void>> = []
+  const listeners = createListenerKeeper() // balance 'kernel': each slot's listening socket, handed down its generations
   const finishHooks: Array<() => void> = []
   let shuttingDown: Promise<number> | undefined
   let exitCode = 0
@@ -149,6 +151,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     clearTimeout(slot.restartTimer)
     slot.restartTimer = undefined
     slot.removed = true
+    listeners.close(slot.id) // kernel balancing: a socket nobody accepts on would hold connections forever
     const i = slots.indexOf(slot)
     if (i >= 0) slots.splice(i, 1)
     resolveReadyWaiters()
@@ -205,7 +208,11 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       proc.worker.process.kill('SIGKILL')
     }, options.startTimeout)
 
-    worker.on('message', (raw: unknown) => { if (isWorkerMessage(raw)) onMessage(proc, raw) })
+    worker.on('message', (raw: unknown, handle: unknown) => {
+      if (!isWorkerMessage(raw)) return
+      if (raw.type === 'listener') listeners.onMessage(slot.id, worker, raw, handle)
+      else onMessage(proc, raw)
+    })
     worker.on('error', (err) => { slot.log.debug({ err, workerPid: proc.pid }, 'worker channel error') })
     worker.on('exit', (code, signal) => onExit(proc, code, signal as NodeJS.Signals | null))
     return proc
@@ -380,6 +387,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     readyWaiters = []
     for (const slot of slots) clearTimeout(slot.restartTimer)
     for (const proc of procs.values()) if (proc.state !== 'draining') askToExit(proc, reason)
+    listeners.closeAll() // kernel balancing: the slot sockets close with the workers' own copies
     killTimer = setTimeout(() => {
       for (const proc of procs.values()) {
         killed.push({ workerId: proc.slot.id, pid: proc.pid })

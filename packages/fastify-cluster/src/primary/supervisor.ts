@@ -1,5 +1,6 @@
 import type { PrimaryHandle, WorkerInfo } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
+import { tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
 import { createSlotMachine } from './slots.js'
 import { createReplacer } from './replace.js'
 import { startWatchdog } from './watchdog.js'
@@ -53,7 +54,9 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     for (const [name, fn] of handlers) process.removeListener(name, fn)
   })
 
-  log.info({ workers: options.workers, port: options.port, host: options.host }, `starting ${options.workers} workers`)
+  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
+    `workers: ${options.workers} (${options.workersFrom})`)
+  if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
   for (const slot of m.slots) m.fork(slot)
 
   return {

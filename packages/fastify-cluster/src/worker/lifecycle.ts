@@ -1,9 +1,10 @@
-import type { FastifyInstance } from 'fastify'
+import type { FastifyInstance, FastifyListenOptions } from 'fastify'
 import type { Logger } from 'pino'
 import clusterDrain from '@nclust/fastify-drain'
 import type { BuildApp, WorkerContext } from '../types.js'
 import { drainTimeoutFor, type ResolvedOptions } from '../options.js'
 import { errors } from '../errors.js'
+import { offerListener, slotListener } from './listener.js'
 
 /**
  * What a worker and the single-process mode share: build the app, register the drain, listen;
@@ -19,7 +20,20 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
   if (options.drain !== false && !app.hasPlugin('@nclust/fastify-drain')) {
     await app.register(clusterDrain, { timeout: drainTimeoutFor(options.shutdownTimeout), ...options.drain })
   }
-  const address = await app.listen({ port: options.port, host: options.host })
+  let address: string
+  if (options.balance === 'kernel' && !ctx.single) {
+    // SO_REUSEPORT: the worker listens itself (node:cluster binds in the worker instead of asking the
+    // primary for its round-robin handle), on its slot's socket when an earlier generation opened one.
+    const handle = await slotListener()
+    if (handle !== undefined) {
+      address = await app.listen({ handle, host: options.host } as unknown as FastifyListenOptions)
+    } else {
+      address = await app.listen({ port: options.port, host: options.host, reusePort: true } as FastifyListenOptions)
+      offerListener(app)
+    }
+  } else {
+    address = await app.listen({ port: options.port, host: options.host })
+  }
   return { app, address: typeof address === 'string' ? address : null }
 }
 
