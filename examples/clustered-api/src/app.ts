@@ -38,10 +38,6 @@ declare module 'fastify' {
  * Redis or Postgres. Does not call listen(): the cluster worker does.
  */
 export async function buildApp (ctx: AppContext, config: Config = loadConfig()): Promise<FastifyInstance> {
-  if (config.jwtSecret === undefined) {
-    // server.ts generates a dev secret in the primary and hands it to every worker through the env.
-    throw new Error('JWT_SECRET is not set: start through server.ts or set JWT_SECRET')
-  }
   const logger: FastifyBaseLogger = ctx.logger ?? pino({ level: config.logLevel })
   const app = Fastify({
     loggerInstance: logger,

@@ -1,5 +1,4 @@
 import cluster from 'node:cluster'
-import { randomBytes } from 'node:crypto'
 import { startClustered } from '@nclust/fastify-cluster'
 import { clusterMetrics } from '@nclust/fastify-pidmetrics'
 import { pino, type Logger } from 'pino'
@@ -9,8 +8,9 @@ import { migrate } from './db.js'
 
 /**
  * Entry point (`pnpm start`). This file runs in the primary AND in every forked worker:
- * - primary: validate the env, make sure every worker gets the same JWT secret, run the migrations
- *   once, then `startClustered` forks the workers and serves the cluster-wide /metrics;
+ * - primary: validate the env (JWT_SECRET, DATABASE_URL and REDIS_URL are required whatever NODE_ENV
+ *   says: this entry never generates a secret; the dev launcher src/dev.ts does, for development),
+ *   run the migrations once, then `startClustered` forks the workers and serves the cluster-wide /metrics;
  * - worker: validate the env again (it is the same env) and build the app; `startClustered` listens.
  */
 function configOrExit (): Config {
@@ -18,20 +18,19 @@ function configOrExit (): Config {
     return loadConfig()
   } catch (err) {
     if (err instanceof ConfigError) {
-      console.error(`${err.message}\nSee examples/clustered-api/README.md for every variable.`)
+      console.error(`${err.message}. See examples/clustered-api/README.md for every variable; for local development the dev launcher (src/dev.ts) sets them.`)
       process.exit(1)
     }
     throw err
   }
 }
 
-let config = configOrExit()
+const config = configOrExit()
 
 // `startClustered` decides the role, but the primary can already be told apart here: it is the
 // process that was not forked by node:cluster (in single mode, WORKER_COUNT=1, it is the only one).
 if (cluster.isPrimary) {
   const log = pino({ level: config.logLevel }).child({ role: 'primary' })
-  config = ensureSharedJwtSecret(config, log)
   await migrateOrExit(config, log)
   log.info({ workers: config.workers, poolPerWorker: poolSizePerWorker(config.pgPoolTotal, config.workers), pgPoolTotal: config.pgPoolTotal },
     config.workers === 1 ? 'starting in single-process mode' : 'starting workers')
@@ -61,20 +60,6 @@ try {
 } catch (err) {
   pino({ level: config.logLevel }).child({ role: 'primary' }).error({ err, port: config.metricsPort },
     'cluster metrics NOT served (is METRICS_PORT taken?); the API and each worker\'s /metrics keep running')
-}
-
-/**
- * Every worker must sign and verify with the same secret, or a token issued by worker 0 is refused
- * by worker 1. Without JWT_SECRET (allowed outside production only) the primary generates one and puts
- * it in its own environment, which node:cluster copies into every worker it forks, replacements included.
- */
-function ensureSharedJwtSecret (cfg: Config, log: Logger): Config {
-  if (cfg.jwtSecret !== undefined) return cfg
-  const secret = randomBytes(32).toString('hex')
-  process.env['JWT_SECRET'] = secret
-  log.warn('JWT_SECRET is not set: generated a random development secret shared by all workers. ' +
-    'Tokens will not survive a restart; set JWT_SECRET (NODE_ENV=production refuses to start without it).')
-  return { ...cfg, jwtSecret: secret }
 }
 
 /**
