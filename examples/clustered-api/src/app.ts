@@ -6,10 +6,10 @@ import fastifyPostgres from '@fastify/postgres'
 import fastifyRedis from '@fastify/redis'
 import fastifyRateLimit from '@fastify/rate-limit'
 import type { WorkerContext } from '@nclust/fastify-cluster'
-import { pidMetrics } from '@nclust/fastify-pidmetrics'
 import { pino } from 'pino'
 import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
+import { registerMetrics } from './metrics.js'
 import { DependencyUnavailableError } from './errors.js'
 import { closeRedis, connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
@@ -21,6 +21,8 @@ import { healthRoutes } from './routes/health.js'
 export interface AppContext {
   workerId: number
   workers: number
+  /** True in single-process mode (WORKER_COUNT=1): the process serves its own metrics port. */
+  single?: boolean
   logger?: WorkerContext['logger']
 }
 
@@ -115,9 +117,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     verify: { algorithms: ['HS256'] }
   })
 
-  // This worker's own /metrics (series labelled with its pid and worker id); the primary also collects
-  // them over IPC for the cluster-wide scrape. Registered before the rate limiter: scrapes are never limited.
-  await app.register(pidMetrics)
+  // This worker's metrics (series labelled with its pid and worker id): collected by the primary over
+  // IPC for the cluster scrape, or served on METRICS_PORT in single-process mode; never on the app port.
+  await registerMetrics(app, ctx.single === true, config)
 
   // The plugin's own Redis store: one Lua script does INCR + PEXPIRE atomically, so exactly `max`
   // requests pass per window across every worker (Redis runs scripts one at a time). Keys get the

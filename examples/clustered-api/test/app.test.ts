@@ -197,11 +197,10 @@ describe('rate limit', () => {
 })
 
 describe('metrics', () => {
-  test('/metrics serves this worker\'s series with its pid, and is not rate limited', async () => {
+  test('/metrics is not served on the app port; the series are still recorded for the scrape', async () => {
     const r = await app.inject({ method: 'GET', url: '/metrics' })
-    assert.equal(r.statusCode, 200)
-    assert.match(r.body, new RegExp(`pid="${process.pid}"`))
-    assert.equal(r.headers['x-ratelimit-limit'], undefined)
+    assert.equal(r.statusCode, 404)
+    assert.match(await app.pidMetrics.registry.metrics(), new RegExp(`http_requests_total\\{[^}]*pid="${process.pid}"`))
   })
 })
 

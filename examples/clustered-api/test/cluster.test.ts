@@ -138,10 +138,9 @@ test('health is 200 on both workers, each reporting its own pid and worker id', 
   assert.deepEqual([...seen.keys()].sort(), [0, 1])
 })
 
-test('metrics: each worker serves its own /metrics, the primary one scrape labelled by pid', async () => {
+test('metrics: none on the app port; the primary serves one scrape labelled by pid', async () => {
   const own = await request<string>(port, 'GET', '/metrics')
-  assert.equal(own.status, 200)
-  assert.match(own.body, new RegExp(`pid="${own.pid}"`))
+  assert.equal(own.status, 404, 'a worker\'s /metrics is not public on the app port')
   const all = await request<string>(metricsPort, 'GET', '/metrics')
   assert.equal(all.status, 200)
   const [a, b] = [...(await server.distinctPids('/health', 2, 40)).keys()]
