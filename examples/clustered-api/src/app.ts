@@ -44,6 +44,20 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: config.bodyLimit,
+    // Slow clients: Fastify disables Node's request timeout (0), so a client trickling a body or its
+    // headers a byte at a time held its socket, and a draining worker, until the drain deadline killed
+    // it. The whole request must now arrive within REQUEST_TIMEOUT (then 408 and close); a socket silent
+    // for CONNECTION_TIMEOUT while a request is open is destroyed (a client that stopped reading).
+    // Idle keep-alive sockets keep Fastify's keepAliveTimeout (72 s), and the drain closes those.
+    requestTimeout: config.requestTimeout,
+    connectionTimeout: config.connectionTimeout,
+    http: {
+      requestTimeout: config.requestTimeout,
+      headersTimeout: config.requestTimeout,
+      // Node checks those two timeouts every 30 s by default, so a 10 s timeout could take 40 s. Once
+      // a second costs a walk over this worker's open connections: nothing per request.
+      connectionsCheckingInterval: Math.min(1000, config.requestTimeout)
+    },
     // Per-process counters ("req-1") collide across workers; a UUID does not. A caller's
     // x-request-id is kept for correlation when it is short and plain, never copied blindly to logs.
     requestIdHeader: false,

@@ -55,6 +55,15 @@ test('DRAIN_DELAY must leave time to drain within SHUTDOWN_TIMEOUT', () => {
   assert.throws(() => loadConfig({ ...required, DRAIN_DELAY: '5000', SHUTDOWN_TIMEOUT: '8000' }), /DRAIN_DELAY must be less than half of SHUTDOWN_TIMEOUT/)
 })
 
+test('slow clients: REQUEST_TIMEOUT and CONNECTION_TIMEOUT default on, and a request cannot outlast the drain', () => {
+  const c = loadConfig(required)
+  assert.equal(c.requestTimeout, 10000)
+  assert.equal(c.connectionTimeout, 30000)
+  assert.equal(loadConfig({ ...required, REQUEST_TIMEOUT: '2000', CONNECTION_TIMEOUT: '5000' }).requestTimeout, 2000)
+  assert.throws(() => loadConfig({ ...required, REQUEST_TIMEOUT: '0' }), /REQUEST_TIMEOUT must be >= 1000 \(got "0"\)/)
+  assert.throws(() => loadConfig({ ...required, REQUEST_TIMEOUT: '30000', SHUTDOWN_TIMEOUT: '30000' }), /REQUEST_TIMEOUT must be less than SHUTDOWN_TIMEOUT \(30000\)/)
+})
+
 test('METRICS_PORT takes a port or "off"', () => {
   assert.equal(loadConfig(required).metricsPort, 9091)
   assert.equal(loadConfig({ ...required, METRICS_PORT: '0' }).metricsPort, 0)
