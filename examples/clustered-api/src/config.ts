@@ -69,7 +69,7 @@ const schema = {
     JWT_EXPIRES_IN: { type: 'integer', minimum: 1, maximum: 2592000, default: 3600 },
     RATE_LIMIT_MAX: { type: 'integer', minimum: 1, default: 300 },
     RATE_LIMIT_WINDOW: { type: 'integer', minimum: 100, default: 60000 },
-    REQUEST_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000, default: 10000 },
+    REQUEST_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000 },
     CONNECTION_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000, default: 30000 },
     BODY_LIMIT: { type: 'integer', minimum: 1024, maximum: 10485760, default: 16384 },
     HEALTH_TIMEOUT: { type: 'integer', minimum: 50, maximum: 30000, default: 1000 },
@@ -96,7 +96,7 @@ interface RawEnv {
   JWT_EXPIRES_IN: number
   RATE_LIMIT_MAX: number
   RATE_LIMIT_WINDOW: number
-  REQUEST_TIMEOUT: number
+  REQUEST_TIMEOUT?: number
   CONNECTION_TIMEOUT: number
   BODY_LIMIT: number
   HEALTH_TIMEOUT: number
@@ -154,7 +154,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   if (raw.DRAIN_DELAY >= raw.SHUTDOWN_TIMEOUT / 2) {
     throw new ConfigError([{ name: 'DRAIN_DELAY', problem: `must be less than half of SHUTDOWN_TIMEOUT (${raw.SHUTDOWN_TIMEOUT}), to leave time for the in-flight requests (got "${raw.DRAIN_DELAY}")` }])
   }
-  if (raw.REQUEST_TIMEOUT >= raw.SHUTDOWN_TIMEOUT) {
+  // Default 10 s, or half of SHUTDOWN_TIMEOUT when that is shorter: a slow client is cut well before the drain deadline.
+  const requestTimeout = raw.REQUEST_TIMEOUT ?? Math.max(1000, Math.min(10000, Math.floor(raw.SHUTDOWN_TIMEOUT / 2)))
+  if (raw.REQUEST_TIMEOUT !== undefined && raw.REQUEST_TIMEOUT >= raw.SHUTDOWN_TIMEOUT) {
     throw new ConfigError([{ name: 'REQUEST_TIMEOUT', problem: `must be less than SHUTDOWN_TIMEOUT (${raw.SHUTDOWN_TIMEOUT}), or a client trickling a request outlasts the drain (got "${raw.REQUEST_TIMEOUT}")` }])
   }
   return {
@@ -174,7 +176,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     jwtExpiresIn: raw.JWT_EXPIRES_IN,
     rateLimitMax: raw.RATE_LIMIT_MAX,
     rateLimitWindow: raw.RATE_LIMIT_WINDOW,
-    requestTimeout: raw.REQUEST_TIMEOUT,
+    requestTimeout,
     connectionTimeout: raw.CONNECTION_TIMEOUT,
     bodyLimit: raw.BODY_LIMIT,
     healthTimeout: raw.HEALTH_TIMEOUT,

@@ -60,6 +60,7 @@ test('slow clients: REQUEST_TIMEOUT and CONNECTION_TIMEOUT default on, and a req
   assert.equal(c.requestTimeout, 10000)
   assert.equal(c.connectionTimeout, 30000)
   assert.equal(loadConfig({ ...required, REQUEST_TIMEOUT: '2000', CONNECTION_TIMEOUT: '5000' }).requestTimeout, 2000)
+  assert.equal(loadConfig({ ...required, SHUTDOWN_TIMEOUT: '10000' }).requestTimeout, 5000, 'the default stays under a short SHUTDOWN_TIMEOUT')
   assert.throws(() => loadConfig({ ...required, REQUEST_TIMEOUT: '0' }), /REQUEST_TIMEOUT must be >= 1000 \(got "0"\)/)
   assert.throws(() => loadConfig({ ...required, REQUEST_TIMEOUT: '30000', SHUTDOWN_TIMEOUT: '30000' }), /REQUEST_TIMEOUT must be less than SHUTDOWN_TIMEOUT \(30000\)/)
 })
