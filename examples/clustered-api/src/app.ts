@@ -10,6 +10,8 @@ import { pino } from 'pino'
 import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
 import { registerMetrics } from './metrics.js'
+import { registerHashing } from './hashing.js'
+import { HashingBusyError } from './passwords.js'
 import { DependencyUnavailableError } from './errors.js'
 import { closeRedis, connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
@@ -93,6 +95,10 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
       reply.header('retry-after', '1')
       return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: dependencyError.code, message: dependencyError.message, requestId })
     }
+    if (err instanceof HashingBusyError) {
+      reply.header('retry-after', String(err.retryAfter))
+      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: err.code, message: err.message, requestId })
+    }
     const status = err.statusCode ?? 500
     if (status >= 400 && status < 500) {
       return reply.code(status).send({ statusCode: status, error: STATUS_CODES[status] ?? 'Error', code: err.code, message: err.message, requestId })
@@ -134,6 +140,7 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   // This worker's metrics (series labelled with its pid and worker id): collected by the primary over
   // IPC for the cluster scrape, or served on METRICS_PORT in single-process mode; never on the app port.
   await registerMetrics(app, ctx.single === true, config)
+  registerHashing(app, config)
 
   // The plugin's own Redis store: one Lua script does INCR + PEXPIRE atomically, so exactly `max`
   // requests pass per window across every worker (Redis runs scripts one at a time). Keys get the

@@ -34,10 +34,16 @@ export interface Config {
   requestTimeout: number
   /** ms a socket may stay silent (no byte in or out) while a request is open; then it is destroyed. */
   connectionTimeout: number
+  /** scrypt hashes one worker runs at once (each 128 MiB and one libuv pool thread). */
+  hashConcurrency: number
+  /** Hashes that may wait for a slot in one worker; more are answered 503. */
+  hashQueue: number
   /** Largest accepted request body in bytes; bigger ones get 413. */
   bodyLimit: number
   /** Timeout of each /health dependency check in milliseconds. */
   healthTimeout: number
+  /** How long one round of /health checks is reused, ms (0: every request checks, still one round at a time). */
+  healthCacheTtl: number
   /** How long a starting worker waits for Redis before giving up (the supervisor retries it), ms. */
   redisStartTimeout: number
   /** Idle lifetime of a cart in seconds. */
@@ -71,8 +77,11 @@ const schema = {
     RATE_LIMIT_WINDOW: { type: 'integer', minimum: 100, default: 60000 },
     REQUEST_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000 },
     CONNECTION_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000, default: 30000 },
+    HASH_CONCURRENCY: { type: 'integer', minimum: 1, maximum: 64, default: 2 },
+    HASH_QUEUE: { type: 'integer', minimum: 0, maximum: 10000, default: 16 },
     BODY_LIMIT: { type: 'integer', minimum: 1024, maximum: 10485760, default: 16384 },
     HEALTH_TIMEOUT: { type: 'integer', minimum: 50, maximum: 30000, default: 1000 },
+    HEALTH_CACHE_TTL: { type: 'integer', minimum: 0, maximum: 60000, default: 1000 },
     CART_TTL: { type: 'integer', minimum: 1, default: 86400 },
     METRICS_PORT: { type: 'string', pattern: '^(off|[0-9]{1,5})$', default: '9091' },
     METRICS_HOST: { type: 'string', minLength: 1, default: '127.0.0.1' }
@@ -98,8 +107,11 @@ interface RawEnv {
   RATE_LIMIT_WINDOW: number
   REQUEST_TIMEOUT?: number
   CONNECTION_TIMEOUT: number
+  HASH_CONCURRENCY: number
+  HASH_QUEUE: number
   BODY_LIMIT: number
   HEALTH_TIMEOUT: number
+  HEALTH_CACHE_TTL: number
   CART_TTL: number
   METRICS_PORT: string
   METRICS_HOST: string
@@ -178,8 +190,11 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     rateLimitWindow: raw.RATE_LIMIT_WINDOW,
     requestTimeout,
     connectionTimeout: raw.CONNECTION_TIMEOUT,
+    hashConcurrency: raw.HASH_CONCURRENCY,
+    hashQueue: raw.HASH_QUEUE,
     bodyLimit: raw.BODY_LIMIT,
     healthTimeout: raw.HEALTH_TIMEOUT,
+    healthCacheTtl: raw.HEALTH_CACHE_TTL,
     cartTtl: raw.CART_TTL,
     metricsPort: raw.METRICS_PORT === 'off' ? null : Number(raw.METRICS_PORT),
     metricsHost: raw.METRICS_HOST

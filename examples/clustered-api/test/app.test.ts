@@ -6,6 +6,7 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/db.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
 
 const { schema, prefix } = isolation('app')
@@ -26,7 +27,7 @@ async function register (username: string, password = 'correct horse battery'): 
 before(async () => {
   await migrate(DATABASE_URL, schema)
   const config = loadConfig({
-    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', BODY_LIMIT: '4096'
+    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', BODY_LIMIT: '4096', HEALTH_CACHE_TTL: '300'
   })
   app = await buildApp({ workerId: 0, workers: 1 }, config)
   await app.ready()
@@ -100,7 +101,7 @@ describe('users and tokens', () => {
     assert.equal(nobody.statusCode, 401)
     assert.equal(nobody.json<{ message: string }>().message, wrong.json<{ message: string }>().message, 'no user enumeration')
     const [row] = await query<{ password_hash: string }>(`SELECT password_hash FROM "${schema}".users WHERE username = 'alice'`)
-    assert.match(row?.password_hash ?? '', /^scrypt\$16384\$8\$1\$/)
+    assert.match(row?.password_hash ?? '', /^scrypt\$131072\$8\$1\$/)
   })
 
   test('whoami needs a valid token: missing, forged, expired and garbage are 401', async () => {
@@ -205,15 +206,41 @@ describe('metrics', () => {
 })
 
 describe('health and migrations', () => {
-  test('health reports both dependencies', async () => {
+  test('health answers a small fixed body: a status and two booleans', async () => {
     const r = await app.inject({ method: 'GET', url: '/health' })
     assert.equal(r.statusCode, 200, r.body)
-    const body = r.json<{ status: string, pid: number, workerId: number, checks: { postgres: { ok: boolean }, redis: { ok: boolean } } }>()
-    assert.equal(body.status, 'ok')
-    assert.equal(body.pid, process.pid)
-    assert.equal(body.checks.postgres.ok, true)
-    assert.equal(body.checks.redis.ok, true)
+    assert.deepEqual(r.json(), { status: 'ok', checks: { postgres: { ok: true }, redis: { ok: true } } })
+    assert.equal(r.headers['x-pid'], String(process.pid), 'which process answered is in the headers')
     assert.equal(r.headers['x-ratelimit-limit'], undefined, 'health is not rate limited')
+  })
+
+  test('health checks are coalesced: one round in flight per worker, reused for HEALTH_CACHE_TTL', async () => {
+    // Count the real commands this worker sends (the calls still reach Postgres and Redis).
+    const counts = { ping: 0, select: 0 }
+    const ping = app.redis.ping.bind(app.redis)
+    const query = app.pg.query.bind(app.pg)
+    app.redis.ping = (async () => { counts.ping++; return await ping() }) as typeof app.redis.ping
+    app.pg.query = (async (sql: string, ...rest: unknown[]) => {
+      if (sql === 'SELECT 1') counts.select++
+      return await (query as (...a: unknown[]) => Promise<unknown>)(sql, ...rest)
+    }) as typeof app.pg.query
+    try {
+      // Let the round cached by the previous test expire (HEALTH_CACHE_TTL is 300 ms here).
+      await new Promise((resolve) => setTimeout(resolve, 350))
+      const burst = await Promise.all(Array.from({ length: 50 }, async () => await app.inject({ method: 'GET', url: '/health' })))
+      assert.deepEqual([...new Set(burst.map((r) => r.statusCode))], [200])
+      assert.deepEqual(counts, { ping: 1, select: 1 }, '50 concurrent requests, one round of checks')
+      await app.inject({ method: 'GET', url: '/health' })
+      assert.deepEqual(counts, { ping: 1, select: 1 }, 'still cached')
+      await waitFor(async () => {
+        await app.inject({ method: 'GET', url: '/health' })
+        return counts.ping === 2
+      }, 'a new round once the cache expired', 5000, 100)
+      assert.equal(counts.select, 2)
+    } finally {
+      app.redis.ping = ping
+      app.pg.query = query
+    }
   })
 
   test('migrations racing on a fresh schema apply each version exactly once (advisory lock)', async () => {

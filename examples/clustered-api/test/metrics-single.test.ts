@@ -23,8 +23,15 @@ test('single-process mode: /metrics on METRICS_HOST:METRICS_PORT (loopback), 404
   const metricsPort = await freePort()
   proc = spawnNode(join(new URL('..', import.meta.url).pathname, 'dist', 'server.js'), {
     env: {
-      HOST: '127.0.0.1', PORT: String(port), WORKER_COUNT: '1', METRICS_PORT: String(metricsPort),
-      DATABASE_URL, REDIS_URL, JWT_SECRET: TEST_SECRET, PG_SCHEMA: schema, REDIS_PREFIX: prefix
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      WORKER_COUNT: '1',
+      METRICS_PORT: String(metricsPort),
+      DATABASE_URL,
+      REDIS_URL,
+      JWT_SECRET: TEST_SECRET,
+      PG_SCHEMA: schema,
+      REDIS_PREFIX: prefix
     }
   })
   const running = proc
