@@ -35,6 +35,9 @@ declare module 'fastify' {
   }
 }
 
+/** Trust the first `hops` addresses from the socket inwards: what Fastify's `trustProxy: <number>` does. */
+const trustHops = (hops: number) => (_address: string, hop: number): boolean => hop < hops
+
 /**
  * The worker half of the service, given to `startClustered`. Nothing here is kept in process memory
  * between requests: the next request of the same user may land on another worker, so identity travels
@@ -46,6 +49,10 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: config.bodyLimit,
+    // request.ip (the rate-limit key) from X-Forwarded-For only when TRUST_PROXY names the proxies in
+    // front (hop count or addresses); off by default, never a blanket `true` (config.ts says why).
+    // (A hop count is passed as the function Fastify builds from a number at runtime; its types take no number.)
+    trustProxy: typeof config.trustProxy === 'number' ? trustHops(config.trustProxy) : config.trustProxy,
     // Slow clients: Fastify disables Node's request timeout (0), so a client trickling a body or its
     // headers a byte at a time held its socket, and a draining worker, until the drain deadline killed
     // it. The whole request must now arrive within REQUEST_TIMEOUT (then 408 and close); a socket silent

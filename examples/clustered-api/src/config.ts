@@ -1,3 +1,4 @@
+import { isIP } from 'node:net'
 import { availableParallelism } from 'node:os'
 import { envSchema } from 'env-schema'
 
@@ -26,6 +27,8 @@ export interface Config {
   jwtSecret: string
   /** Token lifetime in seconds. */
   jwtExpiresIn: number
+  /** Fastify's trustProxy: false (default), a hop count, or the proxies' addresses/CIDRs. Never `true`. */
+  trustProxy: false | number | string[]
   /** Requests allowed per client IP per window, across all workers. */
   rateLimitMax: number
   /** Rate-limit window in milliseconds. */
@@ -73,6 +76,7 @@ const schema = {
     REDIS_START_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 },
     JWT_SECRET: { type: 'string', minLength: 32 },
     JWT_EXPIRES_IN: { type: 'integer', minimum: 1, maximum: 2592000, default: 3600 },
+    TRUST_PROXY: { type: 'string', maxLength: 2000 },
     RATE_LIMIT_MAX: { type: 'integer', minimum: 1, default: 300 },
     RATE_LIMIT_WINDOW: { type: 'integer', minimum: 100, default: 60000 },
     REQUEST_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000 },
@@ -103,6 +107,7 @@ interface RawEnv {
   REDIS_START_TIMEOUT: number
   JWT_SECRET: string
   JWT_EXPIRES_IN: number
+  TRUST_PROXY?: string
   RATE_LIMIT_MAX: number
   RATE_LIMIT_WINDOW: number
   REQUEST_TIMEOUT?: number
@@ -171,6 +176,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
   if (raw.REQUEST_TIMEOUT !== undefined && raw.REQUEST_TIMEOUT >= raw.SHUTDOWN_TIMEOUT) {
     throw new ConfigError([{ name: 'REQUEST_TIMEOUT', problem: `must be less than SHUTDOWN_TIMEOUT (${raw.SHUTDOWN_TIMEOUT}), or a client trickling a request outlasts the drain (got "${raw.REQUEST_TIMEOUT}")` }])
   }
+  const trustProxy = parseTrustProxy(raw.TRUST_PROXY)
   return {
     port: raw.PORT,
     host: raw.HOST,
@@ -186,6 +192,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     redisStartTimeout: raw.REDIS_START_TIMEOUT,
     jwtSecret: raw.JWT_SECRET,
     jwtExpiresIn: raw.JWT_EXPIRES_IN,
+    trustProxy,
     rateLimitMax: raw.RATE_LIMIT_MAX,
     rateLimitWindow: raw.RATE_LIMIT_WINDOW,
     requestTimeout,
@@ -209,4 +216,40 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
  */
 export function poolSizePerWorker (total: number, workers: number): number {
   return Math.max(1, Math.min(5, Math.floor(total / Math.max(1, workers))))
+}
+
+/** proxy-addr's names for address ranges, which Fastify's trustProxy accepts too. */
+const rangeNames = new Set(['loopback', 'linklocal', 'uniquelocal'])
+
+/**
+ * TRUST_PROXY: off (unset, "off", "false", "0"), a hop count ("1": the peer is the proxy, the last
+ * X-Forwarded-For entry is the client), or a comma-separated list of proxy addresses, CIDRs or
+ * proxy-addr range names. `true` is refused: it would take the leftmost X-Forwarded-For entry, which
+ * any client writes, as its address, so anyone could pick their own rate-limit key.
+ */
+export function parseTrustProxy (value: string | undefined): false | number | string[] {
+  const v = value?.trim() ?? ''
+  if (v === '' || v === 'off' || v === 'false' || v === '0') return false
+  if (v === 'true') {
+    throw new ConfigError([{ name: 'TRUST_PROXY', problem: 'must not be "true": that trusts any X-Forwarded-For a client sends; give the number of proxies in front (e.g. "1") or their addresses/CIDRs (e.g. "10.0.0.0/8,127.0.0.1")' }])
+  }
+  if (/^\d+$/.test(v)) {
+    const hops = Number(v)
+    if (hops > 16) throw new ConfigError([{ name: 'TRUST_PROXY', problem: `must be a hop count from 1 to 16 or a list of addresses/CIDRs (got "${v}")` }])
+    return hops
+  }
+  const entries = v.split(',').map((e) => e.trim()).filter((e) => e !== '')
+  const bad = entries.filter((e) => {
+    if (rangeNames.has(e)) return false
+    const [addr = '', bits, extra] = e.split('/')
+    const family = isIP(addr)
+    if (family === 0 || extra !== undefined) return true
+    if (bits === undefined) return false
+    const max = family === 4 ? 32 : 128
+    return !/^\d+$/.test(bits) || Number(bits) > max
+  })
+  if (bad.length > 0 || entries.length === 0) {
+    throw new ConfigError([{ name: 'TRUST_PROXY', problem: `must be off, a hop count, or comma-separated IP addresses/CIDRs (bad: ${bad.map((b) => `"${b}"`).join(', ') || '(empty)'})` }])
+  }
+  return entries
 }

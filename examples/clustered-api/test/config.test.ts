@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawnSync } from 'node:child_process'
-import { ConfigError, loadConfig, poolSizePerWorker } from '../src/config.js'
+import { ConfigError, loadConfig, parseTrustProxy, poolSizePerWorker } from '../src/config.js'
 import { ensureBuilt } from './cluster-harness.js'
 
 const required = { DATABASE_URL: 'postgres://db/app', REDIS_URL: 'redis://r', JWT_SECRET: 'x'.repeat(32) }
@@ -63,6 +63,16 @@ test('slow clients: REQUEST_TIMEOUT and CONNECTION_TIMEOUT default on, and a req
   assert.equal(loadConfig({ ...required, SHUTDOWN_TIMEOUT: '10000' }).requestTimeout, 5000, 'the default stays under a short SHUTDOWN_TIMEOUT')
   assert.throws(() => loadConfig({ ...required, REQUEST_TIMEOUT: '0' }), /REQUEST_TIMEOUT must be >= 1000 \(got "0"\)/)
   assert.throws(() => loadConfig({ ...required, REQUEST_TIMEOUT: '30000', SHUTDOWN_TIMEOUT: '30000' }), /REQUEST_TIMEOUT must be less than SHUTDOWN_TIMEOUT \(30000\)/)
+})
+
+test('TRUST_PROXY: off by default, a hop count or addresses/CIDRs, never a blanket true', () => {
+  assert.equal(loadConfig(required).trustProxy, false)
+  for (const off of ['', 'off', 'false', '0']) assert.equal(parseTrustProxy(off), false)
+  assert.equal(parseTrustProxy('1'), 1)
+  assert.deepEqual(parseTrustProxy('10.0.0.0/8, 127.0.0.1,::1/128,loopback'), ['10.0.0.0/8', '127.0.0.1', '::1/128', 'loopback'])
+  assert.throws(() => loadConfig({ ...required, TRUST_PROXY: 'true' }), /TRUST_PROXY must not be "true": that trusts any X-Forwarded-For a client sends/)
+  assert.throws(() => loadConfig({ ...required, TRUST_PROXY: '10.0.0.0/33,proxy.local' }), /TRUST_PROXY must be off, a hop count, or comma-separated IP addresses\/CIDRs \(bad: "10.0.0.0\/33", "proxy.local"\)/)
+  assert.throws(() => loadConfig({ ...required, TRUST_PROXY: '99' }), /TRUST_PROXY must be a hop count from 1 to 16/)
 })
 
 test('METRICS_PORT takes a port or "off"', () => {
