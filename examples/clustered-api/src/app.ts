@@ -13,7 +13,7 @@ import { registerMetrics } from './metrics.js'
 import { registerHashing } from './hashing.js'
 import { HashingBusyError } from './passwords.js'
 import { DependencyUnavailableError } from './errors.js'
-import { closeRedis, connectRedis, createRedis } from './redis.js'
+import { checkEvictionPolicy, closeRedis, connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
 import { notesRoutes } from './routes/notes.js'
 import { cartRoutes } from './routes/cart.js'
@@ -136,6 +136,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   // refused while Redis is away (no offline queue) and the client would keep reconnecting forever,
   // holding the worker open after a shutdown.
   await app.register(fastifyRedis, { client: redis, closeClient: false })
+  // Revocations and rate-limit counters must not be evicted: warn at start unless noeviction. One
+  // worker checks (worker 0, the only one in single mode), so a cluster logs it once, not N times.
+  if (ctx.workerId === 0) await checkEvictionPolicy(redis, config.redisUrl, app.log)
   app.addHook('onClose', async () => { await closeRedis(redis) })
 
   await app.register(fastifyJwt, {

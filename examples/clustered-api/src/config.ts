@@ -51,6 +51,8 @@ export interface Config {
   redisStartTimeout: number
   /** Idle lifetime of a cart in seconds. */
   cartTtl: number
+  /** Distinct SKUs one cart may hold. */
+  cartMaxItems: number
   /** Port of the primary's cluster-wide /metrics; null when METRICS_PORT=off. */
   metricsPort: number | null
   metricsHost: string
@@ -87,6 +89,7 @@ const schema = {
     HEALTH_TIMEOUT: { type: 'integer', minimum: 50, maximum: 30000, default: 1000 },
     HEALTH_CACHE_TTL: { type: 'integer', minimum: 0, maximum: 60000, default: 1000 },
     CART_TTL: { type: 'integer', minimum: 1, default: 86400 },
+    CART_MAX_ITEMS: { type: 'integer', minimum: 1, maximum: 10000, default: 100 },
     METRICS_PORT: { type: 'string', pattern: '^(off|[0-9]{1,5})$', default: '9091' },
     METRICS_HOST: { type: 'string', minLength: 1, default: '127.0.0.1' }
   }
@@ -118,6 +121,7 @@ interface RawEnv {
   HEALTH_TIMEOUT: number
   HEALTH_CACHE_TTL: number
   CART_TTL: number
+  CART_MAX_ITEMS: number
   METRICS_PORT: string
   METRICS_HOST: string
 }
@@ -203,6 +207,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     healthTimeout: raw.HEALTH_TIMEOUT,
     healthCacheTtl: raw.HEALTH_CACHE_TTL,
     cartTtl: raw.CART_TTL,
+    cartMaxItems: raw.CART_MAX_ITEMS,
     metricsPort: raw.METRICS_PORT === 'off' ? null : Number(raw.METRICS_PORT),
     metricsHost: raw.METRICS_HOST
   }

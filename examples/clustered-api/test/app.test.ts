@@ -176,7 +176,7 @@ describe('cart', () => {
     await app.inject({ method: 'POST', url: '/cart/items', ...json({ sku: 'apple', quantity: 2 }, token) })
     const r = await app.inject({ method: 'POST', url: '/cart/items', ...json({ sku: 'apple' }, token) })
     assert.equal(r.statusCode, 200)
-    assert.deepEqual(r.json<{ items: unknown }>().items, [{ sku: 'apple', quantity: 3 }])
+    assert.deepEqual(r.json(), { sku: 'apple', quantity: 3, distinctItems: 1, pid: process.pid, workerId: 0 })
     const g = await app.inject({ method: 'GET', url: '/cart', headers: bearer(token) })
     assert.equal(g.json<{ totalQuantity: number }>().totalQuantity, 3)
     const d = await app.inject({ method: 'DELETE', url: '/cart', headers: bearer(token) })
