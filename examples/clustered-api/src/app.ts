@@ -67,12 +67,15 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
       // a second costs a walk over this worker's open connections: nothing per request.
       connectionsCheckingInterval: Math.min(1000, config.requestTimeout)
     },
-    // Per-process counters ("req-1") collide across workers; a UUID does not. A caller's
-    // x-request-id is kept for correlation when it is short and plain, never copied blindly to logs.
+    // Per-process counters ("req-1") collide across workers; a UUID does not. The request id is always
+    // ours: a client choosing it could make its requests look like someone else's in the logs. A
+    // caller's x-request-id is kept for correlation as a separate field, clientRequestId, when it is
+    // short and plain.
     requestIdHeader: false,
-    genReqId: (req) => {
-      const given = req.headers['x-request-id']
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID()
+    genReqId: () => randomUUID(),
+    childLoggerFactory: (parent, bindings, opts, rawReq) => {
+      const given = rawReq.headers['x-request-id']
+      return parent.child(typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? { ...bindings, clientRequestId: given } : bindings, opts)
     },
     // Requests still arriving on open keep-alive connections while the worker drains are served, not
     // refused: @nclust/fastify-drain (registered by startClustered) closes those connections itself.

@@ -5,7 +5,7 @@ import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
-import { freePort } from '../../../test/helpers/index.ts'
+import { freePort, waitFor } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 
 const { schema, prefix } = isolation('proxy')
@@ -64,4 +64,19 @@ test('TRUST_PROXY=127.0.0.1/32: the address the trusted proxy forwards is the ke
   assert.equal(await counter(p, '203.0.113.7'), '6')
   assert.equal(await counter(p, '203.0.113.8'), '2')
   assert.equal(await counter(p, '198.51.100.9'), null, 'the spoofed leftmost entry is not the client')
+})
+
+test('a client\'s x-request-id is logged as clientRequestId, never as the request id', async () => {
+  const server = servers[0]
+  assert.ok(server !== undefined)
+  const r = await request(server.port, 'GET', '/', { headers: { 'x-request-id': 'trace-42.a:b' } })
+  const reqId = String(r.headers['x-request-id'])
+  assert.match(reqId, /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
+  const line = await waitFor(() => server.logs().find((l) => l['reqId'] === reqId), 'the request\'s log line', 10000, 50)
+  assert.equal(line['clientRequestId'], 'trace-42.a:b')
+  assert.equal(server.logs().filter((l) => l['reqId'] === 'trace-42.a:b').length, 0)
+  // Anything but a short plain token is not logged at all.
+  const odd = await request(server.port, 'GET', '/', { headers: { 'x-request-id': 'not plain; <script>' } })
+  const oddLine = await waitFor(() => server.logs().find((l) => l['reqId'] === odd.headers['x-request-id']), 'its log line', 10000, 50)
+  assert.equal('clientRequestId' in oddLine, false)
 })

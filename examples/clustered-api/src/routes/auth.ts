@@ -99,8 +99,9 @@ export function authRoutes (app: FastifyInstance): void {
     }
   }, async (request, reply) => {
     const { username, password } = request.body
-    const { rows } = await withPg(() => app.pg.query<{ id: string, password_hash: string }>(
-      `SELECT id, password_hash FROM ${t.users} WHERE username = $1`, [username]))
+    // Case-insensitive (migration 3's unique index on lower(username) serves this lookup).
+    const { rows } = await withPg(() => app.pg.query<{ id: string, username: string, password_hash: string }>(
+      `SELECT id, username, password_hash FROM ${t.users} WHERE lower(username) = lower($1)`, [username]))
     const user = rows[0]
     const ok = await app.hashing.run(() => verifyPassword(password, user?.password_hash ?? dummyHash))
     if (user === undefined || !ok) {
@@ -108,7 +109,7 @@ export function authRoutes (app: FastifyInstance): void {
     }
     if (needsRehash(user.password_hash)) await rehash(request, user.id, user.password_hash, password)
     // jti lets one token be revoked without a server-side session: only revoked ids are stored.
-    const token = app.jwt.sign({ sub: String(user.id), username, jti: randomUUID() })
+    const token = app.jwt.sign({ sub: String(user.id), username: user.username, jti: randomUUID() })
     return { token, tokenType: 'Bearer', expiresIn: app.config.jwtExpiresIn }
   })
 
