@@ -48,7 +48,7 @@ const handle = await startClustered((ctx) => buildApp(ctx, config), {
 
 // The cluster-wide scrape: the primary asks every worker over IPC and serves one exposition with a
 // pid/worker label per series on METRICS_PORT (closed by the cluster's shutdown). In a worker or in
-// single mode it serves nothing: each worker's own /metrics on the app port is the target then.
+// single mode it serves nothing (single mode serves its own registry on METRICS_PORT: src/metrics.ts).
 // Failing to serve it (port taken) is logged loudly but does not take the API down with it.
 try {
   const metrics = await clusterMetrics(handle, config.metricsPort === null

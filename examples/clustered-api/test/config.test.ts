@@ -15,6 +15,8 @@ test('defaults fill everything but the secret and the service URLs', () => {
   assert.equal(c.jwtSecret, 'x'.repeat(32))
   assert.equal(c.pgPoolTotal, 80)
   assert.ok(c.workers >= 1)
+  assert.deepEqual({ hashConcurrency: c.hashConcurrency, hashQueue: c.hashQueue, healthCacheTtl: c.healthCacheTtl, cartMaxItems: c.cartMaxItems, trustProxy: c.trustProxy },
+    { hashConcurrency: 2, hashQueue: 16, healthCacheTtl: 1000, cartMaxItems: 100, trustProxy: false })
 })
 
 test('values are coerced from strings and empty strings count as unset', () => {
