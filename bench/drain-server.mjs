@@ -1,13 +1,15 @@
 // Child process for the drain benchmarks: one Fastify hello-world server.
 // argv: mode (drain | plain | fastify-default) and a JSON of drain options.
 // Tells the parent { port } when listening; on 'cpu' answers { cpu } (µs used so far);
-// on the message 'close' runs app.close()
+// on the message 'close' runs app.drainAndClose() with the plugin (a default app, as users write it),
+// app.close() without
 // and answers { closed, ms, drain } before exiting.
 import Fastify from 'fastify'
 import clusterDrain from '@nclust/fastify-drain'
 
 const [mode = 'drain', json = '{}'] = process.argv.slice(2)
-const app = Fastify({ logger: false, return503OnClosing: mode === 'fastify-default' })
+// Without the plugin, 'plain' is return503OnClosing: false and 'fastify-default' the default; with it, a default app.
+const app = Fastify({ logger: false, ...(mode === 'plain' ? { return503OnClosing: false } : {}) })
 if (mode === 'drain') await app.register(clusterDrain, JSON.parse(json))
 app.get('/', async () => ({ hello: 'world' }))
 await app.listen({ host: '127.0.0.1', port: 0 })
@@ -20,7 +22,7 @@ process.on('message', async (msg) => {
   }
   if (msg !== 'close') return
   const started = Date.now()
-  await app.close()
+  await (mode === 'drain' ? app.drainAndClose() : app.close())
   const d = app.drain
   process.send({
     closed: true,

@@ -76,10 +76,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     childLoggerFactory: (parent, bindings, opts, rawReq) => {
       const given = rawReq.headers['x-request-id']
       return parent.child(typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? { ...bindings, clientRequestId: given } : bindings, opts)
-    },
-    // Requests still arriving on open keep-alive connections while the worker drains are served, not
-    // refused: @nclust/fastify-drain (registered by startClustered) closes those connections itself.
-    return503OnClosing: false
+    }
+    // No return503OnClosing: the cluster worker drains (serving late requests with Connection: close)
+    // before it calls app.close(), so Fastify's 503-on-closing never meets a request.
   })
   app.decorate('config', config)
   app.decorate('worker', { workerId: ctx.workerId, workers: ctx.workers, pid: process.pid })

@@ -17,7 +17,7 @@ after(async () => {
   await deleteKeys(prefix)
 })
 
-test('health answers 503 "draining" once app.close() has started', async () => {
+test('health answers 503 "draining" once the drain has started (drainAndClose, as the cluster worker closes)', async () => {
   const config = loadConfig({ DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent' })
   const app = await buildApp({ workerId: 0, workers: 1 }, config)
   await app.register(clusterDrain, { delay: 1500, timeout: 5000 })
@@ -28,7 +28,7 @@ test('health answers 503 "draining" once app.close() has started', async () => {
   assert.equal(before.status, 200)
   assert.equal(before.body.status, 'ok')
 
-  const closing = app.close()
+  const closing = app.drainAndClose()
   try {
     const during = await request<{ status: string, checks: { postgres: { ok: boolean } } }>(port, 'GET', '/health')
     assert.equal(during.status, 503)

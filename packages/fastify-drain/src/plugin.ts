@@ -1,36 +1,15 @@
 import fp from 'fastify-plugin'
-import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import type { FastifyPluginAsync } from 'fastify'
 import type { Server as NetServer } from 'node:net'
 import { Drainer } from './drain.js'
 import { resolveOptions, ServerOptionError } from './options.js'
 import type { DrainOptions } from './types.js'
-
-/** Fastify keeps its constructor options under a private symbol; the only way to read return503OnClosing. */
-function serverOption (fastify: FastifyInstance, name: string): unknown {
-  for (let o: object | null = fastify; o !== null; o = Object.getPrototypeOf(o)) {
-    for (const sym of Object.getOwnPropertySymbols(o)) {
-      if (sym.description === 'fastify.options') {
-        const options = (o as Record<symbol, unknown>)[sym]
-        return typeof options === 'object' && options !== null ? (options as Record<string, unknown>)[name] : undefined
-      }
-    }
-  }
-  return undefined
-}
 
 const drainPlugin: FastifyPluginAsync<DrainOptions> = async function drainPlugin (fastify, options) {
   const opts = resolveOptions(options)
   if (fastify.hasDecorator('drain')) {
     throw new ServerOptionError('registered twice on the same app (fastify.drain exists): register it once, at the root')
   }
-  // Fastify flags itself closing before any preClose hook runs, and from then on answers every request
-  // 503 unless return503OnClosing is false, which would turn the whole drain into 503s.
-  if (serverOption(fastify, 'return503OnClosing') !== false) {
-    throw new ServerOptionError(
-      'the server option return503OnClosing is ' + String(serverOption(fastify, 'return503OnClosing') ?? 'not set (default true)') +
-      '; create the app with Fastify({ return503OnClosing: false }) so requests still arriving on open connections during the drain are served (with Connection: close) instead of answered 503')
-  }
-
   const config = fastify.initialConfig
   const drainer = new Drainer(fastify.server as unknown as NetServer, opts, opts.logger ?? fastify.log, {
     http2: config.http2 === true,
@@ -40,7 +19,17 @@ const drainPlugin: FastifyPluginAsync<DrainOptions> = async function drainPlugin
   fastify.decorate('drain', drainer.state)
   fastify.decorateRequest('drainSignal', { getter () { return drainer.controller.signal } })
   fastify.addHook('onReady', async () => { drainer.tracker.watchUpgrades() })
+  // Fastify flags itself closing before any preClose hook runs, and then (with its default
+  // return503OnClosing: true) answers 503 to every request still arriving on an open connection.
+  // drainAndClose() drains while Fastify still serves, then closes: the zero-503 path for any app.
+  // The preClose hook keeps a plain app.close() draining too (with Fastify's 503s for late requests
+  // on a default app). start() is idempotent: both paths share one drain.
   fastify.addHook('preClose', () => drainer.start())
+  let closing: Promise<void> | undefined
+  fastify.decorate('drainAndClose', function drainAndClose () {
+    closing ??= drainer.start().then(async () => { await fastify.close() })
+    return closing
+  })
 
   if (opts.readinessPath !== null) {
     fastify.get(opts.readinessPath, { logLevel: 'warn' }, async (_req, reply) => {

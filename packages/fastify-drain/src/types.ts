@@ -39,6 +39,12 @@ export interface DrainState {
 declare module 'fastify' {
   interface FastifyInstance {
     drain: DrainState
+    /**
+     * Drain first, then `close()`: requests arriving on open connections during the drain are served
+     * (with `Connection: close`) whatever `return503OnClosing` says, because Fastify is not flagged
+     * closing until the sockets are gone. Resolves when `close()` does (onClose hooks included).
+     */
+    drainAndClose: () => Promise<void>
   }
   interface FastifyRequest {
     /** Same signal as `fastify.drain.signal`: aborted when draining starts. */

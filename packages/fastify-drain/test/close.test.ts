@@ -99,39 +99,68 @@ test('an in-flight 1 s request completes with 200 and Connection: close, its soc
   assert.equal(app.drain.destroyed, 0)
 })
 
-test('a request arriving on a kept-alive socket during the drain is served with Connection: close; new connections are refused', async (t) => {
-  const entered = deferred()
-  const release = deferred()
-  const { app } = await makeApp({ linger: 5000, timeout: 20_000 }, (app) => {
-    app.get('/hold', async () => { entered.resolve(); await release.promise; return 'held' })
+/**
+ * A request arriving on a kept-alive socket while an in-flight one holds the drain open: what the
+ * client gets depends on how the close was asked for and on the app's return503OnClosing.
+ */
+const lateRequestCases = [
+  { name: 'default app, drainAndClose()', server: {}, close: 'drainAndClose', status: 200 },
+  { name: 'app with return503OnClosing: false, close()', server: { return503OnClosing: false }, close: 'close', status: 200 },
+  // Fastify flags itself closing before the drain's preClose hook; its router then answers 503.
+  { name: 'default app, close() (Fastify answers 503)', server: {}, close: 'close', status: 503 }
+] as const
+
+for (const c of lateRequestCases) {
+  test(`${c.name}: a request arriving on a kept-alive socket during the drain gets ${c.status} with Connection: close; new connections are refused; the in-flight one ends 200`, async (t) => {
+    const entered = deferred()
+    const release = deferred()
+    const { app } = await makeApp({ linger: 5000, timeout: 20_000 }, (app) => {
+      app.get('/hold', async () => { entered.resolve(); await release.promise; return 'held' })
+    }, c.server)
+    t.after(() => { release.resolve(); return app.close() })
+    const port = await listen(app)
+    const holder = await RawClient.connect(port)
+    const kept = await RawClient.connect(port)
+    t.after(() => { holder.socket.destroy(); kept.socket.destroy() })
+
+    assert.equal((await kept.request('/')).headers.connection, 'keep-alive')
+    const held = holder.request('/hold')
+    await entered.promise
+
+    const closing = c.close === 'drainAndClose' ? app.drainAndClose() : app.close()
+    await waitFor(() => !app.server.listening, 'the listener to stop', 5000, 5)
+    assert.equal(app.drain.draining, true)
+    assert.equal(await tryConnect(port), 'ECONNREFUSED')
+
+    const res = await kept.request('/')
+    assert.equal(res.status, c.status)
+    if (c.status === 200) assert.equal(res.body, '{"hello":"world"}')
+    else assert.equal(JSON.parse(res.body).statusCode, 503)
+    assert.equal(res.headers.connection, 'close')
+    await kept.closed
+
+    release.resolve()
+    const last = await held
+    assert.equal(last.status, 200)
+    assert.equal(last.body, 'held')
+    assert.equal(last.headers.connection, 'close')
+    await closing
+    assert.equal(app.drain.rejected, 0) // Fastify's own 503s are not the plugin's
   })
-  t.after(() => app.close())
-  const port = await listen(app)
-  const holder = await RawClient.connect(port)
-  const kept = await RawClient.connect(port)
-  t.after(() => { holder.socket.destroy(); kept.socket.destroy() })
+}
 
-  assert.equal((await kept.request('/')).headers.connection, 'keep-alive')
-  const held = holder.request('/hold')
-  await entered.promise
-
-  const closing = app.close()
-  await waitFor(() => !app.server.listening, 'the listener to stop', 5000, 5)
-  assert.equal(app.drain.draining, true)
-  assert.equal(await tryConnect(port), 'ECONNREFUSED')
-
-  const res = await kept.request('/')
-  assert.equal(res.status, 200)
-  assert.equal(res.body, '{"hello":"world"}')
-  assert.equal(res.headers.connection, 'close')
-  await kept.closed
-
-  release.resolve()
-  const last = await held
-  assert.equal(last.status, 200)
-  assert.equal(last.headers.connection, 'close')
-  await closing
-  assert.equal(app.drain.rejected, 0)
+test('drainAndClose() runs onClose hooks after the drain, once, and joins a second call', async () => {
+  const order: string[] = []
+  const { app } = await makeApp()
+  app.addHook('preClose', async () => { order.push(`preClose draining=${String(app.drain.draining)}`) })
+  app.addHook('onClose', async () => { order.push(`onClose phase=${app.drain.phase}`) })
+  await listen(app)
+  const first = app.drainAndClose()
+  const second = app.drainAndClose()
+  assert.equal(first, second)
+  await first
+  assert.deepEqual(order, ['preClose draining=true', 'onClose phase=closed'])
+  assert.equal(app.server.listening, false)
 })
 
 test('close on an app that never listened resolves', async () => {

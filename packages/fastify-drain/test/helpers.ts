@@ -5,7 +5,7 @@ import clusterDrain, { type DrainOptions } from '../src/index.js'
 
 export interface LogLine { level: number, msg: string, [key: string]: unknown }
 
-/** A Fastify app with the plugin, logs captured in `logs`, not listening yet. */
+/** A default Fastify app (as users write it) with the plugin, logs captured in `logs`, not listening yet. */
 export async function makeApp (
   drain: DrainOptions = {},
   routes: (app: FastifyInstance) => void = () => {},
@@ -13,7 +13,6 @@ export async function makeApp (
 ): Promise<{ app: FastifyInstance, logs: LogLine[] }> {
   const logs: LogLine[] = []
   const app = Fastify({
-    return503OnClosing: false,
     logger: { level: 'info', stream: { write (line: string) { logs.push(JSON.parse(line) as LogLine) } } },
     ...server
   } as FastifyServerOptions) as unknown as FastifyInstance // http2 apps too: the tests only use the common surface

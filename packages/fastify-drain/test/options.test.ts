@@ -21,7 +21,7 @@ const bad: Array<[unknown, string, RegExp]> = [
 
 for (const [options, name, detail] of bad) {
   test(`invalid option ${JSON.stringify(options)} fails at register time naming "${name}"`, async () => {
-    const app = Fastify({ return503OnClosing: false })
+    const app = Fastify()
     await assert.rejects(async () => { await app.register(clusterDrain, options as DrainOptions).ready() }, (err: Error & { code?: string }) => {
       assert.equal(err.code, 'NCLUST_DRAIN_INVALID_OPTION')
       assert.ok(err.message.includes(`"${name}"`), err.message)
@@ -32,22 +32,24 @@ for (const [options, name, detail] of bad) {
   })
 }
 
-test('refuses an app that would answer 503 during the drain (return503OnClosing not false)', async () => {
+test('registers on a default Fastify() (no server option needed) and decorates drainAndClose', async () => {
   const app = Fastify()
-  await assert.rejects(async () => { await app.register(clusterDrain).ready() }, (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'NCLUST_DRAIN_SERVER_OPTION')
-    assert.match(err.message, /return503OnClosing: false/)
-    return true
-  })
+  await app.register(clusterDrain).ready()
+  assert.equal(typeof app.drainAndClose, 'function')
+  assert.equal(app.drain.phase, 'serving')
   await app.close()
 })
 
 test('registered once per app, default and named exports are the same plugin', async () => {
   assert.equal(named, clusterDrain)
-  const app = Fastify({ return503OnClosing: false })
+  const app = Fastify()
   app.register(clusterDrain)
   app.register(named)
-  await assert.rejects(async () => { await app.ready() }, /registered twice/)
+  await assert.rejects(async () => { await app.ready() }, (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'NCLUST_DRAIN_SERVER_OPTION')
+    assert.match(err.message, /registered twice/)
+    return true
+  })
   await app.close()
 })
 
@@ -72,7 +74,7 @@ test('a custom logger receives the drain lines', async () => {
     warn: (_o: unknown, msg: string) => lines.push(`warn ${msg}`),
     error: (_o: unknown, msg: string) => lines.push(`error ${msg}`)
   }
-  const app = Fastify({ return503OnClosing: false })
+  const app = Fastify()
   await app.register(clusterDrain, { logger: logger as unknown as DrainOptions['logger'] })
   await app.ready()
   await app.close()

@@ -22,7 +22,7 @@ test('with delay, readiness turns 503 at once while the listener keeps serving, 
   assert.deepEqual(JSON.parse(ready.body), { status: 'ready' })
 
   const started = Date.now()
-  const closing = app.close()
+  const closing = app.drainAndClose() // a default app: with app.close() Fastify would 503 during the delay
   await waitFor(() => app.drain.draining, 'draining', 5000, 5)
   assert.equal(app.drain.phase, 'delaying')
 

@@ -7,8 +7,7 @@ import type {
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
 import { errors } from '../errors.js'
-import { isWorkerMessage, message, type RequestMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
-import { WORKER_ENV } from '../worker/worker.js'
+import { isWorkerMessage, message, WORKER_ENV, type RequestMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
 import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } from './backoff.js'
 
 /**
@@ -70,7 +69,7 @@ interface Pending {
 }
 
 export function startSupervisor (options: ResolvedOptions, now: () => number = Date.now): PrimaryHandle {
-  const root = createLogger(options.logger, 'primary')
+  const root = createLogger(options.logger, 'primary', options.logFormat)
   const log = root.child({ workerId: null })
   const events = new EventEmitter<SupervisorEvents>()
   const procs = new Map<number, Proc>() // by cluster worker id: every process still alive
@@ -459,6 +458,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
 
   return {
     role: 'primary',
+    logger: log,
     size: options.workers,
     events,
     workers (): WorkerInfo[] {

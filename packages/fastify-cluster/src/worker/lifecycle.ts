@@ -52,8 +52,7 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
           log.error({ reason, deadline }, `app.close() did not finish within ${deadline}ms; exiting`)
           resolve(1)
         }, deadline)
-        const current = app
-        const closing = current === undefined ? Promise.resolve() : current.close()
+        const closing = app === undefined ? Promise.resolve() : closeApp(app)
         closing.then(() => {
           clearTimeout(timer)
           log.info({ reason, ms: Date.now() - started }, 'closed')
@@ -67,6 +66,16 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
       return stopped
     }
   }
+}
+
+/**
+ * The worker owns the shutdown, so it drains before it closes: Fastify flags itself closing (and a
+ * default app answers 503) the moment `close()` starts, before any preClose hook. The drain plugin's
+ * `drainAndClose()` serves what still arrives on open connections, then closes. Without the plugin
+ * (`drain: false`) it is a plain `close()`.
+ */
+function closeApp (app: FastifyInstance): Promise<void> {
+  return app.hasDecorator('drainAndClose') ? app.drainAndClose() : app.close()
 }
 
 /**

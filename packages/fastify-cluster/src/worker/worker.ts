@@ -2,16 +2,9 @@ import cluster from 'node:cluster'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
-import { isPrimaryMessage, message, type FatalMessage, type ReadyMessage } from '../messages.js'
+import { isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type ReadyMessage } from '../messages.js'
 import { installChannel, setCurrentWorker } from './channel.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
-
-/** Env vars the primary sets on each fork (and nobody else should). */
-export const WORKER_ENV = {
-  id: 'NCLUST_WORKER_ID',
-  generation: 'NCLUST_GENERATION',
-  workers: 'NCLUST_WORKERS'
-} as const
 
 function envInt (name: string): number {
   const n = Number(process.env[name])
@@ -27,7 +20,7 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   const workerId = envInt(WORKER_ENV.id)
   const generation = envInt(WORKER_ENV.generation)
   const workers = envInt(WORKER_ENV.workers)
-  const log = createLogger(options.logger, 'worker').child({ workerId })
+  const log = createLogger(options.logger, 'worker', options.logFormat).child({ workerId })
   const context: WorkerContext = { workerId, workers, generation, single: false, logger: log }
   setCurrentWorker(context)
   installChannel()
