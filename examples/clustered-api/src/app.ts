@@ -6,12 +6,14 @@ import fastifyPostgres from '@fastify/postgres'
 import fastifyRedis from '@fastify/redis'
 import fastifyRateLimit from '@fastify/rate-limit'
 import type { WorkerContext } from '@nclust/fastify-cluster'
-import { pidMetrics } from '@nclust/fastify-pidmetrics'
 import { pino } from 'pino'
 import { loadConfig, poolSizePerWorker, type Config } from './config.js'
 import { isPgUnavailable, poolOptions } from './db.js'
+import { registerMetrics } from './metrics.js'
+import { registerHashing } from './hashing.js'
+import { HashingBusyError } from './passwords.js'
 import { DependencyUnavailableError } from './errors.js'
-import { closeRedis, connectRedis, createRedis } from './redis.js'
+import { checkEvictionPolicy, closeRedis, connectRedis, createRedis } from './redis.js'
 import { authRoutes } from './routes/auth.js'
 import { notesRoutes } from './routes/notes.js'
 import { cartRoutes } from './routes/cart.js'
@@ -21,6 +23,8 @@ import { healthRoutes } from './routes/health.js'
 export interface AppContext {
   workerId: number
   workers: number
+  /** True in single-process mode (WORKER_COUNT=1): the process serves its own metrics port. */
+  single?: boolean
   logger?: WorkerContext['logger']
 }
 
@@ -31,6 +35,9 @@ declare module 'fastify' {
   }
 }
 
+/** Trust the first `hops` addresses from the socket inwards: what Fastify's `trustProxy: <number>` does. */
+const trustHops = (hops: number) => (_address: string, hop: number): boolean => hop < hops
+
 /**
  * The worker half of the service, given to `startClustered`. Nothing here is kept in process memory
  * between requests: the next request of the same user may land on another worker, so identity travels
@@ -38,20 +45,37 @@ declare module 'fastify' {
  * Redis or Postgres. Does not call listen(): the cluster worker does.
  */
 export async function buildApp (ctx: AppContext, config: Config = loadConfig()): Promise<FastifyInstance> {
-  if (config.jwtSecret === undefined) {
-    // server.ts generates a dev secret in the primary and hands it to every worker through the env.
-    throw new Error('JWT_SECRET is not set: start through server.ts or set JWT_SECRET')
-  }
   const logger: FastifyBaseLogger = ctx.logger ?? pino({ level: config.logLevel })
   const app = Fastify({
     loggerInstance: logger,
     bodyLimit: config.bodyLimit,
-    // Per-process counters ("req-1") collide across workers; a UUID does not. A caller's
-    // x-request-id is kept for correlation when it is short and plain, never copied blindly to logs.
+    // request.ip (the rate-limit key) from X-Forwarded-For only when TRUST_PROXY names the proxies in
+    // front (hop count or addresses); off by default, never a blanket `true` (config.ts says why).
+    // (A hop count is passed as the function Fastify builds from a number at runtime; its types take no number.)
+    trustProxy: typeof config.trustProxy === 'number' ? trustHops(config.trustProxy) : config.trustProxy,
+    // Slow clients: Fastify disables Node's request timeout (0), so a client trickling a body or its
+    // headers a byte at a time held its socket, and a draining worker, until the drain deadline killed
+    // it. The whole request must now arrive within REQUEST_TIMEOUT (then 408 and close); a socket silent
+    // for CONNECTION_TIMEOUT while a request is open is destroyed (a client that stopped reading).
+    // Idle keep-alive sockets keep Fastify's keepAliveTimeout (72 s), and the drain closes those.
+    requestTimeout: config.requestTimeout,
+    connectionTimeout: config.connectionTimeout,
+    http: {
+      requestTimeout: config.requestTimeout,
+      headersTimeout: config.requestTimeout,
+      // Node checks those two timeouts every 30 s by default, so a 10 s timeout could take 40 s. Once
+      // a second costs a walk over this worker's open connections: nothing per request.
+      connectionsCheckingInterval: Math.min(1000, config.requestTimeout)
+    },
+    // Per-process counters ("req-1") collide across workers; a UUID does not. The request id is always
+    // ours: a client choosing it could make its requests look like someone else's in the logs. A
+    // caller's x-request-id is kept for correlation as a separate field, clientRequestId, when it is
+    // short and plain.
     requestIdHeader: false,
-    genReqId: (req) => {
-      const given = req.headers['x-request-id']
-      return typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? given : randomUUID()
+    genReqId: () => randomUUID(),
+    childLoggerFactory: (parent, bindings, opts, rawReq) => {
+      const given = rawReq.headers['x-request-id']
+      return parent.child(typeof given === 'string' && /^[\w.:-]{1,128}$/.test(given) ? { ...bindings, clientRequestId: given } : bindings, opts)
     }
     // No return503OnClosing: the cluster worker drains (serving late requests with Connection: close)
     // before it calls app.close(), so Fastify's 503-on-closing never meets a request.
@@ -79,6 +103,10 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
       request.log.warn({ dependency: dependencyError.dependency, cause }, 'dependency unavailable')
       reply.header('retry-after', '1')
       return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: dependencyError.code, message: dependencyError.message, requestId })
+    }
+    if (err instanceof HashingBusyError) {
+      reply.header('retry-after', String(err.retryAfter))
+      return reply.code(503).send({ statusCode: 503, error: 'Service Unavailable', code: err.code, message: err.message, requestId })
     }
     const status = err.statusCode ?? 500
     if (status >= 400 && status < 500) {
@@ -112,6 +140,9 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   // refused while Redis is away (no offline queue) and the client would keep reconnecting forever,
   // holding the worker open after a shutdown.
   await app.register(fastifyRedis, { client: redis, closeClient: false })
+  // Revocations and rate-limit counters must not be evicted: warn at start unless noeviction. One
+  // worker checks (worker 0, the only one in single mode), so a cluster logs it once, not N times.
+  if (ctx.workerId === 0) await checkEvictionPolicy(redis, config.redisUrl, app.log)
   app.addHook('onClose', async () => { await closeRedis(redis) })
 
   await app.register(fastifyJwt, {
@@ -120,9 +151,10 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     verify: { algorithms: ['HS256'] }
   })
 
-  // This worker's own /metrics (series labelled with its pid and worker id); the primary also collects
-  // them over IPC for the cluster-wide scrape. Registered before the rate limiter: scrapes are never limited.
-  await app.register(pidMetrics)
+  // This worker's metrics (series labelled with its pid and worker id): collected by the primary over
+  // IPC for the cluster scrape, or served on METRICS_PORT in single-process mode; never on the app port.
+  await registerMetrics(app, ctx.single === true, config)
+  registerHashing(app, config)
 
   // The plugin's own Redis store: one Lua script does INCR + PEXPIRE atomically, so exactly `max`
   // requests pass per window across every worker (Redis runs scripts one at a time). Keys get the

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto'
 import { pino } from 'pino'
 import { ConfigError, loadConfig, poolSizePerWorker } from './config.js'
 import { migrate } from './db.js'
@@ -9,8 +8,9 @@ import { migrate } from './db.js'
  * the lean-primary budget is a few MB over a bare node:cluster primary, and those alone are more.
  *
  * 1. validate the env: a bad value is one line naming it, exit 1, before anything listens;
- * 2. make sure every worker gets the same JWT secret (outside production, generate one);
- * 3. run the migrations once per start, under the advisory lock `migrate` takes (several machines
+ *    (JWT_SECRET, DATABASE_URL and REDIS_URL are required whatever NODE_ENV says: no secret is ever
+ *    generated here; the dev launcher, src/dev.ts, makes one for development and passes it in the env);
+ * 2. run the migrations once per start, under the advisory lock `migrate` takes (several machines
  *    may start at once), never again when a crashed worker is replaced.
  * It answers the settings the primary starts the cluster with, over IPC, and exits 0.
  */
@@ -23,8 +23,6 @@ export interface Settings {
   logLevel: string
   metricsPort: number | null
   metricsHost: string
-  /** Set when this process generated the development secret: the primary puts it in the workers' env. */
-  generatedJwtSecret?: string
 }
 
 let config
@@ -32,19 +30,12 @@ try {
   config = loadConfig()
 } catch (err) {
   if (err instanceof ConfigError) {
-    process.stderr.write(`${err.message}\nSee examples/clustered-api/README.md for every variable.\n`)
+    process.stderr.write(`${err.message}. See examples/clustered-api/README.md for every variable; for local development the dev launcher (src/dev.ts) sets them.\n`)
     process.exit(1)
   }
   throw err
 }
 const log = pino({ level: config.logLevel }).child({ role: 'preflight' })
-
-let generatedJwtSecret: string | undefined
-if (config.jwtSecret === undefined) {
-  generatedJwtSecret = randomBytes(32).toString('hex')
-  log.warn('JWT_SECRET is not set: generated a random development secret shared by all workers. ' +
-    'Tokens will not survive a restart; set JWT_SECRET (NODE_ENV=production refuses to start without it).')
-}
 
 try {
   const result = await migrate(config.databaseUrl, config.pgSchema, (msg) => log.info(msg))
@@ -64,7 +55,6 @@ const settings: Settings = {
   drainDelay: config.drainDelay,
   logLevel: config.logLevel,
   metricsPort: config.metricsPort,
-  metricsHost: config.metricsHost,
-  ...(generatedJwtSecret !== undefined ? { generatedJwtSecret } : {})
+  metricsHost: config.metricsHost
 }
 process.send?.(settings, () => process.exit(0))

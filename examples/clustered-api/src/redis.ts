@@ -75,3 +75,26 @@ export async function closeRedis (client: Redis): Promise<void> {
   }
   client.disconnect()
 }
+
+/**
+ * Revocations (`revoked:<jti>`) and rate-limit counters live in this Redis. Under any eviction policy
+ * but `noeviction`, a full Redis may drop them: a logged-out token would work again, a limited client
+ * would start over. Read the policy from INFO (CONFIG GET is often disabled on managed Redis) and warn;
+ * the start goes on (a cache-only Redis is a deployment choice, not a crash). Returns the policy, or
+ * undefined when it cannot be read.
+ */
+export async function checkEvictionPolicy (client: Redis, url: string, log: FastifyBaseLogger): Promise<string | undefined> {
+  let policy: string | undefined
+  try {
+    policy = /^maxmemory_policy:(\S+)/m.exec(await client.info('memory'))?.[1]
+  } catch (err) {
+    log.warn({ err: err instanceof Error ? err.message : String(err), redis: redactUrl(url) }, 'could not read redis maxmemory-policy (INFO memory)')
+    return undefined
+  }
+  if (policy !== undefined && policy !== 'noeviction') {
+    log.warn({ policy, redis: redactUrl(url) },
+      `redis maxmemory-policy is ${policy}: when Redis is full it may evict token revocations (a logged-out token works again) and rate-limit counters. ` +
+      'Set maxmemory-policy noeviction, or keep revocations in a Redis of their own')
+  }
+  return policy
+}

@@ -7,7 +7,7 @@ import type { Settings } from './preflight.js'
  * The cluster entry (production and Kubernetes run `node dist/server.js`). It runs in the primary and,
  * re-run by node:cluster, in every worker, but the app is given as a module (`app.js`, which exports
  * `buildApp`) that only workers import: the primary stays lean. What the primary must do before
- * forking (validate the env, share the JWT secret, migrate) runs in a short-lived child, preflight.js.
+ * forking (validate the env, migrate) runs in a short-lived child, preflight.js.
  */
 async function primarySettings (): Promise<Settings> {
   const child = fork(new URL('./preflight.js', import.meta.url), { stdio: 'inherit' })
@@ -16,10 +16,8 @@ async function primarySettings (): Promise<Settings> {
   const code = await new Promise<number>((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal !== null ? 1 : 0))))
   // preflight printed why (a bad variable, Postgres unreachable): exit with its code, nothing forked.
   if (code !== 0 || settings === undefined) process.exit(code === 0 ? 1 : code)
-  if (settings.generatedJwtSecret !== undefined) {
-    // node:cluster copies the primary's env into every worker it forks, replacements included.
-    process.env['JWT_SECRET'] = settings.generatedJwtSecret
-  }
+  // No secret is generated here: JWT_SECRET comes from the env (required by preflight whatever NODE_ENV
+  // says), which node:cluster copies into every worker. Only the dev launcher (src/dev.ts) makes one.
   return settings
 }
 
@@ -44,7 +42,7 @@ const handle = await startClustered(new URL('./app.js', import.meta.url), option
 
 // The cluster-wide scrape: the primary asks every worker over IPC and serves one exposition with a
 // pid/worker label per series on METRICS_PORT (closed by the cluster's shutdown). In a worker or in
-// single mode it serves nothing: each worker's own /metrics on the app port is the target then.
+// single mode it serves nothing (single mode serves its own registry on METRICS_PORT: src/metrics.ts).
 // Failing to serve it (port taken) is logged loudly but does not take the API down with it.
 if (handle.role === 'primary' && settings.metricsPort !== null) {
   const log = handle.logger
@@ -53,6 +51,6 @@ if (handle.role === 'primary' && settings.metricsPort !== null) {
     const metrics = await clusterMetrics(handle, { port: settings.metricsPort, host: settings.metricsHost })
     log.info({ url: metrics.url }, 'cluster metrics listening')
   } catch (err) {
-    log.error({ err, port: settings.metricsPort }, 'cluster metrics NOT served (is METRICS_PORT taken?); the API and each worker\'s /metrics keep running')
+    log.error({ err, port: settings.metricsPort }, 'cluster metrics NOT served (is METRICS_PORT taken?); the API keeps running')
   }
 }

@@ -6,6 +6,8 @@ import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
 import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/db.js'
+import { hashPassword } from '../src/passwords.js'
+import { waitFor } from '../../../test/helpers/index.ts'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
 
 const { schema, prefix } = isolation('app')
@@ -26,7 +28,7 @@ async function register (username: string, password = 'correct horse battery'): 
 before(async () => {
   await migrate(DATABASE_URL, schema)
   const config = loadConfig({
-    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', BODY_LIMIT: '4096'
+    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', BODY_LIMIT: '4096', HEALTH_CACHE_TTL: '300'
   })
   app = await buildApp({ workerId: 0, workers: 1 }, config)
   await app.ready()
@@ -79,11 +81,11 @@ describe('validation', () => {
     assert.equal(missing.json<{ code: string }>().code, 'NOTE_NOT_FOUND')
   })
 
-  test('a plain x-request-id is kept, anything else replaced by a UUID', async () => {
-    const kept = await app.inject({ method: 'GET', url: '/', headers: { 'x-request-id': 'trace-42.a:b' } })
-    assert.equal(kept.headers['x-request-id'], 'trace-42.a:b')
-    const replaced = await app.inject({ method: 'GET', url: '/', headers: { 'x-request-id': 'x'.repeat(500) } })
-    assert.match(String(replaced.headers['x-request-id']), /^[0-9a-f-]{36}$/)
+  test('a client\'s x-request-id never becomes the request id', async () => {
+    for (const given of ['trace-42.a:b', 'x'.repeat(500)]) {
+      const r = await app.inject({ method: 'GET', url: '/', headers: { 'x-request-id': given } })
+      assert.match(String(r.headers['x-request-id']), /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/)
+    }
   })
 
   test('malformed JSON is a 400', async () => {
@@ -116,7 +118,7 @@ describe('users and tokens', () => {
     assert.equal(nobody.statusCode, 401)
     assert.equal(nobody.json<{ message: string }>().message, wrong.json<{ message: string }>().message, 'no user enumeration')
     const [row] = await query<{ password_hash: string }>(`SELECT password_hash FROM "${schema}".users WHERE username = 'alice'`)
-    assert.match(row?.password_hash ?? '', /^scrypt\$16384\$8\$1\$/)
+    assert.match(row?.password_hash ?? '', /^scrypt\$131072\$8\$1\$/)
   })
 
   test('whoami needs a valid token: missing, forged, expired and garbage are 401', async () => {
@@ -192,7 +194,7 @@ describe('cart', () => {
     await app.inject({ method: 'POST', url: '/cart/items', ...json({ sku: 'apple', quantity: 2 }, token) })
     const r = await app.inject({ method: 'POST', url: '/cart/items', ...json({ sku: 'apple' }, token) })
     assert.equal(r.statusCode, 200)
-    assert.deepEqual(r.json<{ items: unknown }>().items, [{ sku: 'apple', quantity: 3 }])
+    assert.deepEqual(r.json(), { sku: 'apple', quantity: 3, distinctItems: 1, pid: process.pid, workerId: 0 })
     const g = await app.inject({ method: 'GET', url: '/cart', headers: bearer(token) })
     assert.equal(g.json<{ totalQuantity: number }>().totalQuantity, 3)
     const d = await app.inject({ method: 'DELETE', url: '/cart', headers: bearer(token) })
@@ -214,24 +216,49 @@ describe('rate limit', () => {
 })
 
 describe('metrics', () => {
-  test('/metrics serves this worker\'s series with its pid, and is not rate limited', async () => {
+  test('/metrics is not served on the app port; the series are still recorded for the scrape', async () => {
     const r = await app.inject({ method: 'GET', url: '/metrics' })
-    assert.equal(r.statusCode, 200)
-    assert.match(r.body, new RegExp(`pid="${process.pid}"`))
-    assert.equal(r.headers['x-ratelimit-limit'], undefined)
+    assert.equal(r.statusCode, 404)
+    assert.match(await app.pidMetrics.registry.metrics(), new RegExp(`http_requests_total\\{[^}]*pid="${process.pid}"`))
   })
 })
 
 describe('health and migrations', () => {
-  test('health reports both dependencies', async () => {
+  test('health answers a small fixed body: a status and two booleans', async () => {
     const r = await app.inject({ method: 'GET', url: '/health' })
     assert.equal(r.statusCode, 200, r.body)
-    const body = r.json<{ status: string, pid: number, workerId: number, checks: { postgres: { ok: boolean }, redis: { ok: boolean } } }>()
-    assert.equal(body.status, 'ok')
-    assert.equal(body.pid, process.pid)
-    assert.equal(body.checks.postgres.ok, true)
-    assert.equal(body.checks.redis.ok, true)
+    assert.deepEqual(r.json(), { status: 'ok', checks: { postgres: { ok: true }, redis: { ok: true } } })
+    assert.equal(r.headers['x-pid'], String(process.pid), 'which process answered is in the headers')
     assert.equal(r.headers['x-ratelimit-limit'], undefined, 'health is not rate limited')
+  })
+
+  test('health checks are coalesced: one round in flight per worker, reused for HEALTH_CACHE_TTL', async () => {
+    // Count the real commands this worker sends (the calls still reach Postgres and Redis).
+    const counts = { ping: 0, select: 0 }
+    const ping = app.redis.ping.bind(app.redis)
+    const query = app.pg.query.bind(app.pg)
+    app.redis.ping = (async () => { counts.ping++; return await ping() }) as typeof app.redis.ping
+    app.pg.query = (async (sql: string, ...rest: unknown[]) => {
+      if (sql === 'SELECT 1') counts.select++
+      return await (query as (...a: unknown[]) => Promise<unknown>)(sql, ...rest)
+    }) as typeof app.pg.query
+    try {
+      // Let the round cached by the previous test expire (HEALTH_CACHE_TTL is 300 ms here).
+      await new Promise((resolve) => setTimeout(resolve, 350))
+      const burst = await Promise.all(Array.from({ length: 50 }, async () => await app.inject({ method: 'GET', url: '/health' })))
+      assert.deepEqual([...new Set(burst.map((r) => r.statusCode))], [200])
+      assert.deepEqual(counts, { ping: 1, select: 1 }, '50 concurrent requests, one round of checks')
+      await app.inject({ method: 'GET', url: '/health' })
+      assert.deepEqual(counts, { ping: 1, select: 1 }, 'still cached')
+      await waitFor(async () => {
+        await app.inject({ method: 'GET', url: '/health' })
+        return counts.ping === 2
+      }, 'a new round once the cache expired', 5000, 100)
+      assert.equal(counts.select, 2)
+    } finally {
+      app.redis.ping = ping
+      app.pg.query = query
+    }
   })
 
   test('migrations racing on a fresh schema apply each version exactly once (advisory lock)', async () => {
@@ -239,11 +266,11 @@ describe('health and migrations', () => {
     try {
       const results = await Promise.all([1, 2, 3, 4].map(() => migrate(DATABASE_URL, fresh)))
       const applied = results.flatMap((r) => r.applied).sort()
-      assert.deepEqual(applied, [1, 2])
+      assert.deepEqual(applied, [1, 2, 3])
       const rows = await query<{ version: number }>(`SELECT version FROM "${fresh}".schema_migrations ORDER BY version`)
-      assert.deepEqual(rows.map((r) => r.version), [1, 2])
+      assert.deepEqual(rows.map((r) => r.version), [1, 2, 3])
       const again = await migrate(DATABASE_URL, fresh)
-      assert.deepEqual(again, { applied: [], alreadyApplied: [1, 2] })
+      assert.deepEqual(again, { applied: [], alreadyApplied: [1, 2, 3] })
     } finally {
       await dropSchema(fresh)
     }
@@ -269,5 +296,73 @@ describe('settings the README promises reach the routes', () => {
       assert.equal(r.statusCode, 400, `limit=${bad}`)
       assert.match(r.json<{ message: string }>().message, /querystring\/limit/)
     }
+  })
+})
+
+describe('usernames, rehash, paging', () => {
+  test('usernames are case-insensitive: "Admin" and "admin" are one user, who keeps the case it chose', async () => {
+    const token = await register('Admin')
+    const dup = await app.inject({ method: 'POST', url: '/users', ...json({ username: 'admin', password: 'another password' }) })
+    assert.equal(dup.statusCode, 409)
+    assert.equal(dup.json<{ code: string }>().code, 'USERNAME_TAKEN')
+    const other = await app.inject({ method: 'POST', url: '/login', ...json({ username: 'aDMIN', password: 'correct horse battery' }) })
+    assert.equal(other.statusCode, 200)
+    const who = await app.inject({ method: 'GET', url: '/whoami', headers: bearer(other.json<{ token: string }>().token) })
+    assert.equal(who.json<{ username: string }>().username, 'Admin')
+    assert.equal((await app.inject({ method: 'GET', url: '/whoami', headers: bearer(token) })).json<{ username: string }>().username, 'Admin')
+  })
+
+  test('migration 3 stops on existing names that differ only by case, naming them, and applies once they are resolved', async () => {
+    const fresh = isolation('case').schema
+    try {
+      assert.deepEqual((await migrate(DATABASE_URL, fresh, () => {}, 2)).applied, [1, 2])
+      await query(`INSERT INTO "${fresh}".users (username, password_hash) VALUES ('Bob', 'x'), ('carol', 'x'), ('bob', 'x'), ('BOB', 'x')`)
+      await assert.rejects(migrate(DATABASE_URL, fresh), /^error: usernames differing only by case: Bob \(id 1\), bob \(id 3\), BOB \(id 4\)$/m)
+      const still = await query<{ version: number }>(`SELECT version FROM "${fresh}".schema_migrations ORDER BY version`)
+      assert.deepEqual(still.map((r) => r.version), [1, 2], 'nothing half-applied')
+      await query(`UPDATE "${fresh}".users SET username = username || '_' || id WHERE id IN (3, 4)`)
+      assert.deepEqual(await migrate(DATABASE_URL, fresh), { applied: [3], alreadyApplied: [1, 2] })
+      await assert.rejects(query(`INSERT INTO "${fresh}".users (username, password_hash) VALUES ('CAROL', 'x')`), /users_username_lower_key/)
+    } finally {
+      await dropSchema(fresh)
+    }
+  })
+
+  test('a login against a hash with weaker scrypt parameters stores one at today\'s cost', async () => {
+    const old = await hashPassword('an old password', { N: 16384, r: 8, p: 1 })
+    await query(`INSERT INTO "${schema}".users (username, password_hash) VALUES ('legacy', $1)`, [old])
+    const login = await app.inject({ method: 'POST', url: '/login', ...json({ username: 'legacy', password: 'an old password' }) })
+    assert.equal(login.statusCode, 200)
+    const [row] = await query<{ password_hash: string }>(`SELECT password_hash FROM "${schema}".users WHERE username = 'legacy'`)
+    assert.match(row?.password_hash ?? '', /^scrypt\$131072\$8\$1\$/)
+    assert.notEqual(row?.password_hash, old)
+    assert.equal((await app.inject({ method: 'POST', url: '/login', ...json({ username: 'legacy', password: 'an old password' }) })).statusCode, 200)
+    assert.equal((await app.inject({ method: 'POST', url: '/login', ...json({ username: 'legacy', password: 'a wrong password' }) })).statusCode, 401)
+  })
+
+  test('GET /notes pages past 100 with a cursor: every note once, newest first, then nextCursor null', async () => {
+    const token = await register('writer')
+    const me = (await app.inject({ method: 'GET', url: '/whoami', headers: bearer(token) })).json<{ userId: number }>().userId
+    await query(`INSERT INTO "${schema}".notes (user_id, title) SELECT $1, 'note ' || g FROM generate_series(1, 230) g`, [me])
+    const ids: number[] = []
+    let cursor: number | null = null
+    const pages: number[] = []
+    do {
+      const r: Awaited<ReturnType<typeof app.inject>> = await app.inject({ method: 'GET', url: `/notes?limit=100${cursor === null ? '' : `&cursor=${cursor}`}`, headers: bearer(token) })
+      assert.equal(r.statusCode, 200, r.body)
+      const body = r.json<{ notes: Array<{ id: number }>, nextCursor: number | null }>()
+      pages.push(body.notes.length)
+      ids.push(...body.notes.map((n) => n.id))
+      cursor = body.nextCursor
+    } while (cursor !== null && pages.length < 10)
+    assert.deepEqual(pages, [100, 100, 30])
+    assert.equal(new Set(ids).size, 230)
+    assert.deepEqual(ids, [...ids].sort((a, b) => b - a), 'newest first across pages')
+    // Exactly a page left: no cursor to an empty page.
+    const exact = await app.inject({ method: 'GET', url: `/notes?limit=30&cursor=${ids[199] ?? 0}`, headers: bearer(token) })
+    assert.deepEqual({ n: exact.json<{ notes: unknown[] }>().notes.length, next: exact.json<{ nextCursor: unknown }>().nextCursor }, { n: 30, next: null })
+    const bad = await app.inject({ method: 'GET', url: '/notes?cursor=abc', headers: bearer(token) })
+    assert.equal(bad.statusCode, 400)
+    assert.match(bad.json<{ message: string }>().message, /querystring\/cursor must be integer/)
   })
 })

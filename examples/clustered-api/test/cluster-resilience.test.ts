@@ -123,6 +123,11 @@ test('redis unreachable: health 503 on both workers, then 200 again with the sam
   await redisProxy.cut()
   const downPids = await bothWorkersHealth(503)
   assert.deepEqual(downPids, pids)
+  // Why is in the log only: the public body is the fixed shape, without hosts, ports or error text.
+  const down = await request(port, 'GET', '/health')
+  assert.deepEqual(down.body, { status: 'degraded', checks: { postgres: { ok: true }, redis: { ok: false } } })
+  const detail = server.logs().find((l) => l['msg'] === 'health check failed' && l['dependency'] === 'redis')
+  assert.ok(detail !== undefined && typeof detail['err'] === 'string' && detail['err'] !== '', 'the reason is logged')
   const cart = await request<{ message: string, requestId: string }>(port, 'GET', '/cart', { token })
   assert.equal(cart.status, 503)
   assert.equal(cart.body.requestId, cart.headers['x-request-id'])

@@ -10,7 +10,7 @@ import { registerSupervisorMetrics, type PrimaryLike } from './supervisor-metric
 export interface ClusterMetricsOptions {
   /** Port of the primary's scrape endpoint. Default `METRICS_PORT` or 9091; 0 picks a free port. */
   port?: number
-  /** Address to listen on. Default `METRICS_HOST` or `'0.0.0.0'`. */
+  /** Address to listen on. Default `METRICS_HOST` or `'127.0.0.1'` (loopback: set `0.0.0.0` or the pod/host address to let Prometheus in). */
   host?: string
   /** Path of the scrape endpoint. Default `'/metrics'`. */
   path?: string
@@ -67,7 +67,9 @@ export function resolveClusterMetricsOptions (raw: unknown, env: NodeJS.ProcessE
     if (!Number.isInteger(n) || n < 0 || n > 65535) bad('port (from METRICS_PORT)', env.METRICS_PORT, 'an integer port 0-65535, or "off"')
     port = n
   }
-  let host = env.METRICS_HOST !== undefined && env.METRICS_HOST !== '' ? env.METRICS_HOST : '0.0.0.0'
+  // Loopback by default: the scrape shows pids, versions and per-route/per-status counts, which is not
+  // for the internet. Exposing it to Prometheus is a deliberate METRICS_HOST / `host`.
+  let host = env.METRICS_HOST !== undefined && env.METRICS_HOST !== '' ? env.METRICS_HOST : '127.0.0.1'
   if (o.host !== undefined) {
     if (typeof o.host !== 'string' || o.host.length === 0) bad('host', o.host, 'a non-empty host name or address')
     host = o.host

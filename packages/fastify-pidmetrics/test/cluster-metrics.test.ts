@@ -195,7 +195,9 @@ test('single-process and worker roles: nothing served; disabled by option or MET
   assert.equal(resolveClusterMetricsOptions({}, { METRICS_PORT: 'off' }).enabled, false)
   assert.equal(resolveClusterMetricsOptions({}, { METRICS_PORT: '9300' }).port, 9300)
   assert.equal(resolveClusterMetricsOptions({}, {}).port, 9091)
-  assert.equal(resolveClusterMetricsOptions({}, { METRICS_HOST: '127.0.0.1' }).host, '127.0.0.1')
+  assert.equal(resolveClusterMetricsOptions({}, {}).host, '127.0.0.1', 'loopback unless exposed on purpose')
+  assert.equal(resolveClusterMetricsOptions({}, { METRICS_HOST: '0.0.0.0' }).host, '0.0.0.0')
+  assert.equal(resolveClusterMetricsOptions({ host: '::' }, { METRICS_HOST: '0.0.0.0' }).host, '::')
 })
 
 /** An error with this `code` and a message matching `message`: both, never the text alone. */

@@ -3,7 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import pg from 'pg'
 import { tables } from '../db.js'
 import { withPg, withRedis } from '../errors.js'
-import { dummyHash, hashPassword, verifyPassword } from '../passwords.js'
+import { HashingBusyError, dummyHash, hashPassword, needsRehash, verifyPassword } from '../passwords.js'
 
 /** What the token carries: enough to serve a request on any worker without a lookup. */
 export interface TokenClaims {
@@ -73,7 +73,7 @@ export function authRoutes (app: FastifyInstance): void {
     }
   }, async (request, reply) => {
     const { username, password } = request.body
-    const hash = await hashPassword(password)
+    const hash = await app.hashing.run(() => hashPassword(password))
     try {
       const { rows } = await withPg(() => app.pg.query<{ id: string }>(
         `INSERT INTO ${t.users} (username, password_hash) VALUES ($1, $2) RETURNING id`, [username, hash]))
@@ -99,17 +99,34 @@ export function authRoutes (app: FastifyInstance): void {
     }
   }, async (request, reply) => {
     const { username, password } = request.body
-    const { rows } = await withPg(() => app.pg.query<{ id: string, password_hash: string }>(
-      `SELECT id, password_hash FROM ${t.users} WHERE username = $1`, [username]))
+    // Case-insensitive (migration 3's unique index on lower(username) serves this lookup).
+    const { rows } = await withPg(() => app.pg.query<{ id: string, username: string, password_hash: string }>(
+      `SELECT id, username, password_hash FROM ${t.users} WHERE lower(username) = lower($1)`, [username]))
     const user = rows[0]
-    const ok = await verifyPassword(password, user?.password_hash ?? dummyHash)
+    const ok = await app.hashing.run(() => verifyPassword(password, user?.password_hash ?? dummyHash))
     if (user === undefined || !ok) {
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', code: 'BAD_CREDENTIALS', message: 'wrong username or password', requestId: request.id })
     }
+    if (needsRehash(user.password_hash)) await rehash(request, user.id, user.password_hash, password)
     // jti lets one token be revoked without a server-side session: only revoked ids are stored.
-    const token = app.jwt.sign({ sub: String(user.id), username, jti: randomUUID() })
+    const token = app.jwt.sign({ sub: String(user.id), username: user.username, jti: randomUUID() })
     return { token, tokenType: 'Bearer', expiresIn: app.config.jwtExpiresIn }
   })
+
+  /**
+   * The stored hash predates today's parameters: the password is known right now, so store a hash at
+   * the current cost. Best effort: the login succeeds whether or not this does (queue full, Postgres
+   * away), and the next login tries again. Only replaces the exact hash it verified.
+   */
+  async function rehash (request: FastifyRequest, userId: string, old: string, password: string): Promise<void> {
+    try {
+      const fresh = await app.hashing.run(() => hashPassword(password))
+      await app.pg.query(`UPDATE ${t.users} SET password_hash = $1 WHERE id = $2 AND password_hash = $3`, [fresh, userId, old])
+      request.log.info({ userId }, 'password rehashed with the current scrypt parameters')
+    } catch (err) {
+      request.log.warn({ userId, err: err instanceof HashingBusyError ? err.message : err }, 'password rehash skipped, will retry at the next login')
+    }
+  }
 
   app.post('/logout', { preHandler: app.authenticate }, async (request, reply) => {
     const { jti, exp } = request.user

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify'
+import type { Result } from 'ioredis'
 import { withRedis } from '../errors.js'
 
 const cart = {
@@ -14,14 +15,51 @@ const cart = {
   }
 } as const
 
+const added = {
+  type: 'object',
+  properties: {
+    sku: { type: 'string' },
+    quantity: { type: 'integer' },
+    distinctItems: { type: 'integer' },
+    pid: { type: 'integer' },
+    workerId: { type: 'integer' }
+  }
+} as const
+
+/**
+ * Add to the cart only if the SKU is already in it or the cart holds fewer than the cap; refresh the
+ * idle expiry; return the SKU's new quantity and the number of distinct items (-1 as the quantity when
+ * full). One script, so the check and the add are atomic across workers (two workers adding the
+ * cap's last item at once cannot both pass), and one round trip instead of a MULTI and an HGETALL.
+ */
+const addScript = `
+local exists = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local n = redis.call('HLEN', KEYS[1])
+if exists == 0 and n >= tonumber(ARGV[3]) then return {-1, n} end
+local q = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+if exists == 0 then n = n + 1 end
+return {q, n}`
+
+declare module 'ioredis' {
+  interface RedisCommander<Context> {
+    /** {@link addScript}: [new quantity or -1 when full, distinct items]. */
+    cartAdd: (key: string, sku: string, quantity: number, max: number, ttl: number) => Result<[number, number], Context>
+  }
+}
+
 /**
  * A cart in Redis, one hash per user. Keeping it in a Map inside the worker would "work" with one
  * process and silently lose items with two: the next request usually lands on the other worker.
- * HINCRBY is atomic, so two workers adding at the same instant never lose an increment.
+ * HINCRBY is atomic, so two workers adding at the same instant never lose an increment. A cart holds
+ * at most CART_MAX_ITEMS distinct SKUs, so one user cannot grow a hash (and Redis' memory) without bound.
  */
 export function cartRoutes (app: FastifyInstance): void {
   const key = (userId: string): string => `cart:${userId}`
   const ttl = app.config.cartTtl
+  const max = app.config.cartMaxItems
+  // ioredis sends EVALSHA (EVAL the first time) and prefixes KEYS with REDIS_PREFIX like any command.
+  app.redis.defineCommand('cartAdd', { numberOfKeys: 1, lua: addScript })
 
   async function read (userId: string): Promise<{ items: Array<{ sku: string, quantity: number }>, totalQuantity: number, pid: number, workerId: number }> {
     const hash = await withRedis(() => app.redis.hgetall(key(userId)))
@@ -43,13 +81,17 @@ export function cartRoutes (app: FastifyInstance): void {
           quantity: { type: 'integer', minimum: 1, maximum: 1000, default: 1 }
         }
       },
-      response: { 200: cart }
+      response: { 200: added }
     }
-  }, async (request) => {
-    const k = key(request.user.sub)
-    // One round trip, applied atomically: add, then push the idle expiry forward.
-    await withRedis(() => app.redis.multi().hincrby(k, request.body.sku, request.body.quantity).expire(k, ttl).exec())
-    return read(request.user.sub)
+  }, async (request, reply) => {
+    const { sku, quantity } = request.body
+    const [total, distinct] = await withRedis(() => app.redis.cartAdd(key(request.user.sub), sku, quantity, max, ttl))
+    if (total === -1) {
+      return reply.code(409).send({
+        statusCode: 409, error: 'Conflict', code: 'CART_FULL', message: `the cart holds at most ${max} distinct items; remove one first`, requestId: request.id
+      })
+    }
+    return { sku, quantity: total, distinctItems: distinct, pid: process.pid, workerId: app.worker.workerId }
   })
 
   app.get('/cart', { preHandler: app.authenticate, schema: { response: { 200: cart } } }, async (request) => read(request.user.sub))

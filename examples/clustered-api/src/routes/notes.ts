@@ -49,20 +49,34 @@ export function notesRoutes (app: FastifyInstance): void {
     return reply.code(201).send(toNote(rows[0] as NoteRow))
   })
 
-  app.get<{ Querystring: { limit: number } }>('/notes', {
+  app.get<{ Querystring: { limit: number, cursor?: number } }>('/notes', {
     preHandler: app.authenticate,
     schema: {
       querystring: {
         type: 'object',
         additionalProperties: false,
-        properties: { limit: { type: 'integer', minimum: 1, maximum: 100, default: 50 } }
+        properties: {
+          limit: { type: 'integer', minimum: 1, maximum: 100, default: 50 },
+          // Keyset pagination: the nextCursor of the previous page (notes older than that id). Stable
+          // while notes are added or deleted, and an index range scan on (user_id, id DESC) at any depth.
+          cursor: { type: 'integer', minimum: 1, maximum: 9007199254740991 }
+        }
       },
-      response: { 200: { type: 'object', properties: { notes: { type: 'array', items: note } } } }
+      response: {
+        200: {
+          type: 'object',
+          properties: { notes: { type: 'array', items: note }, nextCursor: { type: ['integer', 'null'] } }
+        }
+      }
     }
   }, async (request) => {
+    const { limit, cursor } = request.query
+    // One row more than asked says whether there is a next page, without a count.
     const { rows } = await withPg(() => app.pg.query<NoteRow>(
-      `SELECT ${cols} FROM ${t.notes} WHERE user_id = $1 ORDER BY id DESC LIMIT $2`, [request.user.sub, request.query.limit]))
-    return { notes: rows.map(toNote) }
+      `SELECT ${cols} FROM ${t.notes} WHERE user_id = $1 AND ($2::bigint IS NULL OR id < $2) ORDER BY id DESC LIMIT $3`,
+      [request.user.sub, cursor ?? null, limit + 1]))
+    const page = rows.slice(0, limit).map(toNote)
+    return { notes: page, nextCursor: rows.length > limit ? (page[page.length - 1]?.id ?? null) : null }
   })
 
   app.get<{ Params: { id: number } }>('/notes/:id', {
