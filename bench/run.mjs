@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url'
 
 const here = fileURLToPath(new URL('.', import.meta.url))
 let failed = 0
-for (const [file, ...args] of [['cluster.mjs'], ['drain.mjs'], ['pidmetrics.mjs']]) {
+for (const [file, ...args] of [['cluster.mjs'], ['drain.mjs'], ['pidmetrics.mjs'], ['primary-rss.mjs']]) {
   console.log(`\n== bench/${file} ${args.join(' ')}`)
   const r = spawnSync(process.execPath, [`${here}${file}`, ...args], { stdio: 'inherit' })
   if (r.status !== 0) failed++

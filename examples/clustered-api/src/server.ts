@@ -1,93 +1,58 @@
 import cluster from 'node:cluster'
-import { randomBytes } from 'node:crypto'
-import { startClustered } from '@nclust/fastify-cluster'
-import { clusterMetrics } from '@nclust/fastify-pidmetrics'
-import { pino, type Logger } from 'pino'
-import { buildApp } from './app.js'
-import { ConfigError, loadConfig, poolSizePerWorker, type Config } from './config.js'
-import { migrate } from './db.js'
+import { fork } from 'node:child_process'
+import { startClustered, type ClusterOptions } from '@nclust/fastify-cluster'
+import type { Settings } from './preflight.js'
 
 /**
- * Entry point (`pnpm start`). This file runs in the primary AND in every forked worker:
- * - primary: validate the env, make sure every worker gets the same JWT secret, run the migrations
- *   once, then `startClustered` forks the workers and serves the cluster-wide /metrics;
- * - worker: validate the env again (it is the same env) and build the app; `startClustered` listens.
+ * The cluster entry (production and Kubernetes run `node dist/server.js`). It runs in the primary and,
+ * re-run by node:cluster, in every worker, but the app is given as a module (`app.js`, which exports
+ * `buildApp`) that only workers import: the primary stays lean. What the primary must do before
+ * forking (validate the env, share the JWT secret, migrate) runs in a short-lived child, preflight.js.
  */
-function configOrExit (): Config {
-  try {
-    return loadConfig()
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`${err.message}\nSee examples/clustered-api/README.md for every variable.`)
-      process.exit(1)
-    }
-    throw err
+async function primarySettings (): Promise<Settings> {
+  const child = fork(new URL('./preflight.js', import.meta.url), { stdio: 'inherit' })
+  let settings: Settings | undefined
+  child.on('message', (m) => { settings = m as Settings })
+  const code = await new Promise<number>((resolve) => child.on('exit', (c, signal) => resolve(c ?? (signal !== null ? 1 : 0))))
+  // preflight printed why (a bad variable, Postgres unreachable): exit with its code, nothing forked.
+  if (code !== 0 || settings === undefined) process.exit(code === 0 ? 1 : code)
+  if (settings.generatedJwtSecret !== undefined) {
+    // node:cluster copies the primary's env into every worker it forks, replacements included.
+    process.env['JWT_SECRET'] = settings.generatedJwtSecret
   }
+  return settings
 }
 
-let config = configOrExit()
-
-// `startClustered` decides the role, but the primary can already be told apart here: it is the
-// process that was not forked by node:cluster (in single mode, WORKER_COUNT=1, it is the only one).
-if (cluster.isPrimary) {
-  const log = pino({ level: config.logLevel }).child({ role: 'primary' })
-  config = ensureSharedJwtSecret(config, log)
-  await migrateOrExit(config, log)
-  log.info({ workers: config.workers, poolPerWorker: poolSizePerWorker(config.pgPoolTotal, config.workers), pgPoolTotal: config.pgPoolTotal },
-    config.workers === 1 ? 'starting in single-process mode' : 'starting workers')
+/** In a worker the env was validated by the primary's preflight; read the same settings from it. */
+async function workerSettings (): Promise<Settings> {
+  const { loadConfig } = await import('./config.js')
+  return loadConfig()
 }
 
-const handle = await startClustered((ctx) => buildApp(ctx, config), {
-  workers: config.workers,
-  port: config.port,
-  host: config.host,
-  shutdownTimeout: config.shutdownTimeout,
+const settings = cluster.isPrimary ? await primarySettings() : await workerSettings()
+const options: ClusterOptions = {
+  workers: settings.workers,
+  port: settings.port,
+  host: settings.host,
+  shutdownTimeout: settings.shutdownTimeout,
+  logger: { level: settings.logLevel },
   // On shutdown each worker first keeps serving for DRAIN_DELAY with /health already 503, so a load
   // balancer probing it takes it out of rotation before its listener closes.
-  drain: { delay: config.drainDelay }
-})
+  drain: { delay: settings.drainDelay }
+}
+const handle = await startClustered(new URL('./app.js', import.meta.url), options)
 
 // The cluster-wide scrape: the primary asks every worker over IPC and serves one exposition with a
 // pid/worker label per series on METRICS_PORT (closed by the cluster's shutdown). In a worker or in
 // single mode it serves nothing: each worker's own /metrics on the app port is the target then.
 // Failing to serve it (port taken) is logged loudly but does not take the API down with it.
-try {
-  const metrics = await clusterMetrics(handle, config.metricsPort === null
-    ? { enabled: false }
-    : { port: config.metricsPort, host: config.metricsHost })
-  if (metrics.enabled) {
-    pino({ level: config.logLevel }).child({ role: 'primary' }).info({ url: metrics.url }, 'cluster metrics listening')
-  }
-} catch (err) {
-  pino({ level: config.logLevel }).child({ role: 'primary' }).error({ err, port: config.metricsPort },
-    'cluster metrics NOT served (is METRICS_PORT taken?); the API and each worker\'s /metrics keep running')
-}
-
-/**
- * Every worker must sign and verify with the same secret, or a token issued by worker 0 is refused
- * by worker 1. Without JWT_SECRET (allowed outside production only) the primary generates one and puts
- * it in its own environment, which node:cluster copies into every worker it forks, replacements included.
- */
-function ensureSharedJwtSecret (cfg: Config, log: Logger): Config {
-  if (cfg.jwtSecret !== undefined) return cfg
-  const secret = randomBytes(32).toString('hex')
-  process.env['JWT_SECRET'] = secret
-  log.warn('JWT_SECRET is not set: generated a random development secret shared by all workers. ' +
-    'Tokens will not survive a restart; set JWT_SECRET (NODE_ENV=production refuses to start without it).')
-  return { ...cfg, jwtSecret: secret }
-}
-
-/**
- * Migrations run here, in the primary, before any worker exists: once per start whatever the worker
- * count, never again when a crashed worker is replaced, and a failure stops the start before
- * anything listens. The advisory lock inside `migrate` covers several machines starting at once.
- */
-async function migrateOrExit (cfg: Config, log: Logger): Promise<void> {
+if (handle.role === 'primary' && settings.metricsPort !== null) {
+  const log = handle.logger
   try {
-    const result = await migrate(cfg.databaseUrl, cfg.pgSchema, (msg) => log.info(msg))
-    log.info({ schema: cfg.pgSchema, ...result }, 'migrations done')
+    const { clusterMetrics } = await import('@nclust/fastify-pidmetrics/cluster')
+    const metrics = await clusterMetrics(handle, { port: settings.metricsPort, host: settings.metricsHost })
+    log.info({ url: metrics.url }, 'cluster metrics listening')
   } catch (err) {
-    log.fatal({ err }, 'migrations failed: is Postgres reachable at DATABASE_URL?')
-    process.exit(1)
+    log.error({ err, port: settings.metricsPort }, 'cluster metrics NOT served (is METRICS_PORT taken?); the API and each worker\'s /metrics keep running')
   }
 }

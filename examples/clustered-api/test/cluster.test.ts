@@ -46,11 +46,22 @@ after(async () => {
   assert.equal(code, 0, 'graceful shutdown exits 0')
 })
 
-test('migrations ran once, in the primary, with 2 workers starting at once', async () => {
+test('migrations ran once, before any worker, in the primary\'s short-lived preflight process', async () => {
   const rows = await query<{ version: number, applied_by_pid: number }>(`SELECT version, applied_by_pid FROM "${schema}".schema_migrations ORDER BY version`)
   assert.deepEqual(rows.map((r) => r.version), [1, 2])
-  for (const r of rows) assert.equal(r.applied_by_pid, server.pid, 'applied by the primary process')
-  const applied = server.logs().filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('applied migration'))
+  const logs = server.logs()
+  const done = logs.filter((l) => l['msg'] === 'migrations done')
+  assert.equal(done.length, 1, 'one preflight ran the migrations')
+  const preflightPid = done[0]?.['pid']
+  assert.equal(done[0]?.['role'], 'preflight')
+  for (const r of rows) assert.equal(r.applied_by_pid, preflightPid, 'applied by the preflight process')
+  assert.notEqual(preflightPid, server.pid, 'not in the primary: it never loads pg')
+  const workerPids = logs.filter((l) => l['msg'] === 'worker forked').map((l) => l['workerPid'])
+  assert.equal(workerPids.length, 2)
+  assert.ok(!workerPids.includes(preflightPid), 'not in a worker')
+  const firstFork = logs.findIndex((l) => l['msg'] === 'worker forked')
+  assert.ok(logs.findIndex((l) => l['msg'] === 'migrations done') < firstFork, 'done before the first fork')
+  const applied = logs.filter((l) => typeof l['msg'] === 'string' && (l['msg'] as string).startsWith('applied migration'))
   assert.equal(applied.length, 2)
 })
 

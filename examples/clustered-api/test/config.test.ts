@@ -83,7 +83,7 @@ test('the server refuses to start on a bad env, naming each bad variable, before
   assert.equal(bad.status, 1)
   assert.match(bad.stderr, /PORT must be integer \(got "http"\)/)
   assert.match(bad.stderr, /RATE_LIMIT_MAX must be >= 1/)
-  // Postgres unreachable at start: the primary's migrations fail, nothing is forked, exit 1.
+  // Postgres unreachable at start: the preflight's migrations fail, nothing is forked, exit 1.
   const noDb = spawnSync(process.execPath, [server], {
     env: { PATH: process.env['PATH'] ?? '', DATABASE_URL: 'postgres://postgres@127.0.0.1:1/none', WORKER_COUNT: '2', LOG_LEVEL: 'info' },
     encoding: 'utf8',

@@ -2,11 +2,13 @@ import cluster from 'node:cluster'
 import type { BuildApp, ClusterHandle } from './types.js'
 import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
 import { errors } from './errors.js'
+import { WORKER_ENV } from './messages.js'
+import { resolveAppModule, type AppSource } from './app-module.js'
 import { startSupervisor } from './primary/supervisor.js'
-import { runWorker, WORKER_ENV } from './worker/worker.js'
-import { runSingle } from './single.js'
 
 export type * from './types.js'
+export type { AppSource } from './app-module.js'
+export type { LogFormat } from './logger.js'
 export type { ClusterOptions, ResolvedOptions } from './options.js'
 export type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
 export type { NclustMessage, WorkerToPrimary, PrimaryToWorker } from './messages.js'
@@ -15,28 +17,57 @@ export { errors } from './errors.js'
 export { onPrimaryRequest, currentWorker } from './worker/channel.js'
 
 /**
- * Run `buildApp` on every core. One entry script, three roles:
+ * Run a Fastify app on every core. One entry script, three roles:
  * - primary (`workers > 1`, not a worker): forks and supervises workers, never builds the app; returns a {@link PrimaryHandle};
  * - worker (forked by the primary): builds the app, listens, reports ready; returns a {@link WorkerHandle};
  * - single (`workers: 1` / `WORKER_COUNT=1`): builds and serves in this process, no fork; returns a {@link SingleHandle}.
+ *
+ * `app` is either a `buildApp(ctx)` function, or the app as a module (`new URL('./app.js',
+ * import.meta.url)`, or a path relative to the working directory): a fastify-cli style plugin module
+ * or one that exports `buildApp`. A module is imported only by workers, so the primary stays lean;
+ * a function means the primary has imported whatever the entry script imports.
  *
  * Invalid options or env vars end the process before anything is forked: one line on stderr
  * naming the option or variable, the bad value and what is allowed, and exit code 1. Call
  * {@link resolveOptions} first to validate without exiting.
  */
-export async function startClustered (buildApp: BuildApp, options: ClusterOptions = {}): Promise<ClusterHandle> {
+export async function startClustered (app: AppSource, options: ClusterOptions = {}): Promise<ClusterHandle> {
   let resolved: ResolvedOptions
+  let moduleUrl: URL | undefined
   try {
-    if (typeof buildApp !== 'function') {
-      throw new errors.NCLUST_INVALID_OPTION(`invalid buildApp: got ${typeof buildApp}, expected a function (ctx) => FastifyInstance`)
+    if (typeof app === 'string' || app instanceof URL) moduleUrl = resolveAppModule(app)
+    else if (typeof app !== 'function') {
+      throw new errors.NCLUST_INVALID_OPTION(`invalid app: got ${app === null ? 'null' : typeof app}, expected a function (ctx) => FastifyInstance, a module path or a file: URL`)
     }
     resolved = resolveOptions(options)
   } catch (err) {
-    const e = err as Error & { code?: string }
-    process.stderr.write(`nclust: ${e.code ?? 'Error'}: ${e.message}\n`)
-    process.exit(1)
+    exitWithOneLine(err)
   }
-  if (cluster.isWorker && process.env[WORKER_ENV.id] !== undefined) return await runWorker(buildApp, resolved)
-  if (resolved.workers === 1) return await runSingle(buildApp, resolved)
-  return startSupervisor(resolved)
+  const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
+  if (role === 'primary') return startSupervisor(resolved)
+
+  // Worker and single mode only: the app, the drain and Fastify are never loaded by the primary.
+  // A module is imported as part of building the app, so an import error or a module of the wrong
+  // shape is a failed start like any other: reported to the primary with its stack.
+  const buildApp: BuildApp = moduleUrl === undefined ? app as BuildApp : fromModule(moduleUrl)
+  if (role === 'worker') {
+    const { runWorker } = await import('./worker/worker.js')
+    return await runWorker(buildApp, resolved)
+  }
+  const { runSingle } = await import('./single.js')
+  return await runSingle(buildApp, resolved)
+}
+
+function fromModule (url: URL): BuildApp {
+  return async (ctx) => {
+    const { loadAppModule } = await import('./app-module.js')
+    return await (await loadAppModule(url))(ctx)
+  }
+}
+
+/** Validation errors: one line on stderr and exit 1 (a top-level await rejection would print a stack). */
+function exitWithOneLine (err: unknown): never {
+  const e = err as Error & { code?: string }
+  process.stderr.write(`nclust: ${e.code ?? 'Error'}: ${e.message}\n`)
+  process.exit(1)
 }

@@ -6,6 +6,13 @@
  * union. Request/reply is correlated by `id`; the primary times out each request on its own.
  */
 
+/** Env vars the primary sets on each fork (and nobody else should). Here so the primary need not import the worker's modules. */
+export const WORKER_ENV = {
+  id: 'NCLUST_WORKER_ID',
+  generation: 'NCLUST_GENERATION',
+  workers: 'NCLUST_WORKERS'
+} as const
+
 /** Worker → primary: the app is built and listening. */
 export interface ReadyMessage {
   nclust: 1

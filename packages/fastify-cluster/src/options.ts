@@ -2,6 +2,7 @@ import { availableParallelism } from 'node:os'
 import type { LoggerOptions, Logger } from 'pino'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
 import { errors } from './errors.js'
+import { logFormat, type LogFormat } from './logger.js'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
 export interface ClusterOptions {
@@ -43,7 +44,10 @@ export interface ClusterOptions {
    * `true` (default) uses a drain deadline a little below `shutdownTimeout`; an object is passed to the plugin; `false` opts out.
    */
   drain?: boolean | Record<string, unknown>
-  /** A pino logger, pino options, or `false` for silence. Default: pino at `LOG_LEVEL` (info). */
+  /**
+   * A pino logger, pino options, or `false` for silence. Default: pino at `LOG_LEVEL` (info), human-readable
+   * lines (pino-pretty) when stdout is a terminal and JSON otherwise; `NCLUST_LOG_FORMAT=pretty|json` forces either.
+   */
   logger?: Logger | LoggerOptions | false
   /** Install SIGTERM/SIGINT handlers (default true). Tests and embedders may drive `close()` themselves. */
   handleSignals?: boolean
@@ -67,6 +71,8 @@ export interface ResolvedOptions {
   crashLoop: CrashLoopPolicy
   drain: false | Record<string, unknown>
   logger: Logger | LoggerOptions | false | undefined
+  /** How loggers built from options print: `pretty` on a terminal, `json` otherwise (env `NCLUST_LOG_FORMAT`). */
+  logFormat: LogFormat
   handleSignals: boolean
 }
 
@@ -91,7 +97,7 @@ export const OPTION_TABLE = [
   { option: 'restartBackoff', env: null, default: '{ initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 }', allowed: 'an object of non-negative integers (factor >= 1)' },
   { option: 'crashLoop', env: null, default: '{ maxFailures: 10, window: 60000 }', allowed: 'an object of positive integers' },
   { option: 'drain', env: null, default: 'true', allowed: 'true, false or @nclust/fastify-drain options' },
-  { option: 'logger', env: 'LOG_LEVEL (level only)', default: 'pino at level info', allowed: 'a pino logger, pino options or false' },
+  { option: 'logger', env: 'LOG_LEVEL (level), NCLUST_LOG_FORMAT (pretty or json)', default: 'pino at level info; pretty on a terminal, JSON otherwise', allowed: 'a pino logger, pino options or false' },
   { option: 'handleSignals', env: null, default: 'true', allowed: 'a boolean' },
   { option: 'env', env: null, default: 'process.env', allowed: 'an object of strings' }
 ] as const
@@ -220,6 +226,11 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     throw invalid('env LOG_LEVEL', env.LOG_LEVEL, 'one of fatal, error, warn, info, debug, trace, silent')
   }
 
+  const format = env.NCLUST_LOG_FORMAT
+  if (format !== undefined && format !== '' && format !== 'pretty' && format !== 'json') {
+    throw invalid('env NCLUST_LOG_FORMAT', format, 'pretty or json')
+  }
+
   return {
     workers,
     port,
@@ -236,6 +247,7 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     crashLoop,
     drain,
     logger: logger ?? (env.LOG_LEVEL ? { level: env.LOG_LEVEL } : undefined),
+    logFormat: logFormat(env),
     handleSignals: options.handleSignals ?? true
   }
 }

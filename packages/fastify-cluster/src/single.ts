@@ -11,7 +11,7 @@ import { buildAndListen, createLifecycle, installFatalHandlers } from './worker/
  * orchestrator does the restarting and the scaling.
  */
 export async function runSingle (buildApp: BuildApp, options: ResolvedOptions): Promise<SingleHandle> {
-  const log = createLogger(options.logger, 'single').child({ workerId: 0 })
+  const log = createLogger(options.logger, 'single', options.logFormat).child({ workerId: 0 })
   const context: WorkerContext = { workerId: 0, workers: 1, generation: 0, single: true, logger: log }
   setCurrentWorker(context)
 

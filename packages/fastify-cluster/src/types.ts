@@ -111,6 +111,8 @@ export type RequestResult<T> =
 /** Returned by `startClustered` in the primary. */
 export interface PrimaryHandle {
   role: 'primary'
+  /** The primary's own pino logger (`role: "primary"`), for the entry script's lines. */
+  readonly logger: Logger
   /** Desired worker count (follows `scale()`). */
   readonly size: number
   /** Supervisor events; every slot transition is also a `state` event. */

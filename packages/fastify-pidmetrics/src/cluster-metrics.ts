@@ -1,6 +1,6 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { collectDefaultMetrics, Registry } from 'prom-client'
+import { collectPrimaryMetrics, Registry } from './prom.js'
 import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
 import { ClusterMerger, formatFamilies, type Family, type ScrapeResult } from './merge.js'
 import { RateWindow } from './imbalance.js'
@@ -131,7 +131,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
   if (opts.primaryMetrics) {
     processRegistry = new Registry()
     processRegistry.setDefaultLabels({ pid: String(process.pid), worker: 'primary' })
-    collectDefaultMetrics({ register: processRegistry })
+    collectPrimaryMetrics(processRegistry)
   }
   const merger = new ClusterMerger(() => Array.from({ length: h.size }, (_, i) => i))
   const window = new RateWindow(opts.imbalanceWindow)

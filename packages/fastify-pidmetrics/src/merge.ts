@@ -1,4 +1,4 @@
-import { Registry } from 'prom-client'
+import { Registry } from './prom.js'
 import type { WorkerScrape } from './plugin.js'
 
 export type Labels = Record<string, string | number>

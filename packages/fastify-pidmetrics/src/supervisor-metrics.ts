@@ -1,6 +1,6 @@
 import { constants } from 'node:os'
 import type { EventEmitter } from 'node:events'
-import { Counter, Gauge, type Registry } from 'prom-client'
+import { Counter, Gauge, type Registry } from './prom.js'
 import type { SlotStatus } from './merge.js'
 import type { Spread } from './imbalance.js'
 

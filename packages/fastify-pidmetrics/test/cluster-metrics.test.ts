@@ -43,7 +43,11 @@ test('the primary serves one scrape over HTTP; a slow worker is reported, not wa
   assert.equal(sumOf(s.get('nclust_workers_desired')), 2)
   assert.equal(sumOf(s.get('nclust_workers_ready')), 2)
   // The primary's own process metrics, labelled worker="primary".
-  assert.equal((s.get('process_cpu_user_seconds_total') ?? []).filter((x) => x.labels.worker === 'primary' && x.labels.pid === String(process.pid)).length, 1)
+  for (const name of ['process_cpu_user_seconds_total', 'process_cpu_system_seconds_total', 'process_cpu_seconds_total', 'process_resident_memory_bytes', 'process_start_time_seconds', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_used_bytes', 'nodejs_version_info']) {
+    assert.equal((s.get(name) ?? []).filter((x) => x.labels.worker === 'primary' && x.labels.pid === String(process.pid)).length, 1, name)
+  }
+  const cpu = (n: string): number => sumOf(s.get(n), (l) => l.worker === 'primary')
+  assert.ok(Math.abs(cpu('process_cpu_seconds_total') - cpu('process_cpu_user_seconds_total') - cpu('process_cpu_system_seconds_total')) < 1e-6, 'total = user + system')
 
   // Worker 1 blocks for 3 s: the scrape returns after ~timeout, worker 1 down, its counters still there.
   const slow = primary.fleet[1]

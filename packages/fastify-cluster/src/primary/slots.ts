@@ -5,8 +5,7 @@ import type { ExitReason, ShutdownEvent, SupervisorEvents, WorkerState } from '.
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
 import { errors } from '../errors.js'
-import { isWorkerMessage, message, type HeartbeatMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
-import { WORKER_ENV } from '../worker/worker.js'
+import { isWorkerMessage, message, WORKER_ENV, type HeartbeatMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
 import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } from './backoff.js'
 import { requestLimit, startGivesUp, type RssHold } from './policy.js'
 
@@ -110,7 +109,7 @@ export interface SlotMachine {
 }
 
 export function createSlotMachine (options: ResolvedOptions, now: () => number = Date.now): SlotMachine {
-  const root = createLogger(options.logger, 'primary')
+  const root = createLogger(options.logger, 'primary', options.logFormat)
   const log = root.child({ workerId: null })
   const events = new EventEmitter<SupervisorEvents>()
   const procs = new Map<number, Proc>()

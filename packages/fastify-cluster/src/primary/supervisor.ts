@@ -58,6 +58,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
 
   return {
     role: 'primary',
+    logger: log,
     get size () { return replacer.desired },
     events: m.events,
     workers (): WorkerInfo[] {

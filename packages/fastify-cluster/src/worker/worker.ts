@@ -4,17 +4,10 @@ import { Worker as Thread } from 'node:worker_threads'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
-import { FLUSH_CHANNEL, isPrimaryMessage, message, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
+import { FLUSH_CHANNEL, isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
 import { probeSocketPath, reportDirectory } from '../probe.js'
 import { installChannel, setCurrentWorker } from './channel.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
-
-/** Env vars the primary sets on each fork (and nobody else should). */
-export const WORKER_ENV = {
-  id: 'NCLUST_WORKER_ID',
-  generation: 'NCLUST_GENERATION',
-  workers: 'NCLUST_WORKERS'
-} as const
 
 function envInt (name: string): number {
   const n = Number(process.env[name])
@@ -30,7 +23,7 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   const workerId = envInt(WORKER_ENV.id)
   const generation = envInt(WORKER_ENV.generation)
   const workers = envInt(WORKER_ENV.workers)
-  const log = createLogger(options.logger, 'worker').child({ workerId })
+  const log = createLogger(options.logger, 'worker', options.logFormat).child({ workerId })
   const context: WorkerContext = { workerId, workers, generation, single: false, logger: log }
   setCurrentWorker(context)
   installChannel()
