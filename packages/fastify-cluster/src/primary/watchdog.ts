@@ -17,6 +17,8 @@ export const PROBE_TIMEOUT = 5000
 export function startWatchdog (m: SlotMachine): { stop: () => void } {
   const { heartbeatTimeout, heartbeatInterval } = m.options
   if (heartbeatTimeout === 0) return { stop () {} }
+  // A worker that dies without running its exit handlers (kill -9, a crash in native code) leaves its probe socket behind.
+  m.events.on('worker-exit', (e) => { if (e.signal !== null) { try { unlinkSync(probeSocketPath(e.pid)) } catch {} } })
   const timer = setInterval(() => {
     const at = m.now()
     for (const proc of m.procs.values()) {
@@ -46,7 +48,6 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
       workerId: proc.slot.id, pid: proc.pid, silentMs, frames: reply.frames, ...(reply.report !== undefined ? { report: reply.report } : {})
     })
     proc.worker.process.kill('SIGKILL')
-    try { unlinkSync(probeSocketPath(proc.pid)) } catch {}
   }
 }
 
