@@ -32,6 +32,7 @@ const distDir = dirname(fileURLToPath(import.meta.url))
 const clusterEntry = join(distDir, 'server.js')
 const stateDir = resolve(process.env['NCLUST_DEV_DIR'] ?? join(distDir, '..', '.nclust'))
 const stateFile = join(stateDir, 'launcher.json')
+const dataDir = join(stateDir, 'pg')
 
 /** What this launcher started, by pid, written to launcher.json so a later launcher can clean up after a kill -9. */
 interface State { launcher: number, cluster?: number, redis?: number, postgres?: number }
@@ -75,26 +76,30 @@ function checkEnv (): Config {
   return config
 }
 
-/** Stop what an earlier launcher (killed with -9, crashed) left running, so its ports and files are free. */
+/**
+ * Stop what an earlier launcher (killed with -9, crashed) left running, in the usual order (cluster,
+ * redis, postgres), so its ports and files are free. Runs before the probes, or an orphan of ours
+ * would be taken for "a local server".
+ */
 async function cleanupEarlier (): Promise<void> {
-  if (!existsSync(stateFile)) return
   let prev: Partial<State> = {}
   try { prev = JSON.parse(readFileSync(stateFile, 'utf8')) as Partial<State> } catch {}
   if (prev.launcher !== undefined && prev.launcher !== process.pid && isAlive(prev.launcher) && commandOf(prev.launcher).includes('dev.js')) {
     throw new DevError(`another dev launcher (pid ${prev.launcher}) runs with ${show(stateDir)}: stop it first (kill ${prev.launcher})`)
   }
-  const orphans: Array<[string, number | undefined, string, NodeJS.Signals]> = [
-    ['cluster', prev.cluster, clusterEntry, 'SIGTERM'],
-    ['redis', prev.redis, 'redis-server', 'SIGTERM']
+  const orphans: Array<[string, number | undefined, string]> = [
+    ['cluster', prev.cluster, clusterEntry],
+    ['redis', prev.redis, 'redis-server']
   ]
-  for (const [name, pid, marker, signal] of orphans) {
+  for (const [name, pid, marker] of orphans) {
     if (pid === undefined || !isAlive(pid) || !commandOf(pid).includes(marker)) continue
     const t = Date.now()
     process.stdout.write(`${name}: stopping the one an earlier launcher left running (pid ${pid})...`)
-    const clean = await stopPid(pid, signal, 40000)
+    const clean = await stopPid(pid, 'SIGTERM', 40000)
     say(clean ? ` stopped in ${since(t)}` : ' killed (SIGKILL)')
   }
-  // Postgres: its own postmaster.pid says whether it still runs (see clearStale).
+  // Postgres whatever launcher.json says: its own postmaster.pid tells whether it still runs.
+  if (existsSync(join(dataDir, 'PG_VERSION'))) await clearStale(dataDir, say)
   rmSync(stateFile, { force: true })
 }
 
@@ -103,8 +108,6 @@ async function resolvePostgres (plan: PgPlan): Promise<string> {
   const bins = await loadBinaries()
   const runAs = await unprivilegedUser(stateDir, bins)
   if (runAs !== undefined) say(`postgres: running as root, which Postgres refuses: its binaries run as the unprivileged user "${runAs.name}"${runAs.created ? ' (created now)' : ''}`)
-  const dataDir = join(stateDir, 'pg')
-  if (existsSync(dataDir)) await clearStale(dataDir, say)
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     const t = Date.now()
     process.stdout.write(`postgres: creating the data folder ${show(dataDir)} (initdb, first start only)...`)
