@@ -31,6 +31,10 @@ export interface Config {
   rateLimitMax: number
   /** Rate-limit window in milliseconds. */
   rateLimitWindow: number
+  /** Failed logins allowed per username, per address, and their window (ms), across all workers. */
+  loginFailuresPerUser: number
+  loginFailuresPerAddress: number
+  loginFailureWindow: number
   /** Largest accepted request body in bytes; bigger ones get 413. */
   bodyLimit: number
   /** Timeout of each /health dependency check in milliseconds. */
@@ -65,6 +69,9 @@ const schema = {
     JWT_EXPIRES_IN: { type: 'integer', minimum: 1, maximum: 2592000, default: 3600 },
     RATE_LIMIT_MAX: { type: 'integer', minimum: 1, default: 300 },
     RATE_LIMIT_WINDOW: { type: 'integer', minimum: 100, default: 60000 },
+    LOGIN_FAILURES_PER_USER: { type: 'integer', minimum: 1, default: 10 },
+    LOGIN_FAILURES_PER_ADDRESS: { type: 'integer', minimum: 1, default: 50 },
+    LOGIN_FAILURE_WINDOW: { type: 'integer', minimum: 1000, default: 900000 },
     BODY_LIMIT: { type: 'integer', minimum: 1024, maximum: 10485760, default: 16384 },
     HEALTH_TIMEOUT: { type: 'integer', minimum: 50, maximum: 30000, default: 1000 },
     CART_TTL: { type: 'integer', minimum: 1, default: 86400 },
@@ -96,6 +103,9 @@ interface RawEnv {
   JWT_EXPIRES_IN: number
   RATE_LIMIT_MAX: number
   RATE_LIMIT_WINDOW: number
+  LOGIN_FAILURES_PER_USER: number
+  LOGIN_FAILURES_PER_ADDRESS: number
+  LOGIN_FAILURE_WINDOW: number
   BODY_LIMIT: number
   HEALTH_TIMEOUT: number
   CART_TTL: number
@@ -166,6 +176,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     jwtExpiresIn: raw.JWT_EXPIRES_IN,
     rateLimitMax: raw.RATE_LIMIT_MAX,
     rateLimitWindow: raw.RATE_LIMIT_WINDOW,
+    loginFailuresPerUser: raw.LOGIN_FAILURES_PER_USER,
+    loginFailuresPerAddress: raw.LOGIN_FAILURES_PER_ADDRESS,
+    loginFailureWindow: raw.LOGIN_FAILURE_WINDOW,
     bodyLimit: raw.BODY_LIMIT,
     healthTimeout: raw.HEALTH_TIMEOUT,
     cartTtl: raw.CART_TTL,
