@@ -41,7 +41,11 @@ const stops: Array<{ name: string, pid: number, stop: () => Promise<boolean> }> 
 let cluster: ChildProcess | undefined
 let stopping = false
 
-const say = (line: string): void => { process.stdout.write(line + '\n') }
+/** Progress: begin() opens a line ("postgres: starting..."), end() completes it, say() prints a whole one. */
+let lineOpen = false
+const begin = (text: string): void => { process.stdout.write(text); lineOpen = true }
+const end = (text: string): void => { process.stdout.write(text + '\n'); lineOpen = false }
+const say = (line: string): void => { process.stdout.write((lineOpen ? '\n' : '') + line + '\n'); lineOpen = false }
 const show = (path: string): string => { const r = relative(process.cwd(), path); return r.startsWith('..') ? path : r }
 let ownsState = false
 const saveState = (): void => { writeFileSync(stateFile, JSON.stringify(state) + '\n'); ownsState = true }
@@ -94,9 +98,9 @@ async function cleanupEarlier (): Promise<void> {
   for (const [name, pid, marker] of orphans) {
     if (pid === undefined || !isAlive(pid) || !commandOf(pid).includes(marker)) continue
     const t = Date.now()
-    process.stdout.write(`${name}: stopping the one an earlier launcher left running (pid ${pid})...`)
+    begin(`${name}: stopping the one an earlier launcher left running (pid ${pid})...`)
     const clean = await stopPid(pid, 'SIGTERM', 40000)
-    say(clean ? ` stopped in ${since(t)}` : ' killed (SIGKILL)')
+    end(clean ? ` stopped in ${since(t)}` : ' killed (SIGKILL)')
   }
   // Postgres whatever launcher.json says: its own postmaster.pid tells whether it still runs.
   if (existsSync(join(dataDir, 'PG_VERSION'))) await clearStale(dataDir, say)
@@ -110,19 +114,20 @@ async function resolvePostgres (plan: PgPlan): Promise<string> {
   if (runAs !== undefined) say(`postgres: running as root, which Postgres refuses: its binaries run as the unprivileged user "${runAs.name}"${runAs.created ? ' (created now)' : ''}`)
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     const t = Date.now()
-    process.stdout.write(`postgres: creating the data folder ${show(dataDir)} (initdb, first start only)...`)
+    begin(`postgres: creating the data folder ${show(dataDir)} (initdb, first start only)...`)
     await initialise(bins, stateDir, dataDir, runAs)
-    say(` done in ${since(t)}`)
+    end(` done in ${since(t)}`)
   }
   const port = await portOrFree(plan.port)
   const t = Date.now()
-  process.stdout.write(`postgres: starting (embedded, ${show(dataDir)}, 127.0.0.1:${port})...`)
+  begin(`postgres: starting (embedded, ${show(dataDir)}, 127.0.0.1:${port})...`)
   const pgServer = await startPostgres(bins, stateDir, dataDir, port, runAs, (pid) => {
     state.postgres = pid
     saveState()
-    stops.push({ name: 'postgres', pid, stop: async () => await pgServer.stop() })
+    // Stopped by pid: a signal may arrive before startPostgres resolves.
+    stops.push({ name: 'postgres', pid, stop: async () => await stopPid(pid, 'SIGINT', 30000) })
   })
-  say(` ready in ${since(t)} (pid ${pgServer.pid})`)
+  end(` ready in ${since(t)} (pid ${pgServer.pid})`)
   return pgServer.url
 }
 
@@ -130,13 +135,13 @@ async function resolveRedis (plan: RedisPlan): Promise<string> {
   if (plan.kind !== 'embedded') return plan.url
   const port = await portOrFree(plan.port)
   const t = Date.now()
-  process.stdout.write(`redis: starting (${plan.bin}, ${show(join(stateDir, 'redis'))}, 127.0.0.1:${port})...`)
+  begin(`redis: starting (${plan.bin}, ${show(join(stateDir, 'redis'))}, 127.0.0.1:${port})...`)
   const server = await startRedis(plan.bin, stateDir, port, (pid) => {
     state.redis = pid
     saveState()
-    stops.unshift({ name: 'redis', pid, stop: async () => await server.stop() })
+    stops.unshift({ name: 'redis', pid, stop: async () => await stopPid(pid, 'SIGTERM', 30000) })
   })
-  say(` ready in ${since(t)} (pid ${server.pid})`)
+  end(` ready in ${since(t)} (pid ${server.pid})`)
   return server.url
 }
 
@@ -273,9 +278,9 @@ async function shutdown (code: number): Promise<void> {
   }
   for (const s of stops) {
     const t = Date.now()
-    process.stdout.write(`stopping: ${s.name} (pid ${s.pid})...`)
+    begin(`stopping: ${s.name} (pid ${s.pid})...`)
     const clean = await s.stop()
-    say(clean ? ` stopped in ${since(t)}` : ' did not stop in time: killed')
+    end(clean ? ` stopped in ${since(t)}` : ' did not stop in time: killed')
     if (!clean) exitCode = 1
   }
   if (ownsState) rmSync(stateFile, { force: true })
@@ -305,7 +310,7 @@ async function main (): Promise<void> {
 for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) {
   process.on(signal, () => {
     if (!stopping) {
-      say(`\n${signal}: stopping`)
+      say(`${signal}: stopping`)
       void shutdown(0)
     } else if (cluster !== undefined) {
       say(`${signal} again: the cluster stops its workers now`)
