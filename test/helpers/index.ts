@@ -24,6 +24,8 @@ export interface Spawned {
   waitForExit: (timeoutMs?: number) => Promise<{ code: number | null, signal: NodeJS.Signals | null }>
   /** Every pid this process (or its workers) logged: killed on cleanup. */
   knownPids: () => number[]
+  /** Add pids learned another way (grandchildren that log nothing, e.g. a database server): killed on cleanup too. */
+  track: (...pids: number[]) => void
   cleanup: () => Promise<void>
 }
 
@@ -145,6 +147,7 @@ export function spawnProcess (command: string, argv: string[], opts: SpawnOption
     stderr: () => err,
     exited,
     knownPids: () => [...pids],
+    track: (...more) => { for (const p of more) pids.add(p) },
     async waitForLine (pred, timeoutMs = 60_000, what = 'a log line') {
       const found = lines.find(pred)
       if (found !== undefined) return found

@@ -41,6 +41,10 @@ export interface Config {
   hashConcurrency: number
   /** Hashes that may wait for a slot in one worker; more are answered 503. */
   hashQueue: number
+  /** Failed logins allowed per username, per address, and their window (ms), across all workers. */
+  loginFailuresPerUser: number
+  loginFailuresPerAddress: number
+  loginFailureWindow: number
   /** Largest accepted request body in bytes; bigger ones get 413. */
   bodyLimit: number
   /** Timeout of each /health dependency check in milliseconds. */
@@ -85,6 +89,9 @@ const schema = {
     CONNECTION_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000, default: 30000 },
     HASH_CONCURRENCY: { type: 'integer', minimum: 1, maximum: 64, default: 2 },
     HASH_QUEUE: { type: 'integer', minimum: 0, maximum: 10000, default: 16 },
+    LOGIN_FAILURES_PER_USER: { type: 'integer', minimum: 1, default: 10 },
+    LOGIN_FAILURES_PER_ADDRESS: { type: 'integer', minimum: 1, default: 50 },
+    LOGIN_FAILURE_WINDOW: { type: 'integer', minimum: 1000, default: 900000 },
     BODY_LIMIT: { type: 'integer', minimum: 1024, maximum: 10485760, default: 16384 },
     HEALTH_TIMEOUT: { type: 'integer', minimum: 50, maximum: 30000, default: 1000 },
     HEALTH_CACHE_TTL: { type: 'integer', minimum: 0, maximum: 60000, default: 1000 },
@@ -117,6 +124,9 @@ interface RawEnv {
   CONNECTION_TIMEOUT: number
   HASH_CONCURRENCY: number
   HASH_QUEUE: number
+  LOGIN_FAILURES_PER_USER: number
+  LOGIN_FAILURES_PER_ADDRESS: number
+  LOGIN_FAILURE_WINDOW: number
   BODY_LIMIT: number
   HEALTH_TIMEOUT: number
   HEALTH_CACHE_TTL: number
@@ -203,6 +213,9 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     connectionTimeout: raw.CONNECTION_TIMEOUT,
     hashConcurrency: raw.HASH_CONCURRENCY,
     hashQueue: raw.HASH_QUEUE,
+    loginFailuresPerUser: raw.LOGIN_FAILURES_PER_USER,
+    loginFailuresPerAddress: raw.LOGIN_FAILURES_PER_ADDRESS,
+    loginFailureWindow: raw.LOGIN_FAILURE_WINDOW,
     bodyLimit: raw.BODY_LIMIT,
     healthTimeout: raw.HEALTH_TIMEOUT,
     healthCacheTtl: raw.HEALTH_CACHE_TTL,

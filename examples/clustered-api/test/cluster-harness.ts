@@ -24,7 +24,7 @@ export interface Response<T = unknown> { status: number, headers: http.IncomingH
  * One request on a NEW connection (agent: false). node:cluster balances connections, not requests,
  * so this is what lets consecutive requests land on different workers.
  */
-export function request<T = any> (port: number, method: string, path: string, opts: { body?: unknown, raw?: string, token?: string, headers?: Record<string, string> } = {}): Promise<Response<T>> {
+export function request<T = any> (port: number, method: string, path: string, opts: { body?: unknown, raw?: string, token?: string, headers?: Record<string, string>, localAddress?: string } = {}): Promise<Response<T>> {
   const payload = opts.raw ?? (opts.body !== undefined ? JSON.stringify(opts.body) : undefined)
   const headers: Record<string, string> = { ...opts.headers }
   if (payload !== undefined) {
@@ -33,7 +33,8 @@ export function request<T = any> (port: number, method: string, path: string, op
   }
   if (opts.token !== undefined) headers['authorization'] = `Bearer ${opts.token}`
   return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false, timeout: 15000 }, (res) => {
+    // localAddress (another 127.x.y.z) makes the request come from another client address.
+    const req = http.request({ host: '127.0.0.1', port, method, path, headers, agent: false, timeout: 15000, ...(opts.localAddress !== undefined ? { localAddress: opts.localAddress } : {}) }, (res) => {
       const chunks: Buffer[] = []
       res.on('data', (c: Buffer) => chunks.push(c))
       res.on('error', reject)

@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import pg from 'pg'
 import { tables } from '../db.js'
 import { withPg, withRedis } from '../errors.js'
+import { loginLimit } from '../login-limit.js'
 import { HashingBusyError, dummyHash, hashPassword, needsRehash, verifyPassword } from '../passwords.js'
 
 /** What the token carries: enough to serve a request on any worker without a lookup. */
@@ -52,6 +53,7 @@ const revokedKey = (jti: string): string => `revoked:${jti}`
 /** Users, login/logout and the `authenticate` decorator, added to the root instance so every route can use it. */
 export function authRoutes (app: FastifyInstance): void {
   const t = tables(app.config.pgSchema)
+  const failedLogins = loginLimit(app, { perUser: app.config.loginFailuresPerUser, perAddress: app.config.loginFailuresPerAddress, windowMs: app.config.loginFailureWindow })
 
   app.decorate('authenticate', async (request: FastifyRequest) => {
     await request.jwtVerify() // 401 for a missing, forged, malformed or expired token
@@ -94,11 +96,14 @@ export function authRoutes (app: FastifyInstance): void {
           type: 'object',
           properties: { token: { type: 'string' }, tokenType: { type: 'string' }, expiresIn: { type: 'integer' } }
         },
-        401: errorResponse
+        401: errorResponse,
+        429: errorResponse
       }
     }
   }, async (request, reply) => {
     const { username, password } = request.body
+    const verdict = await failedLogins.attempt(username, request.ip)
+    if (verdict.blocked) return failedLogins.refuse(request, reply, verdict)
     // Case-insensitive (migration 3's unique index on lower(username) serves this lookup).
     const { rows } = await withPg(() => app.pg.query<{ id: string, username: string, password_hash: string }>(
       `SELECT id, username, password_hash FROM ${t.users} WHERE lower(username) = lower($1)`, [username]))
@@ -107,6 +112,7 @@ export function authRoutes (app: FastifyInstance): void {
     if (user === undefined || !ok) {
       return reply.code(401).send({ statusCode: 401, error: 'Unauthorized', code: 'BAD_CREDENTIALS', message: 'wrong username or password', requestId: request.id })
     }
+    await failedLogins.succeeded(username, request.ip)
     if (needsRehash(user.password_hash)) await rehash(request, user.id, user.password_hash, password)
     // jti lets one token be revoked without a server-side session: only revoked ids are stored.
     const token = app.jwt.sign({ sub: String(user.id), username: user.username, jti: randomUUID() })

@@ -1,0 +1,71 @@
+import { spawn } from 'node:child_process'
+import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs'
+import { join } from 'node:path'
+import { setTimeout as sleep } from 'node:timers/promises'
+import { Redis } from 'ioredis'
+import { DevError, findOnPath, lastErrorLine, stopPid } from './processes.js'
+
+/** A development redis-server from PATH: detached (stopped last, after the cluster), data under `<stateDir>/redis`. */
+
+export interface DevRedis { pid: number, port: number, url: string, stop: () => Promise<boolean> }
+
+export const howToGetRedis = 'install it (Debian/Ubuntu: sudo apt-get install redis-server; macOS: brew install redis) ' +
+  'or run one in a container (docker run -d -p 6379:6379 redis:7), or set REDIS_URL'
+
+export function redisServerPath (): string {
+  const bin = findOnPath('redis-server')
+  if (bin === undefined) throw new DevError(`redis: nothing answers and there is no redis-server on PATH: ${howToGetRedis}`)
+  return bin
+}
+
+/** PING `url` once: 'ok', 'refused' (nothing listens) or the reason something that answers refused us. */
+export async function pingRedis (url: string, timeoutMs = 2000): Promise<'ok' | 'refused' | { reason: string }> {
+  const client = new Redis(url, {
+    lazyConnect: true,
+    connectTimeout: timeoutMs,
+    commandTimeout: timeoutMs,
+    maxRetriesPerRequest: 0,
+    enableOfflineQueue: false,
+    retryStrategy: () => null
+  })
+  let refused = false
+  client.on('error', (err: NodeJS.ErrnoException) => { if (err.code === 'ECONNREFUSED' || err.code === 'ETIMEDOUT') refused = true })
+  try {
+    await client.connect()
+    return (await client.ping()) === 'PONG' ? 'ok' : { reason: 'PING did not answer PONG' }
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code
+    if (refused || code === 'ECONNREFUSED' || code === 'ETIMEDOUT' || /ECONNREFUSED|connect ETIMEDOUT/.test(String((err as Error).message))) return 'refused'
+    return { reason: (err as Error).message }
+  } finally {
+    client.disconnect()
+  }
+}
+
+export async function startRedis (bin: string, stateDir: string, port: number, onSpawn: (pid: number) => void): Promise<DevRedis> {
+  const dir = join(stateDir, 'redis')
+  mkdirSync(dir, { recursive: true })
+  const logFile = join(stateDir, 'redis.log')
+  const logStart = existsSync(logFile) ? statSync(logFile).size : 0
+  const fd = openSync(logFile, 'a')
+  // Snapshots in `dir` (saved on shutdown and every 60 s with a change): the data survives a restart.
+  const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', 'dump.rdb',
+    '--save', '60 1', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes'], { detached: true, stdio: ['ignore', fd, fd] })
+  closeSync(fd)
+  const pid = child.pid
+  if (pid === undefined) throw new DevError(`redis: could not start ${bin}`)
+  onSpawn(pid)
+  let exited = false
+  child.once('exit', () => { exited = true })
+  const url = `redis://127.0.0.1:${port}`
+  const deadline = Date.now() + 30000
+  while ((await pingRedis(url, 1000)) !== 'ok') {
+    if (exited || Date.now() > deadline) {
+      if (!exited) await stopPid(pid, 'SIGTERM', 10000)
+      throw new DevError(`redis: ${exited ? 'exited' : 'did not answer within 30 s'}: ${lastErrorLine(readFileSync(logFile, 'utf8').slice(logStart)) ?? 'no output'} (see ${logFile})`)
+    }
+    await sleep(100)
+  }
+  // SIGTERM: redis-server saves its snapshot, then exits.
+  return { pid, port, url, stop: async () => await stopPid(pid, 'SIGTERM', 30000) }
+}
