@@ -124,13 +124,14 @@ try {
     const conns = 500
     const bound = conns / 0.05
     const per = Object.fromEntries(kinds.map((k) => [k, []]))
-    const rounds = Math.max(2, ROUNDS - 1)
+    const rounds = Math.max(2, ROUNDS - 2)
     for (let r = 0; r < rounds; r++) {
       const order = r % 2 === 0 ? kinds : [...kinds].reverse()
       for (const k of order) per[k].push(await slice(running.get(k), '/io', SECONDS + 1, conns))
       log(`(3) io round ${r + 1}: ${kinds.map((k) => `${k} ${int(per[k][r].rps)}/s`).join(', ')}`)
     }
     results.rows.io = {
+      rounds,
       connections: conns,
       littlesLawBound: bound,
       variants: Object.fromEntries(kinds.map((k) => [k, {

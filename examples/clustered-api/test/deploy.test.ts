@@ -216,9 +216,12 @@ test('the Deployment\'s env, run for real: probes answer as the kubelet expects,
     }
   })
   try {
-    assert.equal(proc.knownPids().length, 1, 'single-process mode: no fork')
     await waitFor(async () => await probe(container.startupProbe) === 200, 'the startup probe', 30000, 200)
     assert.equal(await probe(container.readinessProbe), 200, 'ready')
+    // Single-process mode: the one process serves; no worker (the preflight child has come and gone).
+    const children = (): string => { try { return readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim() } catch { return '' } }
+    await waitFor(() => children() === '', 'no child process left once serving', 10000, 100)
+    assert.equal(JSON.parse((await get(port, '/live')).body).pid, proc.pid, 'the spawned process itself answers')
 
     // Redis away: not ready (traffic goes elsewhere), still alive (no restart).
     await redisProxy.cut()
