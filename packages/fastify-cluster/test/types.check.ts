@@ -2,7 +2,8 @@
 // public type stops being exported or changes shape.
 import type { FastifyInstance } from 'fastify'
 import {
-  startClustered, onPrimaryRequest, currentWorker, resolveOptions, errors,
+  startClustered, onPrimaryRequest, currentWorker, resolveOptions, errors, defaultWorkerCount, cgroupCpuQuota, kernelBalanceUnsupported,
+  type Balance, type WorkerCountChoice, type WorkerCountInput,
   type ClusterHandle, type PrimaryHandle, type WorkerHandle, type SingleHandle, type WorkerContext,
   type WorkerInfo, type WorkerExitEvent, type ClusterOptions, type RequestResult, type BuildApp, type ExitReason,
   type ScaleResult, type HungEvent, type RecycleEvent, type StartFailedEvent
@@ -60,4 +61,14 @@ export async function check (): Promise<void> {
   void ctx
   void resolveOptions({ workers: 1 }).workers.toFixed()
   void new errors.NCLUST_INVALID_OPTION('x').code
+  const balance: Balance = resolveOptions({ balance: 'primary' }).balance
+  const from: string = resolveOptions({}).workersFrom
+  const input: WorkerCountInput = { root: '/', available: 2, cores: 64 }
+  const choice: WorkerCountChoice = defaultWorkerCount(input)
+  const n: number = choice.workers
+  const q: number | undefined = cgroupCpuQuota('/')?.cpus
+  const why: string | undefined = kernelBalanceUnsupported('v24.0.0', 'linux')
+  // @ts-expect-error only 'primary' or 'kernel'
+  const bad: ClusterOptions = { balance: 'round-robin' }
+  void balance; void from; void n; void q; void why; void bad
 }
