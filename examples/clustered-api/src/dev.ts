@@ -59,8 +59,11 @@ function where (url: string): string {
 /** The env validated as the cluster will validate it (one line naming each bad variable), plus URL syntax. */
 function checkEnv (): Config {
   const env = { ...process.env }
-  // The launcher generates the dev secret later: a placeholder keeps "JWT_SECRET missing" out of this check.
+  // The launcher provides the dev secret and the URLs later (given, local, or servers it starts):
+  // placeholders keep "missing" out of this check, which is about the values the user did set.
   if ((env['JWT_SECRET'] ?? '') === '') env['JWT_SECRET'] = 'x'.repeat(32)
+  if ((env['DATABASE_URL'] ?? '') === '') env['DATABASE_URL'] = 'postgres://placeholder@127.0.0.1:5432/placeholder'
+  if ((env['REDIS_URL'] ?? '') === '') env['REDIS_URL'] = 'redis://127.0.0.1:6379'
   let config: Config
   try {
     config = loadConfig(env)
