@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DATABASE_URL, REDIS_URL, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
 import { freePort } from '../../../test/helpers/index.ts'
 import { Server, request, type Response } from './cluster-harness.js'
 
@@ -22,6 +22,7 @@ before(async () => {
     WORKER_COUNT: '2',
     DATABASE_URL,
     REDIS_URL,
+    JWT_SECRET: TEST_SECRET,
     PG_SCHEMA: schema,
     REDIS_PREFIX: prefix,
     METRICS_PORT: 'off',
