@@ -138,6 +138,18 @@ test('real cluster of 2: counts add up, kill -9 keeps the total, a blocked worke
   assert.equal(sumOf(replaced.s.get('nclust_worker_restarts_total'), (l) => l.worker === String(victim.workerId) && l.reason === 'signal'), 1)
 })
 
+test('the channel option: set on both sides the scrape works; on one side only, every worker is reported down', async (t) => {
+  const both = await startCluster(t, { FIXTURE_CHANNEL: 'myapp:metrics' })
+  for (let i = 0; i < 4; i++) await hit(both.port)
+  const ok = await scrape(both.metricsUrl)
+  assert.deepEqual((ok.s.get('nclust_scrape_worker_up') ?? []).map((x) => x.value), [1, 1])
+  assert.equal(routeTotal(ok.s), 4)
+  await both.stop()
+  const one = await startCluster(t, { FIXTURE_CHANNEL: 'myapp:metrics', FIXTURE_PRIMARY_CHANNEL: 'pidmetrics:scrape' })
+  const down = await scrape(one.metricsUrl)
+  assert.deepEqual((down.s.get('nclust_scrape_worker_up') ?? []).map((x) => x.value), [0, 0], 'the workers do not answer the default channel')
+})
+
 test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own /metrics is the target', async (t) => {
   const c = await startCluster(t, { WORKER_COUNT: '1' })
   assert.equal(c.ready.single, true)
