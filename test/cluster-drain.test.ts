@@ -12,9 +12,13 @@ test('under startClustered, SIGTERM with 20 requests in flight across workers co
   await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 90_000)
 
   // 20 requests, each on its own connection, so the primary's round-robin spreads them over both workers.
-  const inflight = Array.from({ length: 20 }, () => get(port, '/slow?ms=2000'))
-  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 20, '20 requests in flight', 20000)
+  const workerPids = p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
+  const inflight = Array.from({ length: 20 }, () => get(port, '/hold'))
+  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 20, '20 requests in flight')
   p.child.kill('SIGTERM')
+  // Release the handlers only once both workers are draining: all 20 are in flight during the drain.
+  await waitFor(() => workerPids.every((pid) => p.lines.some((l) => l.pid === pid && l.msg === 'closing: draining in-flight requests')), 'both workers draining')
+  for (const pid of workerPids) process.kill(pid, 'SIGUSR2')
   const results = await Promise.all(inflight)
 
   assert.deepEqual(results.map((r) => r.status), Array(20).fill(200), 'all 20 answered 200')

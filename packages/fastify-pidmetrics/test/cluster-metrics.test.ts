@@ -165,6 +165,22 @@ test('imbalance gauges: per-worker rate, max/mean and coefficient of variation',
   assert.ok(Math.abs(r0 / r1 - 9) < 1e-9)
 })
 
+test('concurrent scrapes share one IPC round; the channel and timeout options reach requestAll', async (t) => {
+  const primary = await fleet(2, 7500)
+  t.after(() => primary.close())
+  const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1', channel: 'custom:scrape', timeout: 2000 })
+  t.after(() => server.close())
+  await primary.fleet[0]?.hit(3)
+  for (const w of primary.fleet) w.delay = 200 // a round in flight while the other scrapes arrive
+  const bodies = await Promise.all([get(server.url ?? ''), get(server.url ?? ''), server.scrape()])
+  assert.equal(primary.rounds.length, 1, 'three concurrent scrapes, one round of IPC')
+  assert.deepEqual(primary.rounds[0], { channel: 'custom:scrape', timeout: 2000 })
+  for (const b of [bodies[0].body, bodies[1].body, bodies[2]]) assert.equal(sumOf(samples(b).get('http_requests_total')), 3)
+  for (const w of primary.fleet) w.delay = 0
+  await server.scrape()
+  assert.equal(primary.rounds.length, 2, 'a later scrape makes a new round')
+})
+
 test('RateWindow and spreadOf', () => {
   assert.deepEqual(spreadOf([5, 5, 5]), { maxOverMean: 1, cv: 0 })
   assert.ok(Number.isNaN(spreadOf([0, 0]).maxOverMean), 'no traffic: NaN, not a fake "even"')

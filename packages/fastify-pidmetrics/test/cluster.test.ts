@@ -155,6 +155,18 @@ test('real cluster scaled with SIGTTIN / SIGTTOU: nclust_workers_desired follows
   await waitFor(async () => { const d = await desired(); return d.desired === 2 && d.ready === 2 }, 'desired 2, 2 ready', 60_000)
 })
 
+test('the channel option: set on both sides the scrape works; on one side only, every worker is reported down', async (t) => {
+  const both = await startCluster(t, { FIXTURE_CHANNEL: 'myapp:metrics' })
+  for (let i = 0; i < 4; i++) await hit(both.port)
+  const ok = await scrape(both.metricsUrl)
+  assert.deepEqual((ok.s.get('nclust_scrape_worker_up') ?? []).map((x) => x.value), [1, 1])
+  assert.equal(routeTotal(ok.s), 4)
+  await both.stop()
+  const one = await startCluster(t, { FIXTURE_CHANNEL: 'myapp:metrics', FIXTURE_PRIMARY_CHANNEL: 'pidmetrics:scrape' })
+  const down = await scrape(one.metricsUrl)
+  assert.deepEqual((down.s.get('nclust_scrape_worker_up') ?? []).map((x) => x.value), [0, 0], 'the workers do not answer the default channel')
+})
+
 test('single-process mode (WORKER_COUNT=1): no primary endpoint, the app\'s own /metrics is the target', async (t) => {
   const c = await startCluster(t, { WORKER_COUNT: '1' })
   assert.equal(c.ready.single, true)

@@ -53,6 +53,8 @@ export class FakePrimary implements PrimaryLike {
   readonly role = 'primary' as const
   readonly events = new EventEmitter()
   readonly closers: Array<() => void | Promise<void>> = []
+  /** Every requestAll() call: channel and timeout, to count IPC rounds. */
+  readonly rounds: Array<{ channel: string, timeout: number | undefined }> = []
   constructor (readonly fleet: FakeWorker[]) {}
   get size (): number { return this.fleet.length }
 
@@ -60,7 +62,8 @@ export class FakePrimary implements PrimaryLike {
     return this.fleet.filter((w) => w.alive).map((w) => ({ workerId: w.workerId, pid: w.pid, state: 'ready', generation: 0, startedAt: 0, restarts: 0 }))
   }
 
-  requestAll = (async (_channel: string, _payload?: unknown, options?: { timeout?: number }): Promise<ScrapeResult[]> => {
+  requestAll = (async (channel: string, _payload?: unknown, options?: { timeout?: number }): Promise<ScrapeResult[]> => {
+    this.rounds.push({ channel, timeout: options?.timeout })
     const timeout = options?.timeout ?? 1000
     return await Promise.all(this.fleet.filter((w) => w.alive).map(async (w): Promise<ScrapeResult> => {
       const start = Date.now()

@@ -1,0 +1,59 @@
+// The README: a worker that cannot reach Redis at start fails clearly after REDIS_START_TIMEOUT, and
+// the supervisor restarts it with backoff until Redis is back. Redis is reached through a TCP proxy
+// that is down when the cluster starts; the shared Redis is never touched.
+import { after, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { join } from 'node:path'
+import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { freePort, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { ensureBuilt, request } from './cluster-harness.js'
+import { TcpProxy } from './proxy.js'
+
+const { schema, prefix } = isolation('redisstart')
+const redisProxy = TcpProxy.forUrl(REDIS_URL)
+const serverJs = join(new URL('..', import.meta.url).pathname, 'dist', 'server.js')
+
+after(async () => {
+  await redisProxy.close()
+  await dropSchema(schema)
+  await deleteKeys(prefix)
+})
+
+test('workers started without Redis fail clearly and are restarted with backoff until Redis returns; then both serve', async (t) => {
+  ensureBuilt()
+  await redisProxy.start()
+  await redisProxy.cut() // Redis is away before anything starts
+  const port = await freePort()
+  const p = spawnNode(serverJs, {
+    env: {
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      WORKER_COUNT: '2',
+      DATABASE_URL,
+      REDIS_URL: redisProxy.rewrite(REDIS_URL),
+      PG_SCHEMA: schema,
+      REDIS_PREFIX: prefix,
+      JWT_SECRET: TEST_SECRET,
+      REDIS_START_TIMEOUT: '1000',
+      METRICS_PORT: 'off',
+      SHUTDOWN_TIMEOUT: '10000'
+    }
+  })
+  t.after(() => p.cleanup())
+  const failedStarts = (): Array<Record<string, unknown>> => p.lines.filter((l) => l.msg === 'worker exited unexpectedly' && l.reason === 'start-failed')
+  await waitFor(() => failedStarts().length >= 3, 'three failed starts', 90_000, 100)
+  assert.match(String(failedStarts()[0]?.error), /Redis is not reachable at .* after 1000 ms: a worker needs it to start \(REDIS_URL\)/)
+  assert.ok(p.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('restarting worker')), 'restarted with backoff')
+  await redisProxy.restore()
+  await waitFor(async () => {
+    const seen = new Map<number, number>()
+    for (let i = 0; i < 12 && seen.size < 2; i++) {
+      const r = await request(port, 'GET', '/health')
+      if (Number.isInteger(r.pid)) seen.set(r.pid, r.status)
+    }
+    return seen.size === 2 && [...seen.values()].every((s) => s === 200)
+  }, 'both workers healthy once Redis is back', 90_000, 250)
+  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('crash loop')).length, 0, 'no crash loop')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit()).code, 0)
+})
