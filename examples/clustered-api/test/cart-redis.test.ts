@@ -8,7 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process'
 import { Writable } from 'node:stream'
 import { Redis } from 'ioredis'
 import { pino } from 'pino'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, dropSchema, isolation } from './helpers.js'
+import { clusterEnv, dropSchema, isolation, REDIS_URL } from './helpers.js'
 import { freePort, waitFor } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 import { checkEvictionPolicy } from '../src/redis.js'
@@ -33,16 +33,10 @@ before(async () => {
     try { await r.connect(); return (await r.ping()) === 'PONG' } finally { r.disconnect() }
   }, 'the private redis-server', 20000, 100)
   port = await freePort()
-  server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     REDIS_URL: lruUrl,
-    JWT_SECRET: TEST_SECRET,
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
-    METRICS_PORT: 'off',
     CART_MAX_ITEMS: '3'
-  })
+  }))
   await server.start()
 })
 

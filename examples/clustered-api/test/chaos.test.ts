@@ -15,7 +15,7 @@ import assert from 'node:assert/strict'
 import http from 'node:http'
 import type net from 'node:net'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation, query } from './helpers.js'
+import { clusterEnv, deleteKeys, dropSchema, isolation, query, REDIS_URL } from './helpers.js'
 import { freePort, isAlive, waitFor } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 import { TcpProxy } from './proxy.js'
@@ -142,18 +142,12 @@ async function serving (pid: number, what: string): Promise<void> {
 before(async () => {
   await redisProxy.start()
   port = await freePort()
-  server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     REDIS_URL: redisProxy.rewrite(REDIS_URL),
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
-    JWT_SECRET: TEST_SECRET,
     RATE_LIMIT_MAX: '10000000',
-    METRICS_PORT: 'off',
     SHUTDOWN_TIMEOUT: '10000',
     HEALTH_TIMEOUT: '500'
-  })
+  }))
   await server.start()
 })
 

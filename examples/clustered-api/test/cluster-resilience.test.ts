@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, signJwt } from './helpers.js'
+import { clusterEnv, countKeys, DATABASE_URL, deleteKeys, dropSchema, isolation, REDIS_URL, signJwt, TEST_SECRET } from './helpers.js'
 import { freePort, waitFor } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 import { TcpProxy } from './proxy.js'
@@ -41,19 +41,15 @@ before(async () => {
   await pgProxy.start()
   port = await freePort()
   await new Promise<void>((resolve) => squatter.listen(0, '127.0.0.1', resolve))
-  server = new Server(port, {
-    WORKER_COUNT: '2',
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     DATABASE_URL: pgProxy.rewrite(DATABASE_URL),
     REDIS_URL: redisProxy.rewrite(REDIS_URL),
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
-    JWT_SECRET: TEST_SECRET,
     RATE_LIMIT_MAX: String(RATE_LIMIT_MAX),
     RATE_LIMIT_WINDOW: '60000',
     HEALTH_TIMEOUT: '500',
     METRICS_PORT: String((squatter.address() as net.AddressInfo).port),
     SHUTDOWN_TIMEOUT: '10000'
-  })
+  }))
   await server.start()
   pids = await bothWorkersHealth(200)
 })

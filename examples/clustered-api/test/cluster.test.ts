@@ -3,7 +3,7 @@
 // on different workers; each cross-worker assertion checks that two distinct pids were involved.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
+import { clusterEnv, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
 import { freePort } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 
@@ -23,17 +23,11 @@ async function userToken (username: string): Promise<{ token: string, pid: numbe
 
 before(async () => {
   port = await freePort()
-  server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
-    REDIS_URL,
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     METRICS_PORT: String(metricsPort = await freePort()),
     SHUTDOWN_TIMEOUT: '10000',
-    DRAIN_DELAY: '3000',
-    JWT_SECRET: TEST_SECRET
-  })
+    DRAIN_DELAY: '3000'
+  }))
   await server.start()
 })
 

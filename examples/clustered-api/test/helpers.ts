@@ -76,3 +76,11 @@ export function signJwt (claims: Record<string, unknown>, secret: string): strin
 }
 
 export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
+
+/**
+ * The env of the built example as a 2-worker cluster in its own schema and key prefix, with the test
+ * secret and no cluster metrics endpoint; `overrides` win (a proxied URL, a metrics port, limits).
+ */
+export function clusterEnv (iso: { schema: string, prefix: string }, overrides: Record<string, string> = {}): Record<string, string> {
+  return { WORKER_COUNT: '2', DATABASE_URL, REDIS_URL, JWT_SECRET: TEST_SECRET, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, METRICS_PORT: 'off', ...overrides }
+}

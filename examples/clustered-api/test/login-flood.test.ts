@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { clusterEnv, deleteKeys, dropSchema, isolation } from './helpers.js'
 import { freePort } from '../../../test/helpers/index.ts'
 import { Server, request, type Response } from './cluster-harness.js'
 
@@ -16,19 +16,13 @@ let metricsPort = 0
 before(async () => {
   port = await freePort()
   metricsPort = await freePort()
-  server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
-    REDIS_URL,
-    JWT_SECRET: TEST_SECRET,
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     METRICS_PORT: String(metricsPort),
     HASH_CONCURRENCY: '1',
     HASH_QUEUE: '2',
     RATE_LIMIT_MAX: '100000', // the probes below are many
     LOGIN_FAILURES_PER_USER: '1000' // 30 logins of one user at once: the hash queue is under test, not the login limit
-  })
+  }))
   await server.start()
 })
 

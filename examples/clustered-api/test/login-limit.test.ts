@@ -5,7 +5,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { clusterEnv, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
 import { freePort } from '../../../test/helpers/index.ts'
 import { Server, request, type Response } from './cluster-harness.js'
 
@@ -18,20 +18,13 @@ let port = 0
 
 before(async () => {
   port = await freePort()
-  server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
-    REDIS_URL,
-    JWT_SECRET: TEST_SECRET,
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
-    METRICS_PORT: 'off',
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     SHUTDOWN_TIMEOUT: '10000',
     LOGIN_FAILURES_PER_USER: String(PER_USER),
     LOGIN_FAILURES_PER_ADDRESS: String(PER_ADDRESS),
     LOGIN_FAILURE_WINDOW: String(WINDOW_MS),
     LOG_LEVEL: 'error'
-  })
+  }))
   await server.start()
 })
 

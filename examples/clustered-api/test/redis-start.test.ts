@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { join } from 'node:path'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { clusterEnv, deleteKeys, dropSchema, isolation, REDIS_URL } from './helpers.js'
 import { freePort, spawnNode, waitFor } from '../../../test/helpers/index.ts'
 import { ensureBuilt, request } from './cluster-harness.js'
 import { TcpProxy } from './proxy.js'
@@ -27,16 +27,7 @@ function startWithoutRedis (port: number, extra: Record<string, string>): Return
     env: {
       HOST: '127.0.0.1',
       PORT: String(port),
-      WORKER_COUNT: '2',
-      DATABASE_URL,
-      REDIS_URL: redisProxy.rewrite(REDIS_URL),
-      PG_SCHEMA: schema,
-      REDIS_PREFIX: prefix,
-      JWT_SECRET: TEST_SECRET,
-      REDIS_START_TIMEOUT: '1000',
-      METRICS_PORT: 'off',
-      SHUTDOWN_TIMEOUT: '10000',
-      ...extra
+      ...clusterEnv({ schema, prefix }, { REDIS_URL: redisProxy.rewrite(REDIS_URL), REDIS_START_TIMEOUT: '1000', SHUTDOWN_TIMEOUT: '10000', ...extra })
     }
   })
 }

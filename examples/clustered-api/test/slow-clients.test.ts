@@ -4,7 +4,7 @@
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import net from 'node:net'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { clusterEnv, deleteKeys, dropSchema, isolation } from './helpers.js'
 import { freePort, waitFor } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 
@@ -41,17 +41,10 @@ const tricklers = (): Trickler[] => [trickle('body'), trickle('headers'), trickl
 
 before(async () => {
   port = await freePort()
-  server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
-    REDIS_URL,
-    JWT_SECRET: TEST_SECRET,
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
-    METRICS_PORT: 'off',
+  server = new Server(port, clusterEnv({ schema, prefix }, {
     SHUTDOWN_TIMEOUT: '30000',
     REQUEST_TIMEOUT: String(REQUEST_TIMEOUT)
-  })
+  }))
   await server.start()
 })
 

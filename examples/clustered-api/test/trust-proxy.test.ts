@@ -4,7 +4,7 @@
 import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Redis } from 'ioredis'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { clusterEnv, countKeys, deleteKeys, dropSchema, isolation, REDIS_URL } from './helpers.js'
 import { freePort, waitFor } from '../../../test/helpers/index.ts'
 import { Server, request } from './cluster-harness.js'
 
@@ -20,18 +20,11 @@ after(async () => {
 async function start (label: string, env: Record<string, string>): Promise<{ port: number, prefix: string }> {
   const port = await freePort()
   const p = `${prefix}${label}:`
-  const server = new Server(port, {
-    WORKER_COUNT: '2',
-    DATABASE_URL,
-    REDIS_URL,
-    JWT_SECRET: TEST_SECRET,
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: p,
-    METRICS_PORT: 'off',
+  const server = new Server(port, clusterEnv({ schema, prefix: p }, {
     RATE_LIMIT_MAX: '5',
     RATE_LIMIT_WINDOW: '600000',
     ...env
-  })
+  }))
   servers.push(server)
   await server.start()
   return { port, prefix: p }
