@@ -256,7 +256,7 @@ function printReady (config: Config, pids: number[], started: number): void {
   say(`ready in ${since(started)}: open http://${host}:${config.port}/  (try /health)`)
   say(`workers: ${config.workers} (pids ${pids.join(', ')}), primary pid ${String(cluster?.pid)}`)
   say(config.metricsPort === null
-    ? 'metrics: cluster-wide scrape off (METRICS_PORT=off); each worker serves /metrics'
+    ? 'metrics: off (METRICS_PORT=off; never on the app port)'
     : `metrics: http://${config.metricsHost}:${config.metricsPort}/metrics (the whole cluster, labelled by pid)`)
   say('stop: Ctrl-C (the workers drain, then redis and postgres stop)')
 }

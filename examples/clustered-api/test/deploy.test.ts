@@ -182,11 +182,14 @@ test('Service, PodDisruptionBudget and scrape config select the Deployment\'s po
   assert.ok((deployment.spec?.replicas ?? 1) > Number(pdb.spec?.maxUnavailable ?? 0), 'a drain never takes every replica')
   const annotations = deployment.spec?.template.metadata?.annotations ?? {}
   assert.equal(annotations['prometheus.io/scrape'], 'true')
-  assert.equal(annotations['prometheus.io/port'], env['PORT'])
+  assert.equal(annotations['prometheus.io/port'], env['METRICS_PORT'], 'Prometheus scrapes the metrics port, never the app port')
+  assert.notEqual(env['METRICS_PORT'], env['PORT'])
+  assert.equal(container.ports?.find((p) => p.name === 'metrics')?.containerPort, envNum('METRICS_PORT'), 'the metrics port is declared')
+  assert.equal(env['METRICS_HOST'], '0.0.0.0', 'reachable from Prometheus, not only from the pod itself')
+  assert.equal(service.spec?.ports?.find((p) => p.name === 'metrics')?.targetPort, 'metrics', 'the Service names the metrics port for the ServiceMonitor')
   assert.equal(annotations['prometheus.io/path'], '/metrics')
   assert.ok(Object.entries(monitor.spec.selector.matchLabels ?? {}).every(([k, v]) => service.metadata?.labels?.[k] === v), 'the ServiceMonitor selects the Service')
-  assert.deepEqual(monitor.spec.endpoints?.map((e) => [e.port, e.path]), [['http', '/metrics']], 'and scrapes its named port')
-  assert.equal(env['METRICS_PORT'], 'off', 'no primary scrape in single-process mode: each pod is a target')
+  assert.deepEqual(monitor.spec.endpoints?.map((e) => [e.port, e.path]), [['metrics', '/metrics']], 'and scrapes its named metrics port')
 })
 
 test('the Deployment\'s env, run for real: probes answer as the kubelet expects, through an outage, a freeze and a SIGTERM', async () => {
@@ -195,6 +198,7 @@ test('the Deployment\'s env, run for real: probes answer as the kubelet expects,
   const redisProxy = TcpProxy.forUrl(REDIS_URL)
   await redisProxy.start()
   const port = await freePort()
+  const metricsPort = await freePort()
   const drainDelay = envNum('DRAIN_DELAY')
   const grace = (pod?.terminationGracePeriodSeconds ?? 0) * 1000
   const probe = async (p: IProbe | undefined): Promise<number> => {
@@ -208,6 +212,8 @@ test('the Deployment\'s env, run for real: probes answer as the kubelet expects,
       ...env,
       PORT: String(port),
       HOST: '127.0.0.1',
+      METRICS_PORT: String(metricsPort),
+      METRICS_HOST: '127.0.0.1',
       DATABASE_URL,
       REDIS_URL: redisProxy.rewrite(REDIS_URL),
       JWT_SECRET: TEST_SECRET,
@@ -222,6 +228,11 @@ test('the Deployment\'s env, run for real: probes answer as the kubelet expects,
     const children = (): string => { try { return readFileSync(`/proc/${proc.pid}/task/${proc.pid}/children`, 'utf8').trim() } catch { return '' } }
     await waitFor(() => children() === '', 'no child process left once serving', 10000, 100)
     assert.equal(JSON.parse((await get(port, '/live')).body).pid, proc.pid, 'the spawned process itself answers')
+    // Prometheus' target: the metrics port answers with this process' series; the app port has none.
+    const scraped = await get(metricsPort, '/metrics')
+    assert.equal(scraped.status, 200)
+    assert.match(scraped.body, new RegExp(`^process_cpu_user_seconds_total\\{pid="${proc.pid}",worker="0"\\} `, 'm'))
+    assert.equal((await get(port, '/metrics')).status, 404)
 
     // Redis away: not ready (traffic goes elsewhere), still alive (no restart).
     await redisProxy.cut()

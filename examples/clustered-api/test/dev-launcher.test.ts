@@ -50,7 +50,8 @@ async function launch (env: Record<string, string | undefined>): Promise<Launche
   const proc = spawnNode(devJs, {
     env: { HOST: '127.0.0.1', PORT: String(port), METRICS_PORT: String(await freePort()), WORKER_COUNT: '2', LOG_LEVEL: 'warn', SHUTDOWN_TIMEOUT: '10000', ...env }
   })
-  const line = await proc.waitForLine((l) => /^workers: 2 \(pids /.test(String(l.msg)), 120000, 'the launcher\'s ready summary')
+  await proc.waitForLine((l) => /^stop: Ctrl-C/.test(String(l.msg)), 120000, 'the end of the launcher\'s ready summary')
+  const line = proc.lines.find((l) => /^workers: 2 \(pids /.test(String(l.msg))) ?? {}
   const workers = (/pids (\d+), (\d+)/.exec(String(line.msg)) ?? []).slice(1).map(Number)
   const seen = new Set([proc.pid, ...descendants(proc.pid)])
   proc.track(...seen)
