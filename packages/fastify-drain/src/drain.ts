@@ -102,6 +102,7 @@ export class Drainer {
     if (this.phase !== 'draining') return
     const now = Date.now()
     let next = Infinity
+    const expired: Socket[] = []
     for (const [socket, state] of this.tracker.sockets) {
       if (!this.tracker.isIdle(socket, state)) {
         if (state.active === 0 && !state.upgraded) next = Math.min(next, now + this.opts.linger) // pipelined: look again
@@ -109,13 +110,34 @@ export class Drainer {
       }
       const due = state.last + this.opts.linger
       if (due <= now) {
-        this.idleClosed++
-        socket.destroy()
+        expired.push(socket)
       } else if (due < next) {
         next = due
       }
     }
+    if (expired.length > 0) setImmediate(() => this.closeIdle(expired))
     if (next !== Infinity) this.arm(next - now)
+  }
+
+  /**
+   * Close sockets whose linger expired, in the check phase of this loop turn rather than in the timer
+   * that found them: timers run first in a turn, before the poll phase reads what arrived meanwhile,
+   * so after a busy moment (a GC, a neighbour booting on the same core) a request already waiting in
+   * the kernel would otherwise be cut with a reset. By the check phase it has been read, and its
+   * socket is no longer idle.
+   */
+  private closeIdle (sockets: Socket[]): void {
+    for (const socket of sockets) {
+      const state = this.tracker.sockets.get(socket)
+      if (state === undefined || socket.destroyed) continue
+      if (!this.tracker.isIdle(socket, state) || Date.now() - state.last < this.opts.linger) {
+        // Used meanwhile: its response's end re-arms the sweep; a pipelined one is looked at again.
+        if (state.active === 0 && !state.upgraded) this.arm(this.opts.linger)
+        continue
+      }
+      this.idleClosed++
+      socket.destroy()
+    }
   }
 
   private arm (ms: number): void {
