@@ -15,17 +15,22 @@ const rounds = Number(process.argv[2] ?? 3)
 const here = (p) => fileURLToPath(new URL(p, import.meta.url))
 const nclust = here('../packages/fastify-cluster/bin/nclust.js')
 const env = { PATH: process.env.PATH, WORKER_COUNT: '2', HOST: '127.0.0.1', NCLUST_LOG_FORMAT: 'json', LOG_LEVEL: 'warn' }
+// The example's own services, as its tests reach them (DATABASE_URL/REDIS_URL are required by it).
+const services = {
+  DATABASE_URL: process.env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/test',
+  REDIS_URL: process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+}
 const variants = {
   'bare node:cluster': { args: [here('primary-rss/bare.mjs')] },
   'nclust, app as a function': { args: [here('primary-rss/function-entry.mjs')] },
   'nclust start (app as a module)': { args: [nclust, 'start', here('primary-rss/hello-app.mjs')] },
   'example API (lean, METRICS_PORT=off)': {
     args: [here('../examples/clustered-api/dist/server.js')],
-    env: { PG_SCHEMA: 'bench_rss', REDIS_PREFIX: 'bench_rss:', JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!', METRICS_PORT: 'off' }
+    env: { ...services, PG_SCHEMA: 'bench_rss', REDIS_PREFIX: 'bench_rss:', JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!', METRICS_PORT: 'off' }
   },
   'example API (lean, with cluster metrics)': {
     args: [here('../examples/clustered-api/dist/server.js')],
-    env: { PG_SCHEMA: 'bench_rss', REDIS_PREFIX: 'bench_rss:', JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!', METRICS_HOST: '127.0.0.1' },
+    env: { ...services, PG_SCHEMA: 'bench_rss', REDIS_PREFIX: 'bench_rss:', JWT_SECRET: 'bench-secret-bench-secret-bench-secret!!', METRICS_HOST: '127.0.0.1' },
     metricsPort: true
   }
 }
