@@ -3,7 +3,6 @@ import { createRequire } from 'node:module'
 import { isAbsolute, resolve } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import type { FastifyInstance, FastifyPluginAsync, FastifyPluginCallback, FastifyServerOptions } from 'fastify'
-import fp from 'fastify-plugin'
 import type { BuildApp, WorkerContext } from './types.js'
 import { errors } from './errors.js'
 
@@ -65,6 +64,8 @@ export async function loadAppModule (url: URL): Promise<BuildApp> {
       throw new errors.NCLUST_INVALID_APP(`app module ${url.pathname}: its "options" export must be an object of Fastify server options`)
     }
     const Fastify = await importFastifyFor(url)
+    // Imported here, in the worker: the primary resolves the module's path only and stays without it.
+    const { default: fp } = await import('fastify-plugin')
     return async (ctx: WorkerContext): Promise<FastifyInstance> => {
       const options = serverOptions as FastifyServerOptions & { loggerInstance?: unknown }
       // The module's own logger settings win; otherwise the worker's logger (role, workerId, pid on every line).

@@ -1,6 +1,6 @@
 import type { LoggerOptions, Logger } from 'pino'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
-import { DRAIN_DEFAULTS } from '@nclust/fastify-drain'
+import { DRAIN_DEFAULTS } from '@nclust/fastify-drain/defaults'
 import { errors } from './errors.js'
 import { defaultWorkerCount } from './cgroup.js'
 import { BALANCE_VALUES, kernelBalanceUnsupported, type Balance } from './balance.js'

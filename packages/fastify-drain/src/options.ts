@@ -1,5 +1,6 @@
 import createError from '@fastify/error'
 import type { FastifyBaseLogger } from 'fastify'
+import { DRAIN_DEFAULTS } from './defaults.js'
 
 export const InvalidOptionError = createError<'NCLUST_DRAIN_INVALID_OPTION', [string, string, string]>(
   'NCLUST_DRAIN_INVALID_OPTION',
@@ -24,8 +25,7 @@ export interface ResolvedOptions {
 
 const KNOWN = new Set(['timeout', 'delay', 'linger', 'readiness', 'retryAfter', 'logger'])
 
-/** Defaults of the timing options (one list: `resolveOptions` and `@nclust/fastify-cluster` read it). */
-export const DRAIN_DEFAULTS = { timeout: 25_000, delay: 0, linger: 250 } as const
+export { DRAIN_DEFAULTS }
 const MAX_TIMER = 2_147_483_647
 
 function show (value: unknown): string {
