@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http'
+import { createRequire } from 'node:module'
+import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { collectPrimaryMetrics, Registry } from './prom.js'
 import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
@@ -6,6 +7,12 @@ import { ClusterMerger, formatFamilies, type Family, type ScrapeResult } from '.
 import { RateWindow } from './imbalance.js'
 import { DEFAULT_CHANNEL } from './options.js'
 import { registerSupervisorMetrics, type PrimaryLike } from './supervisor-metrics.js'
+
+// node:http by require(), not by an ESM import: on Node 22 and later, an ESM import of node:http
+// builds its namespace from every export, which runs the lazy WebSocket/CloseEvent/MessageEvent
+// getters and loads undici with http2, tls, zlib and worker_threads (~10 MB RSS in a primary that
+// only serves this one endpoint; bench/primary-rss.mjs). require() leaves those getters alone.
+const { createServer } = createRequire(import.meta.url)('node:http') as typeof import('node:http')
 
 export interface ClusterMetricsOptions {
   /** Port of the primary's scrape endpoint. Default `METRICS_PORT` or 9091; 0 picks a free port. */
