@@ -2,7 +2,8 @@ import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
 import { collectPrimaryMetrics, Registry } from './prom.js'
 import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
-import { ClusterMerger, formatFamilies, type Family, type ScrapeResult } from './merge.js'
+import { ClusterMerger, type Family, type ScrapeResult } from './merge.js'
+import { formatFamilies, PROMETHEUS_CONTENT_TYPE } from './exposition.js'
 import { RateWindow } from './imbalance.js'
 import { DEFAULT_CHANNEL } from './options.js'
 import { registerSupervisorMetrics, type PrimaryLike } from './supervisor-metrics.js'
@@ -149,8 +150,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
       ...(processRegistry !== undefined ? await processRegistry.getMetricsAsJSON() as unknown as Family[] : [])
     ]
     // Merge again with the primary's families appended (same-named process metrics of the primary join the workers').
-    const families = mergeExtra(merged.families, extra)
-    return await formatFamilies(families)
+    return formatFamilies(mergeExtra(merged.families, extra))
   }
   // Concurrent GETs share one round of IPC: the merger's carried totals move one scrape at a time.
   let inflight: Promise<string> | undefined
@@ -170,7 +170,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
       return
     }
     scrape().then((body) => {
-      res.writeHead(200, { 'content-type': Registry.PROMETHEUS_CONTENT_TYPE })
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE })
       res.end(req.method === 'HEAD' ? undefined : body)
     }, (err: unknown) => {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`cluster scrape failed: ${err instanceof Error ? err.message : String(err)}\n`)
