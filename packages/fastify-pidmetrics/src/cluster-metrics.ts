@@ -128,8 +128,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
     if (typeof h[m] !== 'function') throw new PidMetricsHandleError(`a primary handle needs ${m}(); got ${typeof h[m]}`)
   }
 
-  const supervisorRegistry = new Registry()
-  const supervisor = registerSupervisorMetrics(supervisorRegistry, h)
+  const supervisor = registerSupervisorMetrics(h)
   let processRegistry: Registry | undefined
   if (opts.primaryMetrics) {
     processRegistry = new Registry()
@@ -146,7 +145,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
     const spread = window.add(Date.now(), merged.requestTotals, Array.from({ length: h.size }, (_, i) => i))
     supervisor.recordScrape(merged.slots, Number(process.hrtime.bigint() - started) / 1e9, spread)
     const extra: Family[] = [
-      ...(await supervisorRegistry.getMetricsAsJSON() as unknown as Family[]),
+      ...supervisor.families(),
       ...(processRegistry !== undefined ? await processRegistry.getMetricsAsJSON() as unknown as Family[] : [])
     ]
     // Merge again with the primary's families appended (same-named process metrics of the primary join the workers').
