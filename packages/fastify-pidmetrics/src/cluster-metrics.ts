@@ -1,12 +1,12 @@
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { collectPrimaryMetrics, Registry } from './prom.js'
 import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
 import { ClusterMerger, type Family, type ScrapeResult } from './merge.js'
 import { formatFamilies, PROMETHEUS_CONTENT_TYPE } from './exposition.js'
 import { RateWindow } from './imbalance.js'
 import { DEFAULT_CHANNEL } from './options.js'
 import { registerSupervisorMetrics, type PrimaryLike } from './supervisor-metrics.js'
+import { measureEventLoopLag, primaryProcessMetrics } from './process-metrics.js'
 
 export interface ClusterMetricsOptions {
   /** Port of the primary's scrape endpoint. Default `METRICS_PORT` or 9091; 0 picks a free port. */
@@ -129,24 +129,21 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
   }
 
   const supervisor = registerSupervisorMetrics(h)
-  let processRegistry: Registry | undefined
-  if (opts.primaryMetrics) {
-    processRegistry = new Registry()
-    processRegistry.setDefaultLabels({ pid: String(process.pid), worker: 'primary' })
-    collectPrimaryMetrics(processRegistry)
-  }
+  const processMetrics = opts.primaryMetrics ? primaryProcessMetrics() : undefined
   const merger = new ClusterMerger(() => Array.from({ length: h.size }, (_, i) => i))
   const window = new RateWindow(opts.imbalanceWindow)
 
   const scrapeOnce = async (): Promise<string> => {
     const started = process.hrtime.bigint()
+    // Measured while the workers answer: it adds no time to the scrape.
+    const lag = processMetrics !== undefined ? measureEventLoopLag() : undefined
     const results = await h.requestAll(opts.channel, undefined, { timeout: opts.timeout }) as ScrapeResult[]
     const merged = merger.merge(results)
     const spread = window.add(Date.now(), merged.requestTotals, Array.from({ length: h.size }, (_, i) => i))
     supervisor.recordScrape(merged.slots, Number(process.hrtime.bigint() - started) / 1e9, spread)
     const extra: Family[] = [
       ...supervisor.families(),
-      ...(processRegistry !== undefined ? await processRegistry.getMetricsAsJSON() as unknown as Family[] : [])
+      ...(processMetrics !== undefined && lag !== undefined ? processMetrics.families(await lag) : [])
     ]
     // Merge again with the primary's families appended (same-named process metrics of the primary join the workers').
     return formatFamilies(mergeExtra(merged.families, extra))

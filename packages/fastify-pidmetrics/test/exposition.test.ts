@@ -3,6 +3,8 @@
 // primary over IPC.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { execFileSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { Counter, Gauge, Histogram, Registry, Summary } from 'prom-client'
 import { ClusterMerger, formatFamilies, type Family, type ScrapeResult } from '../src/index.js'
 import { PROMETHEUS_CONTENT_TYPE } from '../src/exposition.js'
@@ -72,4 +74,40 @@ test('same text as prom-client for families as they reach the primary (numeric l
   const merged = new ClusterMerger(() => [0, 1]).merge(await primary.requestAll('pidmetrics:scrape') as ScrapeResult[])
   assert.equal(formatFamilies(merged.families), await promClientFormat(merged.families))
   assert.equal(PROMETHEUS_CONTENT_TYPE, Registry.PROMETHEUS_CONTENT_TYPE)
+})
+
+test('the primary half loads no prom-client, no node:v8 and no perf_hooks, scrape included', () => {
+  const packageDir = fileURLToPath(new URL('..', import.meta.url))
+  // Runs the built dist (pnpm -r build), resolved by the package's own name from its directory.
+  const script = `
+    import { EventEmitter } from 'node:events'
+    import { get } from 'node:http'
+    import { createRequire } from 'node:module'
+    const { clusterMetrics } = await import('@nclust/fastify-pidmetrics/cluster')
+    const scrape = { v: 1, pid: 4242, worker: '0', metrics: [
+      { name: 'http_requests_total', help: 'requests', type: 'counter', aggregator: 'sum', values: [{ value: 7, labels: { method: 'GET', route: '/', status_code: 200, pid: '4242', worker: '0' } }] }
+    ] }
+    const handle = {
+      role: 'primary', size: 1, events: new EventEmitter(),
+      workers: () => [{ workerId: 0, pid: 4242, state: 'ready', generation: 0, startedAt: 0, restarts: 0 }],
+      requestAll: async () => [{ workerId: 0, pid: 4242, ok: true, value: scrape, ms: 1 }],
+      onClose () {}
+    }
+    const server = await clusterMetrics(handle, { port: 0, host: '127.0.0.1' })
+    // node:http, not fetch: undici loads perf_hooks itself.
+    const body = await new Promise((resolve, reject) => get(server.url, (res) => {
+      let text = ''
+      res.setEncoding('utf8').on('data', (chunk) => { text += chunk }).on('end', () => resolve(text))
+    }).on('error', reject))
+    await server.close()
+    const cjs = Object.keys(createRequire(import.meta.url)('node:module')._cache)
+    process.stdout.write(JSON.stringify({ body, cjs, builtins: process.moduleLoadList }))
+  `
+  const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: packageDir, encoding: 'utf8', timeout: 30_000 })) as { body: string, cjs: string[], builtins: string[] }
+  assert.match(out.body, /^http_requests_total\{method="GET",route="\/",status_code="200",pid="4242",worker="0"\} 7$/m)
+  assert.match(out.body, /^process_resident_memory_bytes\{pid="\d+",worker="primary"\} \d+$/m, 'the primary\'s own metrics are in the scrape')
+  assert.match(out.body, /^nclust_scrape_worker_up\{worker="0"\} 1$/m)
+  assert.ok(out.cjs.length > 0, 'the CommonJS cache is read (the scrape loads @fastify/error through it)')
+  assert.deepEqual(out.cjs.filter((p) => p.includes('prom-client')), [])
+  assert.deepEqual(out.builtins.filter((m) => m === 'NativeModule perf_hooks' || m === 'NativeModule v8'), [])
 })
