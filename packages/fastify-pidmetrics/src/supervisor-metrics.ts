@@ -39,7 +39,7 @@ export function exitCodeOf (code: number | null, signal: string | null): number 
 class MetricFamily {
   private readonly series = new Map<string, FamilySample>()
 
-  constructor (readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge', private readonly labelled = false) {
+  constructor (readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge', private readonly labelled: boolean) {
     this.clear()
   }
 
@@ -119,9 +119,9 @@ export function registerSupervisorMetrics (handle: PrimaryLike): SupervisorMetri
   const scrapeSeconds = gauge('nclust_scrape_duration_seconds', 'Seconds the last cluster scrape took, all workers included', false)
   const rate = gauge('nclust_worker_request_rate', 'Requests per second the worker slot answered over the imbalance window (from http_requests_total)')
   // Registered with the first measured window: absent until then, never a fake 0.
-  const ratio = new MetricFamily('nclust_request_rate_imbalance_ratio', 'max / mean of the per-worker request rates over the imbalance window: 1 is even, N (worker count) is one worker taking everything; NaN without traffic', 'gauge')
-  const cv = new MetricFamily('nclust_request_rate_cv', 'Coefficient of variation (stddev / mean) of the per-worker request rates over the imbalance window: 0 is even; NaN without traffic', 'gauge')
-  const windowSeconds = new MetricFamily('nclust_request_rate_window_seconds', 'Seconds the per-worker request rates were measured over', 'gauge')
+  const ratio = new MetricFamily('nclust_request_rate_imbalance_ratio', 'max / mean of the per-worker request rates over the imbalance window: 1 is even, N (worker count) is one worker taking everything; NaN without traffic', 'gauge', false)
+  const cv = new MetricFamily('nclust_request_rate_cv', 'Coefficient of variation (stddev / mean) of the per-worker request rates over the imbalance window: 0 is even; NaN without traffic', 'gauge', false)
+  const windowSeconds = new MetricFamily('nclust_request_rate_window_seconds', 'Seconds the per-worker request rates were measured over', 'gauge', false)
 
   let imbalanceRegistered = false
 
