@@ -1,12 +1,13 @@
 import { createRequire } from 'node:module'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { collectPrimaryMetrics, Registry } from './prom.js'
 import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
-import { ClusterMerger, formatFamilies, type Family, type ScrapeResult } from './merge.js'
+import { ClusterMerger, type Family, type ScrapeResult } from './merge.js'
+import { formatFamilies, PROMETHEUS_CONTENT_TYPE } from './exposition.js'
 import { RateWindow } from './imbalance.js'
 import { DEFAULT_CHANNEL } from './options.js'
 import { registerSupervisorMetrics, type PrimaryLike } from './supervisor-metrics.js'
+import { measureEventLoopLag, primaryProcessMetrics } from './process-metrics.js'
 
 // node:http by require(), not by an ESM import: on Node 22 and later, an ESM import of node:http
 // builds its namespace from every export, which runs the lazy WebSocket/CloseEvent/MessageEvent
@@ -134,30 +135,25 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
     if (typeof h[m] !== 'function') throw new PidMetricsHandleError(`a primary handle needs ${m}(); got ${typeof h[m]}`)
   }
 
-  const supervisorRegistry = new Registry()
-  const supervisor = registerSupervisorMetrics(supervisorRegistry, h)
-  let processRegistry: Registry | undefined
-  if (opts.primaryMetrics) {
-    processRegistry = new Registry()
-    processRegistry.setDefaultLabels({ pid: String(process.pid), worker: 'primary' })
-    collectPrimaryMetrics(processRegistry)
-  }
+  const supervisor = registerSupervisorMetrics(h)
+  const processMetrics = opts.primaryMetrics ? primaryProcessMetrics() : undefined
   const merger = new ClusterMerger(() => Array.from({ length: h.size }, (_, i) => i))
   const window = new RateWindow(opts.imbalanceWindow)
 
   const scrapeOnce = async (): Promise<string> => {
     const started = process.hrtime.bigint()
+    // Measured while the workers answer: it adds no time to the scrape.
+    const lag = processMetrics !== undefined ? measureEventLoopLag() : undefined
     const results = await h.requestAll(opts.channel, undefined, { timeout: opts.timeout }) as ScrapeResult[]
     const merged = merger.merge(results)
     const spread = window.add(Date.now(), merged.requestTotals, Array.from({ length: h.size }, (_, i) => i))
     supervisor.recordScrape(merged.slots, Number(process.hrtime.bigint() - started) / 1e9, spread)
     const extra: Family[] = [
-      ...(await supervisorRegistry.getMetricsAsJSON() as unknown as Family[]),
-      ...(processRegistry !== undefined ? await processRegistry.getMetricsAsJSON() as unknown as Family[] : [])
+      ...supervisor.families(),
+      ...(processMetrics !== undefined && lag !== undefined ? processMetrics.families(await lag) : [])
     ]
     // Merge again with the primary's families appended (same-named process metrics of the primary join the workers').
-    const families = mergeExtra(merged.families, extra)
-    return await formatFamilies(families)
+    return formatFamilies(mergeExtra(merged.families, extra))
   }
   // Concurrent GETs share one round of IPC: the merger's carried totals move one scrape at a time.
   let inflight: Promise<string> | undefined
@@ -177,7 +173,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
       return
     }
     scrape().then((body) => {
-      res.writeHead(200, { 'content-type': Registry.PROMETHEUS_CONTENT_TYPE })
+      res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE })
       res.end(req.method === 'HEAD' ? undefined : body)
     }, (err: unknown) => {
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`cluster scrape failed: ${err instanceof Error ? err.message : String(err)}\n`)

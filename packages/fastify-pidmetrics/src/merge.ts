@@ -1,4 +1,3 @@
-import { Registry } from './prom.js'
 import type { WorkerScrape } from './plugin.js'
 
 export type Labels = Record<string, string | number>
@@ -246,25 +245,4 @@ export class ClusterMerger {
 
     return { families: [...out.values()], slots, requestTotals }
   }
-}
-
-/**
- * Turn families into Prometheus text exposition with prom-client's own formatter (escaping, histogram
- * label order, number formatting), by registering each family as a read-only metric in a throwaway registry.
- */
-export async function formatFamilies (families: Family[]): Promise<string> {
-  const registry = new Registry()
-  for (const f of families) {
-    if (f.values.length === 0) continue
-    const metric = {
-      name: f.name,
-      help: f.help,
-      type: f.type,
-      aggregator: f.aggregator,
-      get: async () => f,
-      reset: () => {}
-    }
-    registry.registerMetric(metric as unknown as Parameters<Registry['registerMetric']>[0])
-  }
-  return await registry.metrics()
 }

@@ -1,7 +1,6 @@
 import { constants } from 'node:os'
 import type { EventEmitter } from 'node:events'
-import { Counter, Gauge, type Registry } from './prom.js'
-import type { SlotStatus } from './merge.js'
+import type { Family, FamilySample, Labels, SlotStatus } from './merge.js'
 import type { Spread } from './imbalance.js'
 import { RESTART_REASONS, SHUTDOWN_REASONS } from '@nclust/fastify-cluster'
 
@@ -32,9 +31,53 @@ export function exitCodeOf (code: number | null, signal: string | null): number 
   return -1
 }
 
+/**
+ * One counter or gauge family kept in memory, series in the order they first appear, as prom-client
+ * keeps them (the primary loads no prom-client: see exposition.ts). Like prom-client, an unlabelled
+ * family always has its one series, from 0; a labelled one has none until a value is set.
+ */
+class MetricFamily {
+  private readonly series = new Map<string, FamilySample>()
+
+  constructor (readonly name: string, readonly help: string, readonly type: 'counter' | 'gauge', private readonly labelled: boolean) {
+    this.clear()
+  }
+
+  private static key (labels: Labels): string {
+    return Object.keys(labels).sort().map((k) => `${k}:${String(labels[k])}`).join(',')
+  }
+
+  set (labels: Labels, value: number): void {
+    const key = MetricFamily.key(labels)
+    const sample = this.series.get(key)
+    if (sample === undefined) this.series.set(key, { value, labels })
+    else sample.value = value
+  }
+
+  inc (labels: Labels, by = 1): void {
+    const key = MetricFamily.key(labels)
+    const sample = this.series.get(key)
+    if (sample === undefined) this.series.set(key, { value: by, labels })
+    else sample.value += by
+  }
+
+  /** Drop every series (an unlabelled family goes back to its one series at 0). */
+  clear (): void {
+    this.series.clear()
+    if (!this.labelled) this.series.set('', { value: 0, labels: {} })
+  }
+
+  snapshot (): Family {
+    const values = [...this.series.values()].map((s) => ({ value: s.value, labels: s.labels }))
+    return { name: this.name, help: this.help, type: this.type, aggregator: 'sum', values }
+  }
+}
+
 export interface SupervisorMetrics {
   /** Record the outcome of one cluster scrape. */
   recordScrape (slots: SlotStatus[], seconds: number, spread: Spread | undefined): void
+  /** The series now, in a fixed order (the gauges read from `handle.workers()` are read here). */
+  families (): Family[]
   /** Stop listening to the handle's events. */
   detach (): void
 }
@@ -43,140 +86,42 @@ export interface SupervisorMetrics {
  * The supervisor's own series (all `nclust_*`, no `pid` label: they are about slots, not processes).
  * Counters are fed by the handle's events, gauges are read from `handle.workers()` at scrape time.
  */
-export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLike): SupervisorMetrics {
+export function registerSupervisorMetrics (handle: PrimaryLike): SupervisorMetrics {
   const slots = (): string[] => Array.from({ length: handle.size }, (_, i) => String(i))
   const workers = (): ReturnType<PrimaryLike['workers']> => {
     try { return handle.workers() } catch { return [] }
   }
 
-  // Gauges read at scrape time through their collect(); kept in an array only to satisfy no-new.
-  const gauges: Gauge[] = []
-  gauges.push(new Gauge({
-    name: 'nclust_workers_desired',
-    help: 'Worker processes the supervisor is asked to run (follows scaling)',
-    registers: [registry],
-    collect () { this.set(handle.size) }
-  }))
-  gauges.push(new Gauge({
-    name: 'nclust_workers_ready',
-    help: 'Worker processes that are ready (listening and answering)',
-    registers: [registry],
-    collect () { this.set(workers().filter((w) => w.state === 'ready').length) }
-  }))
-  gauges.push(new Gauge({
-    name: 'nclust_workers',
-    help: 'Worker processes by state',
-    labelNames: ['state'],
-    registers: [registry],
-    collect () {
-      const counts: Record<string, number> = { starting: 0, ready: 0, draining: 0 }
-      for (const w of workers()) counts[w.state] = (counts[w.state] ?? 0) + 1
-      this.reset()
-      for (const [state, n] of Object.entries(counts)) this.set({ state }, n)
-    }
-  }))
-  gauges.push(new Gauge({
-    name: 'nclust_worker_ready',
-    help: '1 when the worker slot has a ready process, 0 when it has none (dead, restarting, starting)',
-    labelNames: ['worker'],
-    registers: [registry],
-    collect () {
-      const ready = new Set(workers().filter((w) => w.state === 'ready').map((w) => String(w.workerId)))
-      this.reset()
-      for (const s of slots()) this.set({ worker: s }, ready.has(s) ? 1 : 0)
-    }
-  }))
-  const restarts = new Counter({
-    name: 'nclust_worker_restarts_total',
-    help: `Workers replaced by the supervisor, by slot and reason (${RESTART_REASONS.join(', ')})`,
-    labelNames: ['worker', 'reason'],
-    registers: [registry]
-  })
-  const exits = new Counter({
-    name: 'nclust_worker_exits_total',
-    help: 'Worker processes that exited, by slot and reason (requested exits included)',
-    labelNames: ['worker', 'reason'],
-    registers: [registry]
-  })
-  const lastExit = new Gauge({
-    name: 'nclust_worker_last_exit_code',
-    help: 'Exit code of the slot\'s last exited process (128 + signal number when killed by a signal)',
-    labelNames: ['worker'],
-    registers: [registry]
-  })
-  const shutdowns = new Counter({
-    name: 'nclust_shutdowns_total',
-    help: `Cluster shutdowns started, by reason (${SHUTDOWN_REASONS.join(', ')})`,
-    labelNames: ['reason'],
-    registers: [registry]
-  })
-  const crashLoops = new Counter({
-    name: 'nclust_crash_loops_total',
-    help: 'Crash loops detected by the supervisor, by slot',
-    labelNames: ['worker'],
-    registers: [registry]
-  })
-  const reloads = new Counter({
-    name: 'nclust_reloads_total',
-    help: 'Rolling reloads finished, by outcome (success, failure: a new worker did not start or shutdown began)',
-    labelNames: ['outcome'],
-    registers: [registry]
-  })
-  const reloading = new Gauge({
-    name: 'nclust_reload_in_progress',
-    help: '1 while a rolling reload runs',
-    registers: [registry]
-  })
-  const reloadSeconds = new Gauge({
-    name: 'nclust_reload_duration_seconds',
-    help: 'Seconds the last rolling reload took (successful or not)',
-    registers: [registry]
-  })
-  reloading.set(0)
-  const scrapeUp = new Gauge({
-    name: 'nclust_scrape_worker_up',
-    help: '1 when the worker answered the last cluster scrape in time, 0 when it did not (dead, starting, timed out, error)',
-    labelNames: ['worker'],
-    registers: [registry]
-  })
-  const scrapeWorkerSeconds = new Gauge({
-    name: 'nclust_scrape_worker_duration_seconds',
-    help: 'Seconds the worker took to answer the last cluster scrape (or until it timed out)',
-    labelNames: ['worker'],
-    registers: [registry]
-  })
-  const scrapeFailures = new Counter({
-    name: 'nclust_scrape_worker_failures_total',
-    help: 'Cluster scrapes in which the worker slot gave no good answer',
-    labelNames: ['worker'],
-    registers: [registry]
-  })
-  const scrapeSeconds = new Gauge({
-    name: 'nclust_scrape_duration_seconds',
-    help: 'Seconds the last cluster scrape took, all workers included',
-    registers: [registry]
-  })
-  const rate = new Gauge({
-    name: 'nclust_worker_request_rate',
-    help: 'Requests per second the worker slot answered over the imbalance window (from http_requests_total)',
-    labelNames: ['worker'],
-    registers: [registry]
-  })
-  const ratio = new Gauge({
-    name: 'nclust_request_rate_imbalance_ratio',
-    help: 'max / mean of the per-worker request rates over the imbalance window: 1 is even, N (worker count) is one worker taking everything; NaN without traffic',
-    registers: [] // registered with the first measured window: absent until then, never a fake 0
-  })
-  const cv = new Gauge({
-    name: 'nclust_request_rate_cv',
-    help: 'Coefficient of variation (stddev / mean) of the per-worker request rates over the imbalance window: 0 is even; NaN without traffic',
-    registers: [] // registered with the first measured window: absent until then, never a fake 0
-  })
-  const windowSeconds = new Gauge({
-    name: 'nclust_request_rate_window_seconds',
-    help: 'Seconds the per-worker request rates were measured over',
-    registers: [] // registered with the first measured window: absent until then, never a fake 0
-  })
+  // In output order.
+  const registered: MetricFamily[] = []
+  const counter = (name: string, help: string, labelled = true): MetricFamily => register(new MetricFamily(name, help, 'counter', labelled))
+  const gauge = (name: string, help: string, labelled = true): MetricFamily => register(new MetricFamily(name, help, 'gauge', labelled))
+  const register = (family: MetricFamily): MetricFamily => {
+    registered.push(family)
+    return family
+  }
+
+  const desired = gauge('nclust_workers_desired', 'Worker processes the supervisor is asked to run (follows scaling)', false)
+  const ready = gauge('nclust_workers_ready', 'Worker processes that are ready (listening and answering)', false)
+  const byState = gauge('nclust_workers', 'Worker processes by state')
+  const slotReady = gauge('nclust_worker_ready', '1 when the worker slot has a ready process, 0 when it has none (dead, restarting, starting)')
+  const restarts = counter('nclust_worker_restarts_total', `Workers replaced by the supervisor, by slot and reason (${RESTART_REASONS.join(', ')})`)
+  const exits = counter('nclust_worker_exits_total', 'Worker processes that exited, by slot and reason (requested exits included)')
+  const lastExit = gauge('nclust_worker_last_exit_code', 'Exit code of the slot\'s last exited process (128 + signal number when killed by a signal)')
+  const shutdowns = counter('nclust_shutdowns_total', `Cluster shutdowns started, by reason (${SHUTDOWN_REASONS.join(', ')})`)
+  const crashLoops = counter('nclust_crash_loops_total', 'Crash loops detected by the supervisor, by slot')
+  const reloads = counter('nclust_reloads_total', 'Rolling reloads finished, by outcome (success, failure: a new worker did not start or shutdown began)')
+  const reloading = gauge('nclust_reload_in_progress', '1 while a rolling reload runs', false)
+  const reloadSeconds = gauge('nclust_reload_duration_seconds', 'Seconds the last rolling reload took (successful or not)', false)
+  const scrapeUp = gauge('nclust_scrape_worker_up', '1 when the worker answered the last cluster scrape in time, 0 when it did not (dead, starting, timed out, error)')
+  const scrapeWorkerSeconds = gauge('nclust_scrape_worker_duration_seconds', 'Seconds the worker took to answer the last cluster scrape (or until it timed out)')
+  const scrapeFailures = counter('nclust_scrape_worker_failures_total', 'Cluster scrapes in which the worker slot gave no good answer')
+  const scrapeSeconds = gauge('nclust_scrape_duration_seconds', 'Seconds the last cluster scrape took, all workers included', false)
+  const rate = gauge('nclust_worker_request_rate', 'Requests per second the worker slot answered over the imbalance window (from http_requests_total)')
+  // Registered with the first measured window: absent until then, never a fake 0.
+  const ratio = new MetricFamily('nclust_request_rate_imbalance_ratio', 'max / mean of the per-worker request rates over the imbalance window: 1 is even, N (worker count) is one worker taking everything; NaN without traffic', 'gauge', false)
+  const cv = new MetricFamily('nclust_request_rate_cv', 'Coefficient of variation (stddev / mean) of the per-worker request rates over the imbalance window: 0 is even; NaN without traffic', 'gauge', false)
+  const windowSeconds = new MetricFamily('nclust_request_rate_window_seconds', 'Seconds the per-worker request rates were measured over', 'gauge', false)
 
   let imbalanceRegistered = false
 
@@ -208,19 +153,19 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
     // Rolling reloads: `{ phase: 'start' }`, then `{ phase: 'done', ok, replaced, ms, ... }`.
     ['reload', (e) => {
       if (e.phase === 'start') {
-        reloading.set(1)
+        reloading.set({}, 1)
         return
       }
-      reloading.set(0)
+      reloading.set({}, 0)
       reloads.inc({ outcome: e.ok === true ? 'success' : 'failure' })
-      if (typeof e.ms === 'number') reloadSeconds.set(e.ms / 1000)
+      if (typeof e.ms === 'number') reloadSeconds.set({}, e.ms / 1000)
     }]
   ]
   for (const [name, fn] of listeners) handle.events.on(name, fn)
 
   return {
     recordScrape (slotStatus, seconds, spread) {
-      scrapeSeconds.set(seconds)
+      scrapeSeconds.set({}, seconds)
       for (const s of slotStatus) {
         const worker = String(s.worker)
         scrapeUp.set({ worker }, s.up ? 1 : 0)
@@ -230,14 +175,27 @@ export function registerSupervisorMetrics (registry: Registry, handle: PrimaryLi
       if (spread !== undefined) {
         if (!imbalanceRegistered) {
           imbalanceRegistered = true
-          for (const g of [ratio, cv, windowSeconds]) registry.registerMetric(g)
+          for (const g of [ratio, cv, windowSeconds]) register(g)
         }
-        rate.reset()
+        rate.clear()
         for (const [w, r] of spread.rates) rate.set({ worker: String(w) }, r)
-        ratio.set(spread.maxOverMean)
-        cv.set(spread.cv)
-        windowSeconds.set(spread.seconds)
+        ratio.set({}, spread.maxOverMean)
+        cv.set({}, spread.cv)
+        windowSeconds.set({}, spread.seconds)
       }
+    },
+    families () {
+      const now = workers()
+      desired.set({}, handle.size)
+      ready.set({}, now.filter((w) => w.state === 'ready').length)
+      const counts: Record<string, number> = { starting: 0, ready: 0, draining: 0 }
+      for (const w of now) counts[w.state] = (counts[w.state] ?? 0) + 1
+      byState.clear()
+      for (const [state, n] of Object.entries(counts)) byState.set({ state }, n)
+      const readySlots = new Set(now.filter((w) => w.state === 'ready').map((w) => String(w.workerId)))
+      slotReady.clear()
+      for (const s of slots()) slotReady.set({ worker: s }, readySlots.has(s) ? 1 : 0)
+      return registered.map((f) => f.snapshot())
     },
     detach () {
       for (const [name, fn] of listeners) handle.events.off(name, fn)

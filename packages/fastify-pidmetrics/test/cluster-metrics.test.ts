@@ -140,6 +140,40 @@ test('supervisor events become nclust_* series', async (t) => {
   assert.ok(!s.has('process_cpu_user_seconds_total') || (s.get('process_cpu_user_seconds_total') ?? []).every((x) => x.labels.worker !== 'primary'))
 })
 
+test('the primary\'s own process metrics: prom-client\'s names, one series each, in the workers\' families', async (t) => {
+  const primary = await fleet(1, 6500)
+  t.after(() => primary.close())
+  const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1' })
+  t.after(() => server.close())
+  const body = await server.scrape()
+  const s = samples(body)
+  const linux = process.platform === 'linux'
+  const names = [
+    'process_cpu_user_seconds_total', 'process_cpu_system_seconds_total', 'process_cpu_seconds_total', 'process_start_time_seconds',
+    'process_resident_memory_bytes', 'nodejs_eventloop_lag_seconds', 'nodejs_heap_size_total_bytes', 'nodejs_heap_size_used_bytes',
+    'nodejs_external_memory_bytes', 'nodejs_version_info',
+    ...(linux ? ['process_virtual_memory_bytes', 'process_heap_bytes', 'process_open_fds', 'process_max_fds'] : [])
+  ]
+  for (const name of names) {
+    const mine = (s.get(name) ?? []).filter((x) => x.labels.worker === 'primary')
+    assert.equal(mine.length, 1, name)
+    assert.equal(mine[0]?.labels.pid, String(process.pid), name)
+    assert.ok(Number.isFinite(mine[0]?.value) && (mine[0]?.value ?? -1) >= 0, `${name} = ${String(mine[0]?.value)}`)
+    // The worker's series of the same name are in the same family: one HELP/TYPE.
+    assert.ok((s.get(name) ?? []).some((x) => x.labels.worker === '0'), `${name} from the worker too`)
+    assert.equal(body.match(new RegExp(`^# TYPE ${name} `, 'gm'))?.length, 1, name)
+  }
+  const value = (name: string): number => sumOf(s.get(name), (l) => l.worker === 'primary')
+  assert.ok(Math.abs(value('process_start_time_seconds') - (Date.now() / 1000 - process.uptime())) <= 1)
+  assert.ok(value('process_resident_memory_bytes') > 10e6)
+  assert.ok(value('nodejs_heap_size_used_bytes') <= value('nodejs_heap_size_total_bytes'))
+  assert.ok(value('nodejs_eventloop_lag_seconds') < 5)
+  if (linux) assert.ok(value('process_open_fds') > 0 && value('process_open_fds') <= value('process_max_fds'))
+  const version = (s.get('nodejs_version_info') ?? []).find((x) => x.labels.worker === 'primary')
+  assert.equal(version?.labels.version, process.version)
+  assert.equal(version?.labels.major, process.version.slice(1).split('.')[0])
+})
+
 test('imbalance gauges: per-worker rate, max/mean and coefficient of variation', async (t) => {
   const primary = await fleet(2, 7000)
   t.after(() => primary.close())

@@ -18,7 +18,7 @@ function noDuplicateSeries (text: string): void {
 async function round (merger: ClusterMerger, primary: FakePrimary, timeout = 1000): Promise<{ text: string, s: Map<string, Sample[]>, merged: ReturnType<ClusterMerger['merge']> }> {
   const results = await primary.requestAll('pidmetrics:scrape', undefined, { timeout }) as ScrapeResult[]
   const merged = merger.merge(results)
-  const text = await formatFamilies(merged.families)
+  const text = formatFamilies(merged.families)
   noDuplicateSeries(text)
   return { text, s: samples(text), merged }
 }
@@ -109,7 +109,7 @@ test('a replaced worker: the old final values are carried into the new pid, no c
   const stale = await w0.scrape()
   for (const f of stale.metrics) for (const v of f.values) v.labels = { ...v.labels, worker: '1', pid: '3001' }
   const again = merger.merge([{ workerId: 1, pid: 3001, ok: true, value: { ...stale, pid: 3001 }, ms: 1 }])
-  const text = await formatFamilies(again.families)
+  const text = formatFamilies(again.families)
   assert.equal(sumOf(samples(text).get('http_requests_total'), (l) => l.worker === '1'), 28)
   assert.equal(again.slots.find((x) => x.worker === 1)?.up, false)
 })
