@@ -67,12 +67,14 @@ export function createRequests (m: SlotMachine): {
   async function requestAll<T> (channel: string, payload?: unknown, opts: RequestOptions = {}): Promise<Array<RequestResult<T>>> {
     const targets = m.slots.flatMap((s) => s.current !== undefined && s.current.state === 'ready' ? [s.current] : [])
     return await Promise.all(targets.map(async (proc): Promise<RequestResult<T>> => {
-      const t0 = performance.now()
+      // hrtime, not performance.now(): the global `performance` loads perf_hooks into the lean primary.
+      const t0 = process.hrtime.bigint()
+      const ms = (): number => Number(process.hrtime.bigint() - t0) / 1e6
       try {
         const value = await request<T>(proc.slot.id, channel, payload, opts)
-        return { workerId: proc.slot.id, pid: proc.pid, ok: true, value, ms: performance.now() - t0 }
+        return { workerId: proc.slot.id, pid: proc.pid, ok: true, value, ms: ms() }
       } catch (err) {
-        return { workerId: proc.slot.id, pid: proc.pid, ok: false, error: (err as Error).message, ms: performance.now() - t0 }
+        return { workerId: proc.slot.id, pid: proc.pid, ok: false, error: (err as Error).message, ms: ms() }
       }
     }))
   }
