@@ -180,9 +180,15 @@ export class ClusterMerger {
         }
         s.pid = r.pid
         const pidLabel = String(r.pid)
-        const newRaw = new Map<string, CumulativeSample>()
+        // The slot's state is updated in place, not rebuilt: what a scrape leaves behind survives V8's
+        // young-generation collections, and survivors scrape after scrape grow the primary's new space
+        // (measured: to 8 MB, +10 MB RSS after 100 scrapes, when this was a new Map of new objects).
+        const seen = new Set<string>()
         for (const fam of scrape.metrics) {
-          s.meta.set(fam.name, { help: fam.help, type: fam.type, aggregator: fam.aggregator })
+          const known = s.meta.get(fam.name)
+          if (known === undefined || known.help !== fam.help || known.type !== fam.type || known.aggregator !== fam.aggregator) {
+            s.meta.set(fam.name, { help: fam.help, type: fam.type, aggregator: fam.aggregator })
+          }
           const f = family(fam.name, fam.help, fam.type, fam.aggregator)
           if (f === undefined) continue
           for (const v of fam.values) {
@@ -196,7 +202,9 @@ export class ClusterMerger {
             const key = sampleKey(metricName, labels)
             const prev = s.lastRaw.get(key)
             if (prev !== undefined && value < prev.value) ClusterMerger.fold(s, [key]) // reset inside the process
-            newRaw.set(key, { family: fam.name, metricName, labels: withoutPid(labels), value })
+            if (prev === undefined) s.lastRaw.set(key, { family: fam.name, metricName, labels: withoutPid(labels), value })
+            else prev.value = value
+            seen.add(key)
             const carried = s.carried.get(key)?.value ?? 0
             const exported = value + carried
             if (fam.name === 'http_requests_total') total += exported
@@ -205,7 +213,7 @@ export class ClusterMerger {
         }
         // Series only earlier processes had (a route the new one has not served yet) continue under the new pid.
         for (const [key, c] of s.carried) {
-          if (newRaw.has(key)) continue
+          if (seen.has(key)) continue
           const m = s.meta.get(c.family)
           if (m === undefined) continue
           const f = family(c.family, m.help, m.type, m.aggregator)
@@ -213,7 +221,7 @@ export class ClusterMerger {
           if (c.family === 'http_requests_total') total += c.value
           f.values.push({ metricName: c.metricName, labels: { ...c.labels, pid: pidLabel }, value: c.value })
         }
-        s.lastRaw = newRaw
+        for (const key of s.lastRaw.keys()) if (!seen.has(key)) s.lastRaw.delete(key)
         slots.push({ worker, pid: r.pid, up: true, ms: r.ms })
       } else {
         // No good answer: keep the slot's cumulative series at their last values under the last pid.
