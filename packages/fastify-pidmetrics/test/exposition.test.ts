@@ -81,8 +81,9 @@ test('the primary half loads no prom-client, no node:v8 and no perf_hooks, scrap
   // Runs the built dist (pnpm -r build), resolved by the package's own name from its directory.
   const script = `
     import { EventEmitter } from 'node:events'
-    import { get } from 'node:http'
     import { createRequire } from 'node:module'
+    // Not an ESM import of node:http: on Node 22+ that loads undici, and undici loads perf_hooks.
+    const { get } = createRequire(import.meta.url)('node:http')
     const { clusterMetrics } = await import('@nclust/fastify-pidmetrics/cluster')
     const scrape = { v: 1, pid: 4242, worker: '0', metrics: [
       { name: 'http_requests_total', help: 'requests', type: 'counter', aggregator: 'sum', values: [{ value: 7, labels: { method: 'GET', route: '/', status_code: 200, pid: '4242', worker: '0' } }] }
