@@ -80,6 +80,18 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
     // No return503OnClosing: the cluster worker drains (serving late requests with Connection: close)
     // before it calls app.close(), so Fastify's 503-on-closing never meets a request.
   })
+  try {
+    await setUp(app, ctx, config)
+  } catch (err) {
+    // Close what was opened before the failure (the pg pool, the Redis client): their sockets would
+    // otherwise hold the process open, a test run or a single-mode pod hanging instead of exiting.
+    await app.close().catch((closeErr: unknown) => { app.log.warn({ err: closeErr }, 'closing after a failed build') })
+    throw err
+  }
+  return app
+}
+
+async function setUp (app: FastifyInstance, ctx: AppContext, config: Config): Promise<void> {
   app.decorate('config', config)
   app.decorate('worker', { workerId: ctx.workerId, workers: ctx.workers, pid: process.pid })
 
@@ -130,20 +142,15 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   app.pg.pool.on('error', (err) => app.log.warn({ err: err.message }, 'postgres pool: idle connection lost'))
 
   const redis = createRedis(config.redisUrl, config.redisPrefix, app.log)
-  try {
-    await connectRedis(redis, config.redisUrl, config.redisStartTimeout)
-  } catch (err) {
-    await app.close() // the pg pool registered above
-    throw err
-  }
   // @fastify/redis decorates app.redis with our client. We close it ourselves: its QUIT would be
   // refused while Redis is away (no offline queue) and the client would keep reconnecting forever,
-  // holding the worker open after a shutdown.
+  // holding the worker open after a shutdown. The hook comes first, so a failed build closes it too.
+  app.addHook('onClose', async () => { await closeRedis(redis) })
+  await connectRedis(redis, config.redisUrl, config.redisStartTimeout)
   await app.register(fastifyRedis, { client: redis, closeClient: false })
   // Revocations and rate-limit counters must not be evicted: warn at start unless noeviction. One
   // worker checks (worker 0, the only one in single mode), so a cluster logs it once, not N times.
   if (ctx.workerId === 0) await checkEvictionPolicy(redis, config.redisUrl, app.log)
-  app.addHook('onClose', async () => { await closeRedis(redis) })
 
   await app.register(fastifyJwt, {
     secret: config.jwtSecret,
@@ -184,7 +191,6 @@ export async function buildApp (ctx: AppContext, config: Config = loadConfig()):
   authRoutes(app)
   notesRoutes(app)
   cartRoutes(app)
-  return app
 }
 
 /** `UNAUTHORIZED` for 401, `PAYLOAD_TOO_LARGE` for 413...: the `code` of an error that brought none. */

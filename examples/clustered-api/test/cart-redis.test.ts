@@ -99,6 +99,19 @@ test('a cart holds at most CART_MAX_ITEMS distinct SKUs; an add answers the item
   assert.deepEqual(cart.body.items, [{ sku: 'a', quantity: 7 }, { sku: 'b', quantity: 2 }, { sku: 'c', quantity: 2 }])
 })
 
+test('one SKU holds at most 1000: the add that would pass it is a 409 and changes nothing, even when adds race on both workers', async () => {
+  const t = await token('bulk')
+  const first = await request(port, 'POST', '/cart/items', { token: t, body: { sku: 'bolt', quantity: 995 } })
+  assert.equal(first.status, 200)
+  const over = await request<{ code: string, message: string }>(port, 'POST', '/cart/items', { token: t, body: { sku: 'bolt', quantity: 6 } })
+  assert.deepEqual({ status: over.status, code: over.body.code, message: over.body.message }, { status: 409, code: 'CART_QUANTITY_LIMIT', message: 'the cart holds at most 1000 of one item' })
+  // Ten adds of 1 at once for the last 5 places: exactly 5 get in, whichever worker takes them.
+  const racing = await Promise.all(Array.from({ length: 10 }, async () => await request(port, 'POST', '/cart/items', { token: t, body: { sku: 'bolt' } })))
+  assert.deepEqual(racing.map((r) => r.status).sort(), [200, 200, 200, 200, 200, 409, 409, 409, 409, 409])
+  const cart = await request<{ items: unknown }>(port, 'GET', '/cart', { token: t })
+  assert.deepEqual(cart.body.items, [{ sku: 'bolt', quantity: 1000 }])
+})
+
 test('ten distinct SKUs added at once through both workers: exactly 3 get in (the check and the add are one script)', async () => {
   const t = await token('racer')
   const results = await Promise.all(Array.from({ length: 10 }, async (_v, i) => await request(port, 'POST', '/cart/items', { token: t, body: { sku: `sku${i}` } })))

@@ -4,9 +4,9 @@
 // the launcher and are cleaned up and reused by the next start. Each run answers /health from two
 // workers, and on SIGTERM exits 0 leaving no process behind: every descendant seen while it ran
 // (cluster primary, workers, postmaster and its backends, redis-server) is checked.
-import { test } from 'node:test'
+import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, readFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
@@ -20,6 +20,15 @@ const devJs = join(exampleDir, 'dist', 'dev.js')
 // In the temp folder, not the repository (so nothing to git-ignore): as root the Postgres binaries run as an unprivileged user,
 // who may not reach a clone under /root.
 const cachedDir = join(tmpdir(), 'nclust-dev-launcher-test')
+
+/** A fresh temporary folder for one launch, removed when the file's tests end. */
+const temporary: string[] = []
+function tempDir (prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), prefix))
+  temporary.push(dir)
+  return dir
+}
+after(() => { for (const dir of temporary) { try { rmSync(dir, { recursive: true, force: true }) } catch {} } })
 
 /** Every descendant of `pid`, from /proc (children of children included). */
 function descendants (pid: number): number[] {
@@ -82,7 +91,7 @@ async function assertCleanStop (l: Launched, also: number[] = []): Promise<void>
 test('bad env: one line naming the variable, exit 1, nothing started', async () => {
   ensureBuilt()
   for (const [env, name] of [[{ WORKER_COUNT: 'abc' }, 'WORKER_COUNT'], [{ DATABASE_URL: 'postgres://u:secret@db:notaport/x' }, 'DATABASE_URL']] as const) {
-    const proc = spawnNode(devJs, { env: { ...env, NCLUST_DEV_DIR: mkdtempSync(join(tmpdir(), 'nclust-dev-')) } })
+    const proc = spawnNode(devJs, { env: { ...env, NCLUST_DEV_DIR: tempDir('nclust-dev-') } })
     try {
       const { code } = await proc.waitForExit(30000)
       assert.equal(code, 1)
@@ -98,12 +107,12 @@ test('nothing answers and no redis-server on PATH: one clear message, exit 1, no
   ensureBuilt()
   const proc = spawnNode(devJs, {
     env: {
-      PATH: mkdtempSync(join(tmpdir(), 'nclust-empty-path-')), // nothing on it: the launcher runs the cluster with process.execPath
+      PATH: tempDir('nclust-empty-path-'), // nothing on it: the launcher runs the cluster with process.execPath
       DATABASE_URL: undefined,
       REDIS_URL: undefined,
       NCLUST_DEV_PG_PORT: String(await freePort()),
       NCLUST_DEV_REDIS_PORT: String(await freePort()),
-      NCLUST_DEV_DIR: mkdtempSync(join(tmpdir(), 'nclust-dev-'))
+      NCLUST_DEV_DIR: tempDir('nclust-dev-')
     }
   })
   try {
@@ -122,7 +131,7 @@ test('URLs given: uses them, starts nothing', async () => {
   const { schema, prefix } = isolation('devgiven')
   let l: Launched | undefined
   try {
-    l = await launch({ DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, NCLUST_DEV_DIR: mkdtempSync(join(tmpdir(), 'nclust-dev-')) })
+    l = await launch({ DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, NCLUST_DEV_DIR: tempDir('nclust-dev-') })
     assert.match(text(l.proc), /^postgres: using DATABASE_URL \(127\.0\.0\.1:5432\/test\): it answers$/m)
     assert.match(text(l.proc), /^redis: using REDIS_URL \(127\.0\.0\.1:6379\): it answers$/m)
     assert.doesNotMatch(text(l.proc), /starting \(/)
@@ -148,7 +157,7 @@ test('URLs unset, local servers answer: uses them and says so', async () => {
       NCLUST_DEV_REDIS_PORT: '6379',
       PG_SCHEMA: schema,
       REDIS_PREFIX: prefix,
-      NCLUST_DEV_DIR: mkdtempSync(join(tmpdir(), 'nclust-dev-'))
+      NCLUST_DEV_DIR: tempDir('nclust-dev-')
     })
     assert.match(text(l.proc), /^postgres: DATABASE_URL not set; a server answers on 127\.0\.0\.1:5432: using postgres:\/\/postgres@127\.0\.0\.1:5432\/postgres$/m)
     assert.match(text(l.proc), /^redis: REDIS_URL not set; a server answers on 127\.0\.0\.1:6379/m)

@@ -123,6 +123,24 @@ test('a worker does not start without Redis: a clear error naming REDIS_URL, no 
   assert.ok(Date.now() - started < 6000)
 })
 
+test('a build that fails after Postgres and Redis are connected closes them: nothing holds the process open', async () => {
+  const redis = TcpProxy.forUrl(REDIS_URL)
+  const pg = TcpProxy.forUrl(DATABASE_URL)
+  await redis.start()
+  await pg.start()
+  try {
+    const config = loadConfig({
+      DATABASE_URL: pg.rewrite(DATABASE_URL), REDIS_URL: redis.rewrite(REDIS_URL), PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent'
+    })
+    // A plugin registered after both clients fails (@fastify/jwt refuses an empty secret).
+    await assert.rejects(buildApp({ workerId: 0, workers: 1 }, { ...config, jwtSecret: '' }), /secret/i)
+    await waitFor(async () => redis.connections === 0 && pg.connections === 0, 'no connection left to Redis or Postgres', 5000, 50)
+  } finally {
+    await redis.close()
+    await pg.close()
+  }
+})
+
 test('a worker shuts down promptly while Redis and Postgres are away', async () => {
   await redisProxy.cut()
   await pgProxy.cut()

@@ -26,16 +26,23 @@ const added = {
   }
 } as const
 
+/** Most of one SKU a cart holds (and most one add asks for): a quantity is a count, not an integer overflow test. */
+export const MAX_QUANTITY = 1000
+
 /**
- * Add to the cart only if the SKU is already in it or the cart holds fewer than the cap; refresh the
- * idle expiry; return the SKU's new quantity and the number of distinct items (-1 as the quantity when
- * full). One script, so the check and the add are atomic across workers (two workers adding the
- * cap's last item at once cannot both pass), and one round trip instead of a MULTI and an HGETALL.
+ * Add to the cart only if the SKU is already in it or the cart holds fewer than the cap, and only if
+ * the SKU's quantity stays within MAX_QUANTITY; refresh the idle expiry; return the SKU's new quantity
+ * and the number of distinct items (-1 as the quantity when the cart is full, -2 when the SKU's
+ * quantity would pass the limit). One script, so the checks and the add are atomic across workers
+ * (two workers adding the cap's last item at once cannot both pass), and one round trip instead of a
+ * MULTI and an HGETALL.
  */
 const addScript = `
-local exists = redis.call('HEXISTS', KEYS[1], ARGV[1])
+local current = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
 local n = redis.call('HLEN', KEYS[1])
-if exists == 0 and n >= tonumber(ARGV[3]) then return {-1, n} end
+if current == 0 and n >= tonumber(ARGV[3]) then return {-1, n} end
+if current + tonumber(ARGV[2]) > ${MAX_QUANTITY} then return {-2, n} end
+local exists = current > 0 and 1 or 0
 local q = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[2])
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 if exists == 0 then n = n + 1 end
@@ -43,7 +50,7 @@ return {q, n}`
 
 declare module 'ioredis' {
   interface RedisCommander<Context> {
-    /** {@link addScript}: [new quantity or -1 when full, distinct items]. */
+    /** {@link addScript}: [new quantity, or -1 when full, -2 past MAX_QUANTITY; distinct items]. */
     cartAdd: (key: string, sku: string, quantity: number, max: number, ttl: number) => Result<[number, number], Context>
   }
 }
@@ -78,7 +85,7 @@ export function cartRoutes (app: FastifyInstance): void {
         additionalProperties: false,
         properties: {
           sku: { type: 'string', minLength: 1, maxLength: 64, pattern: '^[A-Za-z0-9_-]+$' },
-          quantity: { type: 'integer', minimum: 1, maximum: 1000, default: 1 }
+          quantity: { type: 'integer', minimum: 1, maximum: MAX_QUANTITY, default: 1 }
         }
       },
       response: { 200: added }
@@ -89,6 +96,11 @@ export function cartRoutes (app: FastifyInstance): void {
     if (total === -1) {
       return reply.code(409).send({
         statusCode: 409, error: 'Conflict', code: 'CART_FULL', message: `the cart holds at most ${max} distinct items; remove one first`, requestId: request.id
+      })
+    }
+    if (total === -2) {
+      return reply.code(409).send({
+        statusCode: 409, error: 'Conflict', code: 'CART_QUANTITY_LIMIT', message: `the cart holds at most ${MAX_QUANTITY} of one item`, requestId: request.id
       })
     }
     return { sku, quantity: total, distinctItems: distinct, pid: process.pid, workerId: app.worker.workerId }
