@@ -186,13 +186,14 @@ export function registerSupervisorMetrics (handle: PrimaryLike): SupervisorMetri
     },
     families () {
       const now = workers()
+      const readyNow = now.filter((w) => w.state === 'ready')
       desired.set({}, handle.size)
-      ready.set({}, now.filter((w) => w.state === 'ready').length)
+      ready.set({}, readyNow.length)
       const counts: Record<string, number> = { starting: 0, ready: 0, draining: 0 }
       for (const w of now) counts[w.state] = (counts[w.state] ?? 0) + 1
       byState.clear()
       for (const [state, n] of Object.entries(counts)) byState.set({ state }, n)
-      const readySlots = new Set(now.filter((w) => w.state === 'ready').map((w) => String(w.workerId)))
+      const readySlots = new Set(readyNow.map((w) => String(w.workerId)))
       slotReady.clear()
       for (const s of slots()) slotReady.set({ worker: s }, readySlots.has(s) ? 1 : 0)
       return registered.map((f) => f.snapshot())
