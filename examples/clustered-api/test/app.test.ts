@@ -4,11 +4,10 @@ import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/db.js'
 import { hashPassword } from '../src/passwords.js'
 import { waitFor } from '../../../test/helpers/index.ts'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, query, signJwt } from './helpers.js'
+import { DATABASE_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation, query, signJwt, testConfig } from './helpers.js'
 
 const { schema, prefix } = isolation('app')
 let app: FastifyInstance
@@ -27,9 +26,7 @@ async function register (username: string, password = 'correct horse battery'): 
 
 before(async () => {
   await migrate(DATABASE_URL, schema)
-  const config = loadConfig({
-    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', BODY_LIMIT: '4096', HEALTH_CACHE_TTL: '300'
-  })
+  const config = testConfig({ schema, prefix }, { BODY_LIMIT: '4096', HEALTH_CACHE_TTL: '300' })
   app = await buildApp({ workerId: 0, workers: 1 }, config)
   await app.ready()
 })

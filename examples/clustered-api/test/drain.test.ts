@@ -7,8 +7,7 @@ import assert from 'node:assert/strict'
 import type { AddressInfo } from 'node:net'
 import { clusterDrain } from '@nclust/fastify-drain'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, isolation } from './helpers.js'
+import { deleteKeys, isolation, testConfig } from './helpers.js'
 import { request } from './cluster-harness.js'
 
 const { schema, prefix } = isolation('drain')
@@ -18,7 +17,7 @@ after(async () => {
 })
 
 test('health answers 503 "draining" once the drain has started (drainAndClose, as the cluster worker closes)', async () => {
-  const config = loadConfig({ DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent' })
+  const config = testConfig({ schema, prefix })
   const app = await buildApp({ workerId: 0, workers: 1 }, config)
   await app.register(clusterDrain, { delay: 1500, timeout: 5000 })
   await app.listen({ port: 0, host: '127.0.0.1' })

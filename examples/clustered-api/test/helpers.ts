@@ -1,6 +1,7 @@
 import { createHmac, randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import pg from 'pg'
+import { loadConfig, type Config } from '../src/config.js'
 
 export const DATABASE_URL = process.env['DATABASE_URL'] ?? 'postgres://postgres@127.0.0.1:5432/test'
 export const REDIS_URL = process.env['REDIS_URL'] ?? 'redis://127.0.0.1:6379'
@@ -83,4 +84,12 @@ export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
  */
 export function clusterEnv (iso: { schema: string, prefix: string }, overrides: Record<string, string> = {}): Record<string, string> {
   return { WORKER_COUNT: '2', DATABASE_URL, REDIS_URL, JWT_SECRET: TEST_SECRET, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, METRICS_PORT: 'off', ...overrides }
+}
+
+/**
+ * The config of an app built in the test process (`buildApp(ctx, testConfig(...))`): the local services
+ * in its own schema and key prefix, the test secret, no logs; `overrides` win (a proxied URL, limits).
+ */
+export function testConfig (iso: { schema: string, prefix: string }, overrides: Record<string, string> = {}): Config {
+  return loadConfig({ DATABASE_URL, REDIS_URL, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', ...overrides })
 }

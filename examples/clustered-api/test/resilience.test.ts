@@ -5,9 +5,8 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/db.js'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { DATABASE_URL, REDIS_URL, deleteKeys, dropSchema, isolation, testConfig } from './helpers.js'
 import { waitFor } from '../../../test/helpers/index.ts'
 import { TcpProxy } from './proxy.js'
 
@@ -29,13 +28,9 @@ before(async () => {
   await migrate(DATABASE_URL, schema)
   await redisProxy.start()
   await pgProxy.start()
-  const config = loadConfig({
+  const config = testConfig({ schema, prefix }, {
     DATABASE_URL: pgProxy.rewrite(DATABASE_URL),
     REDIS_URL: redisProxy.rewrite(REDIS_URL),
-    PG_SCHEMA: schema,
-    REDIS_PREFIX: prefix,
-    JWT_SECRET: TEST_SECRET,
-    LOG_LEVEL: 'silent',
     HEALTH_TIMEOUT: '500'
   })
   app = await buildApp({ workerId: 0, workers: 1 }, config)
@@ -111,9 +106,7 @@ test('a worker does not start without Redis: a clear error naming REDIS_URL, no 
   const dead = new TcpProxy('127.0.0.1', 1)
   await dead.start()
   await dead.cut() // a port where nothing listens any more
-  const config = loadConfig({
-    DATABASE_URL, REDIS_URL: `redis://:secret@127.0.0.1:${dead.port}`, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', REDIS_START_TIMEOUT: '1500'
-  })
+  const config = testConfig({ schema, prefix }, { REDIS_URL: `redis://:secret@127.0.0.1:${dead.port}`, REDIS_START_TIMEOUT: '1500' })
   const started = Date.now()
   await assert.rejects(buildApp({ workerId: 0, workers: 1 }, config), (err: Error) => {
     assert.match(err.message, /Redis is not reachable at redis:\/\/127\.0\.0\.1:\d+\/? after 1500 ms.*REDIS_URL/)
@@ -129,9 +122,7 @@ test('a build that fails after Postgres and Redis are connected closes them: not
   await redis.start()
   await pg.start()
   try {
-    const config = loadConfig({
-      DATABASE_URL: pg.rewrite(DATABASE_URL), REDIS_URL: redis.rewrite(REDIS_URL), PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent'
-    })
+    const config = testConfig({ schema, prefix }, { DATABASE_URL: pg.rewrite(DATABASE_URL), REDIS_URL: redis.rewrite(REDIS_URL) })
     // A plugin registered after both clients fails (@fastify/jwt refuses an empty secret).
     await assert.rejects(buildApp({ workerId: 0, workers: 1 }, { ...config, jwtSecret: '' }), /secret/i)
     await waitFor(async () => redis.connections === 0 && pg.connections === 0, 'no connection left to Redis or Postgres', 5000, 50)

@@ -4,9 +4,8 @@ import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import type { FastifyInstance } from 'fastify'
 import { buildApp } from '../src/app.js'
-import { loadConfig } from '../src/config.js'
 import { migrate } from '../src/db.js'
-import { DATABASE_URL, REDIS_URL, TEST_SECRET, countKeys, deleteKeys, dropSchema, isolation } from './helpers.js'
+import { DATABASE_URL, countKeys, deleteKeys, dropSchema, isolation, testConfig } from './helpers.js'
 
 const { schema, prefix } = isolation('settings')
 let app: FastifyInstance | undefined
@@ -15,9 +14,7 @@ const json = (body: unknown, token?: string): { headers: Record<string, string>,
 
 before(async () => {
   await migrate(DATABASE_URL, schema)
-  const config = loadConfig({
-    DATABASE_URL, REDIS_URL, PG_SCHEMA: schema, REDIS_PREFIX: prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', JWT_EXPIRES_IN: '120', CART_TTL: '60'
-  })
+  const config = testConfig({ schema, prefix }, { JWT_EXPIRES_IN: '120', CART_TTL: '60' })
   app = await buildApp({ workerId: 0, workers: 1 }, config)
   // A route with a bug, added the way a user extends the app.
   app.get('/boom', async () => { throw new Error('secret detail of a bug') })
