@@ -86,3 +86,18 @@ test('a reload whose new generation cannot start stops at the first slot and kee
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
+
+// Regression (the reliability issue, fault 1): SIGTERM while a reload's new worker is still in a
+// synchronous buildApp. The old workers drain and exit first; the candidate is the last process to
+// exit, and its exit used to return before the shutdown branch: "cluster stopped" never came.
+test('SIGTERM during a reload whose new worker starts slowly: the primary still stops, exit 0', async (t) => {
+  const { p } = await startCluster(t, { FIXTURE_SLOW_NEW_GEN_MS: '2500', FIXTURE_OPTIONS: JSON.stringify({ shutdownTimeout: 5000 }) })
+  p.child.kill('SIGHUP')
+  await p.waitForLine((l) => l.msg === 'worker forked' && l.generation === 1, 20000)
+  await new Promise((resolve) => setTimeout(resolve, 600))
+  p.child.kill('SIGTERM')
+  const exit = await p.waitForExit(20000)
+  assert.equal(exit.code, 0)
+  assert.ok(p.lines.some((l) => l.msg === 'cluster stopped: every worker exited'), 'the primary logged "cluster stopped"')
+  for (const pid of p.knownPids()) await waitFor(() => !isAlive(pid), `pid ${pid} gone`)
+})

@@ -303,7 +303,8 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       ...(proc.fatal !== undefined ? { error: proc.fatal } : {})
     })
 
-    if (proc.candidate) return // the policy that forked it reports the failure; the old worker serves on
+    // The shutdown branch comes first, whoever exits: when the last process to go is a candidate
+    // (a reload or scale-up interrupted by SIGTERM), it is the one that must finish the shutdown.
     if (shuttingDown !== undefined) {
       // A worker that could not close cleanly makes the whole shutdown unclean; a worker still
       // starting that we SIGTERMed may die of it before it installs its handler: that is clean.
@@ -312,6 +313,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       if (procs.size === 0) finish()
       return
     }
+    if (proc.candidate) return // the policy that forked it reports the failure; the old worker serves on
     if (proc.requested || slot.removed) return
     if (startFailure) return startFailed(slot, proc, reason, code, signal)
 
