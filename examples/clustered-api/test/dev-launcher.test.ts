@@ -182,10 +182,21 @@ test('URLs unset, local servers answer: uses them and says so', async () => {
  * system, well under a second), so the packages' real paths are inside the private folder. Removed after.
  */
 function privateClone (): string {
-  const outer = tempDir('nclust-clone-') // mkdtemp: 0700, root's
-  const clone = join(outer, 'repo')
+  const sources = ['node_modules', 'packages', 'examples', 'package.json'].map((f) => join(repoDir, f))
+  let clone = join(tempDir('nclust-clone-'), 'repo') // mkdtemp: 0700, root's
   mkdirSync(clone)
-  execFileSync('cp', ['-al', join(repoDir, 'node_modules'), join(repoDir, 'packages'), join(repoDir, 'examples'), join(repoDir, 'package.json'), clone])
+  try {
+    execFileSync('cp', ['-al', ...sources, clone], { stdio: 'pipe' })
+  } catch {
+    // The temp folder is another file system (a tmpfs): hard links need the repository's own, so the
+    // 0700 folder goes in its git-ignored .tmp/ instead (removed the same way).
+    mkdirSync(join(repoDir, '.tmp'), { recursive: true })
+    const outer = mkdtempSync(join(repoDir, '.tmp', 'nclust-clone-'))
+    temporary.push(outer)
+    clone = join(outer, 'repo')
+    mkdirSync(clone)
+    execFileSync('cp', ['-al', ...sources, clone])
+  }
   rmSync(join(clone, 'examples', 'clustered-api', '.nclust'), { recursive: true, force: true }) // a developer's own state, if any
   return join(clone, 'examples', 'clustered-api')
 }
@@ -323,7 +334,7 @@ test('state folder: refused when a symlink, writable by others or not ours; laun
   const cases: Array<[string, string, RegExp]> = [[link, 'a symlink', /is a symlink; refusing to use it/]]
   const open = tempDir('nclust-dev-')
   chmodSync(open, 0o777)
-  cases.push([open, 'mode 0777', /is writable by group or others \(mode 0777\); refusing to use it/])
+  cases.push([open, 'mode 0777', /is writable by group or others \(mode 0777; chmod go-w .*\); refusing to use it/])
   if (root) {
     const theirs = tempDir('nclust-dev-')
     chownSync(theirs, 65534, 65534)

@@ -19,7 +19,7 @@ function folderProblem (path: string, st: Stats, uid: number): string | undefine
   if (st.isSymbolicLink()) return `${path} is a symlink`
   if (!st.isDirectory()) return `${path} is not a folder`
   if (uid >= 0 && st.uid !== uid) return `${path} belongs to uid ${st.uid}, not ${uid}`
-  if ((st.mode & 0o022) !== 0) return `${path} is writable by group or others (mode ${octal(st.mode)})`
+  if ((st.mode & 0o022) !== 0) return `${path} is writable by group or others (mode ${octal(st.mode)}; chmod go-w ${path} if nobody else wrote to it)`
   return undefined
 }
 
