@@ -50,7 +50,11 @@ export function ensureFolder (dir: string, what: string, opts: { mode?: number, 
   const problem = folderProblem(dir, st, uid)
   if (problem !== undefined) throw new DevError(`${what}: ${problem}; refusing to use it (remove it, or point elsewhere)`)
   if (opts.private === true && (st.mode & 0o077) !== 0) {
-    throw new DevError(`${what}: ${dir} is readable by group or others (mode ${octal(st.mode)}); it must be private (chmod 700 ${dir})`)
+    // Ours (or our servers' user's), nobody else can write it, only readable by others (an earlier
+    // launcher created it with the umask's mode): make it private, through a descriptor opened without
+    // following a symlink.
+    const fd = openSync(dir, constants.O_RDONLY | (constants.O_DIRECTORY ?? 0) | O_NOFOLLOW)
+    try { fchmodSync(fd, 0o700) } finally { closeSync(fd) }
   }
 }
 
