@@ -48,7 +48,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
     `workers: ${options.workers} (${options.workersFrom})`)
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
-  for (const slot of m.slots) m.fork(slot)
+  for (const slot of [...m.slots]) m.fork(slot)
 
   return {
     role: 'primary',
