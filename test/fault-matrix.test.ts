@@ -109,7 +109,8 @@ const ops: Record<string, Op> = {
     settled: (lines) => count(lines, /^(recycle done|recycle: worker)/) >= 1
   },
   'watchdog, blocked': {
-    env: { HEARTBEAT_TIMEOUT: '1500', FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 200 }) },
+    // Long enough that the interruption lands before the watchdog's verdict even on a loaded machine.
+    env: { HEARTBEAT_TIMEOUT: '6000', FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 200 }) },
     ready: true,
     begin: async ({ port }) => ((await get(port, '/block', { timeout: 10_000 })).json() as { blocking: number }).blocking,
     settled: () => true
