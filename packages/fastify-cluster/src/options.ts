@@ -47,6 +47,13 @@ export interface ClusterOptions {
    * Env `NCLUST_REPORT_DIR`.
    */
   reportDirectory?: string
+  /**
+   * When workers run the hang-probe thread that captures a hung worker's stack (it costs ~10 MB of RSS per
+   * worker): `'after-hang'` (default) from the first hang of this cluster on (that first hung worker is
+   * killed without a stack; every worker forked after it has the probe), `'always'` in every worker,
+   * `'off'` never. The watchdog kills and replaces hung workers in every mode. Env `NCLUST_HANG_PROBE`.
+   */
+  hangProbe?: HangProbe
   /** Recycle a worker after this many requests (surge-first, like a reload); 0 (default) is off. Env `MAX_REQUESTS`. */
   maxRequests?: number
   /** Add 0..maxRequestsJitter (random, per worker) to `maxRequests` so workers do not all recycle together. */
@@ -73,6 +80,9 @@ export interface ClusterOptions {
   env?: Record<string, string | undefined>
 }
 
+export const HANG_PROBE_VALUES = ['after-hang', 'always', 'off'] as const
+export type HangProbe = typeof HANG_PROBE_VALUES[number]
+
 export interface ResolvedOptions {
   workers: number
   /** How `workers` was chosen, for the start line: `WORKER_COUNT`, `option workers`, `cgroup quota 2.0 CPUs of 64 cores`. */
@@ -89,6 +99,7 @@ export interface ResolvedOptions {
   reportDirectory: string
   /** True when {@link reportDirectory} is the private default (then tightened to 0700 if looser). */
   reportDirectoryIsDefault: boolean
+  hangProbe: HangProbe
   maxRequests: number
   maxRequestsJitter: number
   maxRss: number
@@ -118,6 +129,7 @@ export const OPTION_TABLE = [
   { option: 'heartbeatInterval', env: null, default: '1000', allowed: `an integer number of ms from 10 to ${MAX_MS}` },
   { option: 'heartbeatTimeout', env: 'HEARTBEAT_TIMEOUT', default: '30000', allowed: `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}` },
   { option: 'reportDirectory', env: 'NCLUST_REPORT_DIR', default: '$XDG_STATE_HOME/nclust/reports, else ~/.local/state/nclust/reports (private, 0700)', allowed: 'an absolute path' },
+  { option: 'hangProbe', env: 'NCLUST_HANG_PROBE', default: 'after-hang', allowed: '"after-hang", "always" or "off"' },
   { option: 'maxRequests', env: 'MAX_REQUESTS', default: '0', allowed: '0 (off) or a positive integer' },
   { option: 'maxRequestsJitter', env: null, default: '0', allowed: 'a non-negative integer' },
   { option: 'maxRss', env: 'MAX_RSS', default: '0', allowed: 'MB: 0 (off) or a positive integer' },
@@ -226,6 +238,11 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   // Node's own --report-directory, when the operator gave one, comes next; then the private default.
   const nodeReportDir = process.report?.directory
   const reportDirectory = reportRaw as string | undefined ?? (nodeReportDir !== undefined && nodeReportDir !== '' ? nodeReportDir : undefined)
+  const hangFromOption = options.hangProbe !== undefined
+  const hangRaw: unknown = hangFromOption ? options.hangProbe : (env.NCLUST_HANG_PROBE === '' ? undefined : env.NCLUST_HANG_PROBE)
+  if (hangRaw !== undefined && (typeof hangRaw !== 'string' || !(HANG_PROBE_VALUES as readonly string[]).includes(hangRaw))) {
+    throw invalid(hangFromOption ? 'option "hangProbe"' : 'env NCLUST_HANG_PROBE', hangRaw, '"after-hang", "always" or "off"')
+  }
   const maxRequests = integer(options, env, 'maxRequests', 'MAX_REQUESTS', 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequests)
   const maxRequestsJitter = integer(options, env, 'maxRequestsJitter', null, 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequestsJitter)
   const maxRss = integer(options, env, 'maxRss', 'MAX_RSS', 0, 1024 * 1024, DEFAULTS.maxRss)
@@ -309,6 +326,7 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     heartbeatTimeout,
     reportDirectory: reportDirectory ?? defaultReportDirectory(env),
     reportDirectoryIsDefault: reportDirectory === undefined,
+    hangProbe: (hangRaw as HangProbe | undefined) ?? 'after-hang',
     maxRequests,
     maxRequestsJitter,
     maxRss,

@@ -38,6 +38,13 @@ test('reportDirectory: NCLUST_REPORT_DIR, the option wins, private default under
   assert.throws(() => resolveOptions({ env: {}, reportDirectory: 7 as unknown as string }), /invalid option "reportDirectory": got 7, expected an absolute path/)
 })
 
+test('hangProbe: after-hang by default, NCLUST_HANG_PROBE, the option wins, anything else named', () => {
+  assert.equal(resolveOptions({ env: {} }).hangProbe, 'after-hang')
+  assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' } }).hangProbe, 'always')
+  assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' }, hangProbe: 'off' }).hangProbe, 'off')
+  assert.throws(() => resolveOptions({ env: { NCLUST_HANG_PROBE: 'yes' } }), /invalid env NCLUST_HANG_PROBE: got "yes", expected "after-hang", "always" or "off"/)
+})
+
 test('env vars are read, and an explicit option wins over its env var', () => {
   const env = { WORKER_COUNT: '3', PORT: '8080', HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: '5000' }
   const o = resolveOptions({ env })

@@ -20,18 +20,29 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
   const { heartbeatTimeout, heartbeatInterval } = m.options
   if (heartbeatTimeout === 0) return { stop () {} }
   // The probes' sockets: a fresh 0700 folder with an unguessable name (no other local user can create
-  // or take a socket in it first), handed to the workers forked from now on through their env.
+  // or take a socket in it first), handed to the workers forked from then on through their env: a
+  // worker with it runs the probe thread. `always`: from the start; `after-hang`: from the first hang.
   let probeDir: string | undefined
-  try {
-    probeDir = mkdtempSync(join(tmpdir(), 'nclust-probe-'))
-    process.env[PROBE_DIR_ENV] = probeDir
-  } catch (err) {
-    m.log.warn({ err }, 'hang probe off: no private folder for its sockets (the watchdog still kills and replaces hung workers)')
+  /** Workers forked before the probe was armed: they have none. */
+  const unarmed = new Set<number>()
+  const arm = (): void => {
+    if (probeDir !== undefined || m.options.hangProbe === 'off') return
+    for (const p of m.procs.values()) unarmed.add(p.pid)
+    try {
+      probeDir = mkdtempSync(join(tmpdir(), 'nclust-probe-'))
+      process.env[PROBE_DIR_ENV] = probeDir
+    } catch (err) {
+      m.log.warn({ err }, 'hang probe off: no private folder for its sockets (the watchdog still kills and replaces hung workers)')
+    }
   }
+  if (m.options.hangProbe === 'always') arm()
   const removeDir = (): void => { if (probeDir !== undefined) try { rmSync(probeDir, { recursive: true, force: true }) } catch {} }
   process.once('exit', removeDir)
   // A worker that dies without running its exit handlers (kill -9, a crash in native code) leaves its probe socket behind.
-  m.events.on('worker-exit', (e) => { if (e.signal !== null && probeDir !== undefined) { try { unlinkSync(probeSocketPath(probeDir, e.pid)) } catch {} } })
+  m.events.on('worker-exit', (e) => {
+    unarmed.delete(e.pid)
+    if (e.signal !== null && probeDir !== undefined) { try { unlinkSync(probeSocketPath(probeDir, e.pid)) } catch {} }
+  })
   const timer = setInterval(() => {
     const at = m.now()
     for (const proc of m.procs.values()) {
@@ -50,7 +61,8 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
     // worker never sees the message (its loop is blocked), which is fine: it is about to be killed.
     try { proc.worker.disconnect() } catch {}
     const t0 = m.now()
-    const reply = probeDir !== undefined ? await probe(probeSocketPath(probeDir, proc.pid), PROBE_TIMEOUT) : { frames: [], error: 'no hang probe' }
+    const dir = unarmed.has(proc.pid) ? undefined : probeDir
+    const reply = dir !== undefined ? await probe(probeSocketPath(dir, proc.pid), PROBE_TIMEOUT) : { frames: [], error: noProbe() }
     const fields = { workerPid: proc.pid, silentMs, report: reply.report, frames: reply.frames, captureMs: m.now() - t0, error: reply.error }
     if (reply.report !== undefined) {
       log.error(fields, `hung worker ${proc.slot.id} report: ${reply.report}\n  ${reply.frames.slice(0, 5).join('\n  ')}`)
@@ -61,6 +73,15 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
       workerId: proc.slot.id, pid: proc.pid, silentMs, frames: reply.frames, ...(reply.report !== undefined ? { report: reply.report } : {})
     })
     proc.worker.process.kill('SIGKILL')
+  }
+
+  function noProbe (): string {
+    if (m.options.hangProbe === 'off') return 'no hang probe (hangProbe: off)'
+    const first = probeDir === undefined
+    arm()
+    return first && probeDir !== undefined
+      ? 'no hang probe yet (hangProbe: after-hang): every worker forked from now on captures its stack if it hangs'
+      : 'no hang probe in this worker (forked before the first hang)'
   }
 }
 
