@@ -23,6 +23,7 @@ if (mode === 'nclust-defaults') {
   if (handle.role === 'primary') {
     await handle.ready()
     process.stdout.write(`READY ${port}\n`)
+    handle.events.on('reload', (e) => { if (e.phase === 'done') process.stdout.write(`RELOADED ${JSON.stringify(e)}\n`) })
   }
 } else if (mode === 'nclust') {
   const handle = await startClustered(() => app({ return503OnClosing: false }), { workers, port, host: '127.0.0.1', logger: false })
@@ -45,9 +46,12 @@ if (mode === 'nclust-defaults') {
       }
       process.stdout.write('RELOADED {}\n')
     })
-    process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill('SIGKILL'); process.exit(0) })
+    // Profiling (bench/cluster.mjs CLUSTER_BENCH_PROFILE): workers must exit on their own to write their profile.
+    const profiling = process.env.CLUSTER_BENCH_PROFILE !== undefined
+    process.on('SIGTERM', () => { for (const w of Object.values(cluster.workers)) w.process.kill(profiling ? 'SIGTERM' : 'SIGKILL'); process.exit(0) })
   } else {
     await app().listen({ port, host: '127.0.0.1' })
+    if (process.env.CLUSTER_BENCH_PROFILE !== undefined) process.on('SIGTERM', () => process.exit(0))
     if (mode === 'bare-thread') {
       const { Worker } = await import('node:worker_threads')
       new Worker('setInterval(() => {}, 1e9)', { eval: true, env: {}, stdout: false, stderr: false }).unref()

@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url'
 const here = fileURLToPath(new URL('.', import.meta.url))
 let failed = 0
 const t0 = Date.now()
-for (const [file, ...args] of [['compare.mjs'], ['cluster.mjs'], ['drain.mjs'], ['pidmetrics.mjs'], ['primary-rss.mjs'], ['balance.mjs']]) {
+for (const [file, ...args] of [['compare.mjs'], ['cluster.mjs'], ['drain.mjs'], ['pidmetrics.mjs'], ['primary-rss.mjs'], ['worker-rss.mjs'], ['balance.mjs']]) {
   console.log(`\n== bench/${file} ${args.join(' ')}`)
   const r = spawnSync(process.execPath, [`${here}${file}`, ...args], { stdio: 'inherit' })
   if (r.status !== 0) failed++
