@@ -33,7 +33,7 @@ function freePort () {
 
 async function start (mode, label = mode) {
   const port = await freePort()
-  const node = [process.execPath, ...(profileDir ? [`--cpu-prof`, `--cpu-prof-dir=${profileDir}/${label}`] : []), `${here}cluster-app.mjs`, mode]
+  const node = [process.execPath, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}/${label}`] : []), `${here}cluster-app.mjs`, mode]
   const [cmd, ...args] = pin ? ['taskset', '-c', '0', ...node] : node
   const child = spawn(cmd, args, { env: { ...process.env, PORT: String(port), WORKERS: '2', NCLUST_LOG_FORMAT: 'json' }, stdio: ['ignore', 'pipe', 'inherit'] })
   let out = ''
