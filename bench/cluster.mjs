@@ -52,6 +52,8 @@ async function start (mode, label = mode) {
 const load = (port, duration) => new Promise((resolve, reject) => {
   autocannon({ url: `http://127.0.0.1:${port}/`, connections, duration }, (err, r) => err ? reject(err) : resolve(r))
 })
+/** One row of the summary table `pnpm bench` (run.mjs) prints at the end. */
+const ratio = (name, value, goal, spread = '') => console.log(`RATIO\t${name}\t${value}\t${goal}\t${spread}`)
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 
 const nclust = await start('nclust-defaults', 'nclust')
@@ -83,6 +85,8 @@ try {
     `req/s nclust ${range(per.nclust.map((x) => x.rps), 0)}, bare ${range(per.bare.map((x) => x.rps), 0)}`)
   console.log(`server CPU per request: nclust median ${median(per.nclust.map((x) => x.cpuUs)).toFixed(2)} µs, bare ${median(per.bare.map((x) => x.cpuUs)).toFixed(2)} µs; ` +
     `extra µs/req median ${median(extraUs).toFixed(2)} (rounds ${range(extraUs, 2)})`)
+  ratio('hello world req/s, nclust defaults / bare node:cluster', median(ratios).toFixed(3), '>= 0.99', range(ratios))
+  ratio('hello world server CPU µs/request, nclust - bare', median(extraUs).toFixed(2), '<= +0.3', range(extraUs, 2))
 
   if (profileDir) { // profiles of the throughput rounds only: no reload (its new workers would add their start-up)
     for (const c of [nclust, bare]) { mkdirSync(`${profileDir}/${c.mode}`, { recursive: true }); writeFileSync(`${profileDir}/${c.mode}/requests.json`, JSON.stringify({ requests: served[c.mode] })) }
@@ -95,6 +99,7 @@ try {
     await c.waitFor(/RELOADED/, 30000)
     const lost = r.errors + r.timeouts + r.non2xx
     console.log(`reload under ${connections} keep-alive connections, ${c.mode}: ${r.requests.total} requests, lost ${lost} (errors ${r.errors}, timeouts ${r.timeouts}, non-2xx ${r.non2xx})`)
+    ratio(`requests lost in a reload, ${c.mode}`, `${lost} of ${r.requests.total}`, c.mode === 'nclust' ? '0' : '')
   }
 } finally {
   for (const c of [nclust, bare]) c.child.kill('SIGTERM')

@@ -70,5 +70,9 @@ console.log('| variant | idle RSS | idle USS | RSS after load | USS after load |
 console.log('|---|---|---|---|---|')
 for (const n of names) {
   const x = results[n]
+  if (n !== names[0]) {
+    console.log(`RATIO\tworker RSS idle, ${n} / bare\t${(median(x.idleRss) / median(base.idleRss)).toFixed(2)}\t${n === names[1] ? '<= 1.05' : ''}\t`)
+    console.log(`RATIO\tworker RSS after load, ${n} / bare\t${(median(x.loadRss) / median(base.loadRss)).toFixed(2)}\t${n === names[1] ? '<= 1.05' : ''}\t`)
+  }
   console.log(`| ${n} | ${cell(x.idleRss, base.idleRss)} | ${cell(x.idleUss, base.idleUss)} | ${cell(x.loadRss, base.loadRss)} | ${cell(x.loadUss, base.loadUss)} |`)
 }

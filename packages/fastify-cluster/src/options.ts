@@ -36,7 +36,7 @@ export interface ClusterOptions {
   /** How often a ready worker sends a heartbeat from its event loop, ms (default 1000). */
   heartbeatInterval?: number
   /**
-   * A ready worker silent this long (ms) is hung: its stack is captured in a diagnostic report, it is
+   * A ready worker silent this long (ms) is hung: its stack is captured in a diagnostic report (see `hangProbe`), it is
    * SIGKILLed and replaced. Default 30000; 0 turns the watchdog off. Env `HEARTBEAT_TIMEOUT`.
    */
   heartbeatTimeout?: number

@@ -1,6 +1,5 @@
 import cluster from 'node:cluster'
 import { unlinkSync } from 'node:fs'
-import { Worker as Thread } from 'node:worker_threads'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
@@ -111,7 +110,8 @@ function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, sen
   const probeDir = process.env[PROBE_DIR_ENV]
   if (probeDir === undefined || probeDir === '') return
   const socketPath = probeSocketPath(probeDir, process.pid)
-  try {
+  // Loaded only here: a worker without the probe (hangProbe after-hang, before any hang) never loads node:worker_threads.
+  import('node:worker_threads').then(({ Worker: Thread }) => {
     const thread = new Thread(new URL('./hang-probe.js', import.meta.url), {
       workerData: { socketPath, directory: options.reportDirectory, defaultDirectory: options.reportDirectoryIsDefault },
       env: {}, // the thread needs no environment: no copy of the app's secrets in it
@@ -121,7 +121,7 @@ function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, sen
     thread.unref()
     thread.on('error', () => {}) // no probe: the watchdog still kills and replaces, without a report
     process.once('exit', () => { try { unlinkSync(socketPath) } catch {} })
-  } catch {}
+  }).catch(() => {})
 }
 
 /**
