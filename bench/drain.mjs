@@ -64,6 +64,7 @@ try {
   const overall = (sum.drain.requests / sum.drain.seconds) / (sum.plain.requests / sum.plain.seconds)
   const usPerReq = (x) => x.cpu / x.requests
   const cpuRatio = usPerReq(sum.plain) / usPerReq(sum.drain)
+  console.log(`RATIO\tdrain plugin req/s, with / without\t${median.toFixed(3)}\t>= 0.97\t`)
   console.log(`fastify-drain: with/without throughput ratio ${median.toFixed(3)} (median of ${pairs.length} back-to-back pairs; overall ${overall.toFixed(3)}; ` +
     `server CPU/request ${usPerReq(sum.plain).toFixed(1)} vs ${usPerReq(sum.drain).toFixed(1)} µs = ${cpuRatio.toFixed(3)}; ${rounds} rounds x ${seconds} s/side, ${connections} connections) ` +
     (median >= 0.97 ? 'OK (goal >= 0.97)' : 'BELOW the 0.97 goal'))

@@ -112,5 +112,10 @@ for (const [name, ms] of Object.entries(results)) {
   const rss = median(ms.map((m) => m.rss))
   const uss = median(ms.map((m) => m.uss))
   const binary = median(ms.map((m) => m.binary))
+  if (name !== 'bare node:cluster') {
+    const goal = /nclust start|example API \(lean, METRICS_PORT=off\)/.test(name) ? '<= 1.10' : ''
+    console.log(`RATIO\tprimary RSS, ${name} / bare (Node ${process.version})\t${(rss / bare).toFixed(2)}\t${goal}\t`)
+    console.log(`RATIO\tprimary USS, ${name} / bare (Node ${process.version})\t${(uss / bareUss).toFixed(2)}\t${goal}\t`)
+  }
   console.log(`| ${name} | ${rss.toFixed(1)} | ${(rss / bare).toFixed(2)} | ${binary.toFixed(1)} | ${uss.toFixed(1)} | ${(uss / bareUss).toFixed(2)} |`)
 }

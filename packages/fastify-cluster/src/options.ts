@@ -5,6 +5,8 @@ import { errors } from './errors.js'
 import { defaultWorkerCount } from './cgroup.js'
 import { BALANCE_VALUES, kernelBalanceUnsupported, type Balance } from './balance.js'
 import { logFormat, type LogFormat } from './logger.js'
+import { defaultReportDirectory } from './probe.js'
+import { isAbsolute } from 'node:path'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
 export interface ClusterOptions {
@@ -34,10 +36,24 @@ export interface ClusterOptions {
   /** How often a ready worker sends a heartbeat from its event loop, ms (default 1000). */
   heartbeatInterval?: number
   /**
-   * A ready worker silent this long (ms) is hung: its stack is captured in a diagnostic report, it is
+   * A ready worker silent this long (ms) is hung: its stack is captured in a diagnostic report (see `hangProbe`), it is
    * SIGKILLed and replaced. Default 30000; 0 turns the watchdog off. Env `HEARTBEAT_TIMEOUT`.
    */
   heartbeatTimeout?: number
+  /**
+   * Folder for the watchdog's diagnostic reports of hung workers (absolute path; created 0700 if missing;
+   * refused at report time if another user owns it or group/others may write to it). Default: Node's
+   * `--report-directory` when given, else `$XDG_STATE_HOME/nclust/reports` or `~/.local/state/nclust/reports`.
+   * Env `NCLUST_REPORT_DIR`.
+   */
+  reportDirectory?: string
+  /**
+   * When workers run the hang-probe thread that captures a hung worker's stack (it costs ~10 MB of RSS per
+   * worker): `'after-hang'` (default) from the first hang of this cluster on (that first hung worker is
+   * killed without a stack; every worker forked after it has the probe), `'always'` in every worker,
+   * `'off'` never. The watchdog kills and replaces hung workers in every mode. Env `NCLUST_HANG_PROBE`.
+   */
+  hangProbe?: HangProbe
   /** Recycle a worker after this many requests (surge-first, like a reload); 0 (default) is off. Env `MAX_REQUESTS`. */
   maxRequests?: number
   /** Add 0..maxRequestsJitter (random, per worker) to `maxRequests` so workers do not all recycle together. */
@@ -64,6 +80,9 @@ export interface ClusterOptions {
   env?: Record<string, string | undefined>
 }
 
+export const HANG_PROBE_VALUES = ['after-hang', 'always', 'off'] as const
+export type HangProbe = typeof HANG_PROBE_VALUES[number]
+
 export interface ResolvedOptions {
   workers: number
   /** How `workers` was chosen, for the start line: `WORKER_COUNT`, `option workers`, `cgroup quota 2.0 CPUs of 64 cores`. */
@@ -76,6 +95,11 @@ export interface ResolvedOptions {
   startRetries: number
   heartbeatInterval: number
   heartbeatTimeout: number
+  /** Where hang reports go (absolute). */
+  reportDirectory: string
+  /** True when {@link reportDirectory} is the private default (then tightened to 0700 if looser). */
+  reportDirectoryIsDefault: boolean
+  hangProbe: HangProbe
   maxRequests: number
   maxRequestsJitter: number
   maxRss: number
@@ -104,6 +128,8 @@ export const OPTION_TABLE = [
   { option: 'startRetries', env: 'START_RETRIES', default: '2', allowed: 'an integer from 0 to 100' },
   { option: 'heartbeatInterval', env: null, default: '1000', allowed: `an integer number of ms from 10 to ${MAX_MS}` },
   { option: 'heartbeatTimeout', env: 'HEARTBEAT_TIMEOUT', default: '30000', allowed: `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}` },
+  { option: 'reportDirectory', env: 'NCLUST_REPORT_DIR', default: '$XDG_STATE_HOME/nclust/reports, else ~/.local/state/nclust/reports (private, 0700)', allowed: 'an absolute path' },
+  { option: 'hangProbe', env: 'NCLUST_HANG_PROBE', default: 'after-hang', allowed: '"after-hang", "always" or "off"' },
   { option: 'maxRequests', env: 'MAX_REQUESTS', default: '0', allowed: '0 (off) or a positive integer' },
   { option: 'maxRequestsJitter', env: null, default: '0', allowed: 'a non-negative integer' },
   { option: 'maxRss', env: 'MAX_RSS', default: '0', allowed: 'MB: 0 (off) or a positive integer' },
@@ -204,6 +230,19 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     const label = options.heartbeatTimeout !== undefined ? 'option "heartbeatTimeout"' : 'env HEARTBEAT_TIMEOUT'
     throw invalid(label, heartbeatTimeout, `0 (off) or a value above heartbeatInterval (${heartbeatInterval})`)
   }
+  const reportFromOption = options.reportDirectory !== undefined
+  const reportRaw: unknown = reportFromOption ? options.reportDirectory : (env.NCLUST_REPORT_DIR === '' ? undefined : env.NCLUST_REPORT_DIR)
+  if (reportRaw !== undefined && (typeof reportRaw !== 'string' || !isAbsolute(reportRaw))) {
+    throw invalid(reportFromOption ? 'option "reportDirectory"' : 'env NCLUST_REPORT_DIR', reportRaw, 'an absolute path')
+  }
+  // Node's own --report-directory, when the operator gave one, comes next; then the private default.
+  const nodeReportDir = process.report?.directory
+  const reportDirectory = reportRaw as string | undefined ?? (nodeReportDir !== undefined && nodeReportDir !== '' ? nodeReportDir : undefined)
+  const hangFromOption = options.hangProbe !== undefined
+  const hangRaw: unknown = hangFromOption ? options.hangProbe : (env.NCLUST_HANG_PROBE === '' ? undefined : env.NCLUST_HANG_PROBE)
+  if (hangRaw !== undefined && (typeof hangRaw !== 'string' || !(HANG_PROBE_VALUES as readonly string[]).includes(hangRaw))) {
+    throw invalid(hangFromOption ? 'option "hangProbe"' : 'env NCLUST_HANG_PROBE', hangRaw, '"after-hang", "always" or "off"')
+  }
   const maxRequests = integer(options, env, 'maxRequests', 'MAX_REQUESTS', 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequests)
   const maxRequestsJitter = integer(options, env, 'maxRequestsJitter', null, 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequestsJitter)
   const maxRss = integer(options, env, 'maxRss', 'MAX_RSS', 0, 1024 * 1024, DEFAULTS.maxRss)
@@ -285,6 +324,9 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     startRetries,
     heartbeatInterval,
     heartbeatTimeout,
+    reportDirectory: reportDirectory ?? defaultReportDirectory(env),
+    reportDirectoryIsDefault: reportDirectory === undefined,
+    hangProbe: (hangRaw as HangProbe | undefined) ?? 'after-hang',
     maxRequests,
     maxRequestsJitter,
     maxRss,

@@ -28,6 +28,23 @@ test('lifecycle env vars: START_RETRIES, HEARTBEAT_TIMEOUT (0 is off), MAX_REQUE
   assert.deepEqual([p.heartbeatTimeout, p.heartbeatInterval, p.maxRequestsJitter], [5000, 100, 50])
 })
 
+test('reportDirectory: NCLUST_REPORT_DIR, the option wins, private default under XDG_STATE_HOME or ~/.local/state, never the temp folder', () => {
+  assert.deepEqual([resolveOptions({ env: { NCLUST_REPORT_DIR: '/srv/reports' } }).reportDirectory, resolveOptions({ env: { NCLUST_REPORT_DIR: '/srv/reports' } }).reportDirectoryIsDefault], ['/srv/reports', false])
+  assert.equal(resolveOptions({ env: { NCLUST_REPORT_DIR: '/a' }, reportDirectory: '/b' }).reportDirectory, '/b')
+  const d = resolveOptions({ env: { XDG_STATE_HOME: '/home/u/.state' } })
+  assert.deepEqual([d.reportDirectory, d.reportDirectoryIsDefault], ['/home/u/.state/nclust/reports', true])
+  assert.match(resolveOptions({ env: { NCLUST_REPORT_DIR: '' } }).reportDirectory, /\/\.local\/state\/nclust\/reports$/)
+  assert.throws(() => resolveOptions({ env: { NCLUST_REPORT_DIR: 'reports' } }), /invalid env NCLUST_REPORT_DIR: got "reports", expected an absolute path/)
+  assert.throws(() => resolveOptions({ env: {}, reportDirectory: 7 as unknown as string }), /invalid option "reportDirectory": got 7, expected an absolute path/)
+})
+
+test('hangProbe: after-hang by default, NCLUST_HANG_PROBE, the option wins, anything else named', () => {
+  assert.equal(resolveOptions({ env: {} }).hangProbe, 'after-hang')
+  assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' } }).hangProbe, 'always')
+  assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' }, hangProbe: 'off' }).hangProbe, 'off')
+  assert.throws(() => resolveOptions({ env: { NCLUST_HANG_PROBE: 'yes' } }), /invalid env NCLUST_HANG_PROBE: got "yes", expected "after-hang", "always" or "off"/)
+})
+
 test('env vars are read, and an explicit option wins over its env var', () => {
   const env = { WORKER_COUNT: '3', PORT: '8080', HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: '5000' }
   const o = resolveOptions({ env })

@@ -1,16 +1,46 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { readFileSync, rmSync } from 'node:fs'
+import { mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, existsSync } from 'node:fs'
+import { createServer, type Server } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { randomBytes } from 'node:crypto'
 import { distinct, get, isAlive, waitFor } from '../../../test/helpers/index.ts'
 import { primaryReady, startCluster } from './start-cluster.ts'
 import { load } from './load.ts'
-import { PROBE_TIMEOUT } from '../src/primary/watchdog.ts'
+import { PROBE_TIMEOUT, probe } from '../src/primary/watchdog.ts'
+import { PROBE_ANSWER_LIMIT, PROBE_DIR_ENV } from '../src/probe.ts'
+
+/** The probe folder a worker was given, read from its environment (/proc, same user). */
+function probeDirOf (pid: number): string {
+  const env = readFileSync(`/proc/${pid}/environ`, 'utf8').split('\0')
+  const line = env.find((l) => l.startsWith(`${PROBE_DIR_ENV}=`))
+  assert.ok(line, `worker ${pid} has ${PROBE_DIR_ENV}`)
+  return line.slice(PROBE_DIR_ENV.length + 1)
+}
+const modeOf = (path: string): number => statSync(path).mode & 0o777
+
+/** A unix socket server in a private temp folder, answering every connection with `answer`. */
+async function fakeProbe (t: { after: (fn: () => void) => void }, path: string, answer: Buffer | string): Promise<Server> {
+  const server = createServer((s) => { s.on('error', () => {}); s.end(answer) })
+  await new Promise<void>((resolve) => server.listen(path, resolve))
+  t.after(() => { server.close() })
+  return server
+}
 
 test('a worker that blocks its event loop forever: report with the blocking function, SIGKILL, replaced; the other worker serves throughout', async (t) => {
   const heartbeatTimeout = 3000
   const heartbeatInterval = 250
   const initialDelay = 100
+  // The default report folder (no NCLUST_REPORT_DIR), under a state home that does not exist yet;
+  // a secret in the environment that must not reach the report.
+  const home = mkdtempSync(join(tmpdir(), 'nclust-watchdog-test-'))
+  t.after(() => rmSync(home, { recursive: true, force: true }))
+  const secret = `s3cret-${randomBytes(12).toString('hex')}`
   const { p, port } = await startCluster(t, {
+    XDG_STATE_HOME: join(home, 'state'),
+    NCLUST_TEST_SECRET: secret,
+    NCLUST_HANG_PROBE: 'always',
     HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
     FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval }),
     FIXTURE_BACKOFF: JSON.stringify({ initialDelay })
@@ -24,6 +54,11 @@ test('a worker that blocks its event loop forever: report with the blocking func
   const blocked = (await get(port, '/block', { timeout: 10000 })).json() as { blocking: number }
   const tBlock = Date.now()
   const victim = p.lines.find((l) => primaryReady(l) && l.workerPid === blocked.blocking)!
+  // The probe's socket: in a private folder with an unguessable name, not <tmp>/<predictable>.
+  const probeDir = probeDirOf(blocked.blocking)
+  await waitFor(() => existsSync(join(probeDir, `${blocked.blocking}.sock`)), 'the probe listening', 10000)
+  assert.match(probeDir, /nclust-probe-[A-Za-z0-9]{6}$/)
+  assert.equal(modeOf(probeDir), 0o700, 'probe socket folder is 0700')
   const other = p.lines.find((l) => primaryReady(l) && l.workerPid !== blocked.blocking)!
 
   const hung = await p.waitForLine((l) => l.workerPid === blocked.blocking && l.silentMs !== undefined && l.frames !== undefined, heartbeatTimeout + PROBE_TIMEOUT + 20000, 'the hung report line')
@@ -43,8 +78,16 @@ test('a worker that blocks its event loop forever: report with the blocking func
   assert.ok(tReplaced - tBlock < bound, `replaced within ${bound} ms (took ${tReplaced - tBlock})`)
 
   const report = String(hung.report)
-  t.after(() => rmSync(report, { force: true }))
-  const json = JSON.parse(readFileSync(report, 'utf8')) as { header: { processId: number }, javascriptStack: { stack: string[] } }
+  const reportDir = join(home, 'state', 'nclust', 'reports')
+  assert.equal(report.startsWith(reportDir + '/'), true, `the report is in the private default folder: ${report}`)
+  assert.ok(String(hung.msg).includes(report), 'the log line names the file')
+  assert.equal(modeOf(reportDir), 0o700, 'report folder is 0700')
+  assert.equal(modeOf(join(home, 'state', 'nclust')), 0o700, 'its created parents are 0700 too')
+  assert.equal(modeOf(report), 0o600, 'report file is 0600')
+  const text = readFileSync(report, 'utf8')
+  assert.equal(text.includes(secret), false, 'the report carries no environment value')
+  const json = JSON.parse(text) as { header: { processId: number }, javascriptStack: { stack: string[] }, environmentVariables?: Record<string, string> }
+  if (json.environmentVariables !== undefined) assert.equal(json.environmentVariables.NCLUST_TEST_SECRET, '[redacted]')
   assert.equal(json.header.processId, blocked.blocking, 'the report is the hung process\'s')
   assert.ok(json.javascriptStack.stack.some((f) => f.includes('blockTheLoopForever')), `the report's JS stack names the blocking function: ${JSON.stringify(json.javascriptStack.stack)}`)
   // The pause may land inside a builtin the loop calls (`at Math.random (<anonymous>)`): the blocking function is right under it.
@@ -66,6 +109,87 @@ test('a worker that blocks its event loop forever: report with the blocking func
   assert.equal(r.total, r.ok + r.errors.length, 'every request is counted once')
   assert.deepEqual([...r.statuses.keys()], [200])
 
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+  assert.equal(existsSync(probeDir), false, 'the primary removes its probe folder when it stops')
+})
+
+test('the primary reads at most 64 KiB of a probe\'s answer, and refuses what is not an answer', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-probe-test-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const huge = join(dir, 'huge.sock')
+  await fakeProbe(t, huge, Buffer.alloc(16 * 1024 * 1024, 'x'))
+  const t0 = Date.now()
+  const over = await probe(huge, 5000)
+  assert.deepEqual(over.frames, [])
+  assert.match(String(over.error), new RegExp(`answer over ${PROBE_ANSWER_LIMIT} bytes`))
+  assert.ok(Date.now() - t0 < 4000, 'gave up on the size, not on the timeout')
+  const junk = join(dir, 'junk.sock')
+  await fakeProbe(t, junk, JSON.stringify({ frames: [1, 2], report: { evil: true } }) + '\n')
+  assert.deepEqual(await probe(junk, 5000), { frames: [], error: 'unreadable answer' })
+  const good = join(dir, 'good.sock')
+  await fakeProbe(t, good, JSON.stringify({ frames: ['at f (file:///a.mjs:1:1)'], report: '/r.json' }) + '\n')
+  assert.deepEqual(await probe(good, 5000), { frames: ['at f (file:///a.mjs:1:1)'], report: '/r.json' })
+})
+
+test('an oversized answer in place of a hung worker\'s probe: no report, the worker is killed and replaced, the cluster keeps serving', async (t) => {
+  const heartbeatTimeout = 2000
+  const { p, port } = await startCluster(t, {
+    NCLUST_HANG_PROBE: 'always',
+    HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
+    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+  })
+  // Both probes listening (their threads start once the worker is ready), then block one worker.
+  const ready = p.lines.filter(primaryReady).map((l) => Number(l.workerPid))
+  await waitFor(() => ready.every((pid) => existsSync(join(probeDirOf(pid), `${pid}.sock`))), 'probes listening', 20000)
+  const blocked = (await get(port, '/block', { timeout: 10000 })).json() as { blocking: number }
+  const victim = p.lines.find((l) => primaryReady(l) && l.workerPid === blocked.blocking)!
+  // Another process of this user takes the probe's place (the folder is private to the user, so only
+  // the user can: this is the worst case it allows) and answers with 16 MiB.
+  const socket = join(probeDirOf(blocked.blocking), `${blocked.blocking}.sock`)
+  unlinkSync(socket)
+  await fakeProbe(t, socket, Buffer.alloc(16 * 1024 * 1024, '{'))
+  const hung = await p.waitForLine((l) => l.workerPid === blocked.blocking && l.silentMs !== undefined && l.frames !== undefined, heartbeatTimeout + PROBE_TIMEOUT + 20000, 'the hung line')
+  assert.equal(hung.report, undefined)
+  assert.match(String(hung.error), /answer over 65536 bytes/)
+  await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 1, 60000, 'the replacement')
+  assert.equal(isAlive(blocked.blocking), false)
+  assert.equal((await get(port, '/', { timeout: 10000 })).status, 200, 'the cluster serves')
+  assert.ok(isAlive(p.child.pid!), 'the primary is still running')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+})
+
+test('hangProbe after-hang (the default): no probe thread until a worker hangs; that one is killed without a stack, the next hang of a worker forked since is reported', async (t) => {
+  const heartbeatTimeout = 2000
+  const home = mkdtempSync(join(tmpdir(), 'nclust-watchdog-test-'))
+  t.after(() => rmSync(home, { recursive: true, force: true }))
+  const { p, port } = await startCluster(t, {
+    NCLUST_REPORT_DIR: join(home, 'reports'),
+    HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
+    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+  })
+  const first = p.lines.filter(primaryReady).map((l) => Number(l.workerPid))
+  for (const pid of first) {
+    assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`${PROBE_DIR_ENV}=`), false, 'no probe before any hang')
+  }
+  const blocked = (await get(port, '/block', { timeout: 10000 })).json() as { blocking: number }
+  const victim = p.lines.find((l) => primaryReady(l) && l.workerPid === blocked.blocking)!
+  const hung = await p.waitForLine((l) => l.workerPid === blocked.blocking && l.silentMs !== undefined && l.frames !== undefined, heartbeatTimeout + 20000, 'the first hung line')
+  assert.equal(hung.report, undefined)
+  assert.match(String(hung.error), /no hang probe yet \(hangProbe: after-hang\)/)
+  const next = await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 1, 60000, 'the replacement')
+  const pid = Number(next.workerPid)
+  await waitFor(() => existsSync(join(probeDirOf(pid), `${pid}.sock`)), 'the replacement\'s probe listening', 20000)
+  // Block the replacement: it has the probe, so this hang is reported.
+  await waitFor(async () => ((await get(port, `/block?pid=${pid}`, { timeout: 10000 })).json() as { blocking: number | null }).blocking === pid, 'a /block on the replacement', 30000)
+  const second = await p.waitForLine((l) => l.workerPid === pid && l.silentMs !== undefined && l.frames !== undefined, heartbeatTimeout + PROBE_TIMEOUT + 20000, 'the second hung line')
+  assert.equal(String(second.report).startsWith(join(home, 'reports') + '/'), true, `reported into NCLUST_REPORT_DIR: ${String(second.report)}`)
+  assert.equal(modeOf(String(second.report)), 0o600)
+  assert.ok((second.frames as string[]).slice(0, 2).some((f) => f.includes('blockTheLoopForever')), JSON.stringify(second.frames))
+  await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 2, 60000, 'the second replacement')
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })

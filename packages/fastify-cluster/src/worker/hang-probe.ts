@@ -1,21 +1,22 @@
 /**
  * Runs in a worker_thread of each cluster worker, so it answers while the main thread's event loop
  * is blocked. On a connection to its unix socket (the primary's watchdog), it attaches the
- * inspector to the main thread, pauses it where it is stuck, has it write a Node.js diagnostic
+ * inspector to the main thread, pauses it where it is stuck, has it take a Node.js diagnostic
  * report from that very frame (so the report's `javascriptStack` is the blocked loop's stack),
- * resumes, and answers with the report's path and the top frames.
+ * resumes, writes the report (mode 0600, environment values removed) and answers with the
+ * report's path and the top frames.
  *
  * Node's own `--report-on-signal` cannot do this: its signal handler is JavaScript and never runs
  * while the loop is blocked. The inspector's messages to the main thread interrupt running JS.
  */
 import { createServer } from 'node:net'
-import { unlinkSync } from 'node:fs'
+import { unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Session } from 'node:inspector'
 import { workerData } from 'node:worker_threads'
-import type { ProbeReply } from '../probe.js'
+import { ensureReportDirectory, type ProbeReply } from '../probe.js'
 
-const { socketPath, directory } = workerData as { socketPath: string, directory: string }
+const { socketPath, directory, defaultDirectory } = workerData as { socketPath: string, directory: string, defaultDirectory: boolean }
 
 function post<T = unknown> (session: Session, method: string, params?: object): Promise<T> {
   return new Promise((resolve, reject) => {
@@ -24,6 +25,17 @@ function post<T = unknown> (session: Session, method: string, params?: object): 
 }
 
 interface CallFrame { callFrameId: string, functionName: string, location: { lineNumber: number, columnNumber: number } }
+
+/**
+ * Evaluated in the paused frame: the report as JSON text. Where Node has `process.report.excludeEnv`
+ * (22.13+, 23.3+) it is set for this one report, so the environment never leaves the main thread;
+ * on older Node the values are removed here before anything is written (see {@link redact}).
+ */
+const REPORT_EXPRESSION = `(function nclustHangReport (r) {
+  const had = r.excludeEnv
+  if (typeof had === 'boolean') r.excludeEnv = true
+  try { return JSON.stringify(r.getReport()) } finally { if (typeof had === 'boolean') r.excludeEnv = had }
+})(globalThis.process.report)`
 
 async function capture (): Promise<ProbeReply> {
   const session = new Session()
@@ -37,36 +49,57 @@ async function capture (): Promise<ProbeReply> {
     const callFrames = await paused
     const top = callFrames[0]
     let reply: ProbeReply = { frames: callFrames.slice(0, 8).map((f) => `at ${f.functionName || '<anonymous>'} (line ${f.location.lineNumber + 1})`) }
+    let text: string | undefined
     if (top !== undefined) {
-      const file = join(directory, `report.nclust-hung.${process.pid}.${Date.now()}.json`)
       const res = await post<{ result: { value?: unknown }, exceptionDetails?: unknown }>(session, 'Debugger.evaluateOnCallFrame', {
-        callFrameId: top.callFrameId,
-        expression: `globalThis.process.report.writeReport(${JSON.stringify(file)})`,
-        silent: true,
-        returnByValue: true
-      })
-      if (res.exceptionDetails === undefined && typeof res.result.value === 'string') {
-        reply = { report: res.result.value, frames: await framesOf(res.result.value, reply.frames) }
-      }
+        callFrameId: top.callFrameId, expression: REPORT_EXPRESSION, silent: true, returnByValue: true
+      }).catch(() => undefined)
+      if (res !== undefined && res.exceptionDetails === undefined && typeof res.result.value === 'string') text = res.result.value
     }
     await post(session, 'Debugger.resume').catch(() => {})
     await post(session, 'Debugger.disable').catch(() => {})
+    // The loop is running again (and will be killed): the writing happens here, off the main thread.
+    if (text !== undefined) reply = write(text, reply.frames)
     return reply
   } finally {
     session.disconnect()
   }
 }
 
-/** The report's JS stack, minus the two frames of the evaluation that wrote it. */
-async function framesOf (file: string, fallback: string[]): Promise<string[]> {
+/** Write the report privately: a 0600 file created exclusively in a folder only this user can write to. */
+function write (text: string, fallback: string[]): ProbeReply {
+  const report = JSON.parse(text) as { javascriptStack?: { stack?: string[] }, environmentVariables?: unknown, workers?: unknown }
+  redact(report)
+  // The report's JS stack, minus the frames of the evaluation that took it.
+  const stack = report.javascriptStack?.stack ?? []
+  const evalAt = stack.findIndex((l) => l.startsWith('at eval ('))
+  const found = stack.slice(evalAt + 1, evalAt + 9).map((f) => f.slice(0, 500))
+  const frames = found.length > 0 ? found : fallback
+  const file = join(directory, `report.nclust-hung.${process.pid}.${Date.now()}.json`)
   try {
-    const { readFile } = await import('node:fs/promises')
-    const report = JSON.parse(await readFile(file, 'utf8')) as { javascriptStack?: { stack?: string[] } }
-    const stack = report.javascriptStack?.stack ?? []
-    const evalAt = stack.findIndex((l) => l.startsWith('at eval ('))
-    const frames = stack.slice(evalAt + 1, evalAt + 9)
-    return frames.length > 0 ? frames : fallback
-  } catch { return fallback }
+    ensureReportDirectory(directory, defaultDirectory)
+    writeFileSync(file, JSON.stringify(report, null, 2), { mode: 0o600, flag: 'wx' })
+  } catch (err) {
+    return { frames, error: `report not written: ${err instanceof Error ? err.message : String(err)}` }
+  }
+  return { report: file, frames }
+}
+
+/**
+ * Keep the variables' names (useful: was DATABASE_URL set?), never their values: in the report and in
+ * the sub-report of each worker thread it embeds (`workers[]`, this probe's own thread among them:
+ * Node reads the process's environment there too).
+ */
+function redact (report: { environmentVariables?: unknown, workers?: unknown }): void {
+  const env = report.environmentVariables
+  if (typeof env === 'object' && env !== null) {
+    report.environmentVariables = Object.fromEntries(Object.keys(env).map((k) => [k, '[redacted]']))
+  } else if (env !== undefined) {
+    delete report.environmentVariables
+  }
+  if (Array.isArray(report.workers)) {
+    for (const w of report.workers) if (typeof w === 'object' && w !== null) redact(w as { environmentVariables?: unknown })
+  }
 }
 
 try { unlinkSync(socketPath) } catch {}

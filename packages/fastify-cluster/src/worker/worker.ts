@@ -1,11 +1,10 @@
 import cluster from 'node:cluster'
 import { unlinkSync } from 'node:fs'
-import { Worker as Thread } from 'node:worker_threads'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
 import { FLUSH_CHANNEL, isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
-import { probeSocketPath, reportDirectory } from '../probe.js'
+import { PROBE_DIR_ENV, probeSocketPath } from '../probe.js'
 import { installChannel, setCurrentWorker } from './channel.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
 
@@ -107,17 +106,22 @@ function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, sen
   const beat = (): void => send(message<HeartbeatMessage>({ type: 'heartbeat', at: Date.now(), requests, rss: process.memoryUsage.rss() }))
   setInterval(beat, options.heartbeatInterval).unref()
   if (options.heartbeatTimeout === 0) return
-  const socketPath = probeSocketPath(process.pid)
-  try {
+  // The primary's private socket folder (see probe.ts); without it (not forked by our primary) there is no probe.
+  const probeDir = process.env[PROBE_DIR_ENV]
+  if (probeDir === undefined || probeDir === '') return
+  const socketPath = probeSocketPath(probeDir, process.pid)
+  // Loaded only here: a worker without the probe (hangProbe after-hang, before any hang) never loads node:worker_threads.
+  import('node:worker_threads').then(({ Worker: Thread }) => {
     const thread = new Thread(new URL('./hang-probe.js', import.meta.url), {
-      workerData: { socketPath, directory: reportDirectory(process.report?.directory) },
+      workerData: { socketPath, directory: options.reportDirectory, defaultDirectory: options.reportDirectoryIsDefault },
+      env: {}, // the thread needs no environment: no copy of the app's secrets in it
       stdout: false,
       stderr: false
     })
     thread.unref()
     thread.on('error', () => {}) // no probe: the watchdog still kills and replaces, without a report
     process.once('exit', () => { try { unlinkSync(socketPath) } catch {} })
-  } catch {}
+  }).catch(() => {})
 }
 
 /**
