@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs'
 import { parseArgs } from 'node:util'
 import type { ClusterOptions } from './options.js'
+import { CONTROL_COMMANDS, CONTROL_HELP } from './control-client.js'
 
 /**
  * `nclust start ./app.js`: a fastify-cli app module (or one exporting `buildApp`) on every core,
@@ -16,7 +17,8 @@ const FLAGS = {
   port: { type: 'string', short: 'p', option: 'port', env: 'PORT', help: 'port every worker listens on', fallback: '3000' },
   address: { type: 'string', short: 'a', option: 'host', env: 'HOST', help: 'address to listen on', fallback: '0.0.0.0' },
   'log-level': { type: 'string', short: 'l', option: 'logger', env: 'LOG_LEVEL', help: 'fatal, error, warn, info, debug, trace or silent', fallback: 'info' },
-  'shutdown-timeout': { type: 'string', option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', help: 'ms a worker gets to drain before SIGKILL', fallback: '30000' }
+  'shutdown-timeout': { type: 'string', option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', help: 'ms a worker gets to drain before SIGKILL', fallback: '30000' },
+  control: { type: 'string', option: 'control', env: 'NCLUST_CONTROL', help: 'control socket path, or false', fallback: 'private per-user folder' }
 } as const
 
 type Flag = keyof typeof FLAGS
@@ -36,6 +38,7 @@ ${Object.entries(FLAGS).map(([name, f]) =>
   -h, --help                      this text
   -v, --version                   the version of @nclust/fastify-cluster
 
+${CONTROL_HELP}
 Env only: NCLUST_LOG_FORMAT=pretty|json (default: pretty on a terminal, JSON otherwise),
 and every other variable startClustered reads (see the package README).
 
@@ -67,7 +70,7 @@ export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' 
   if (values.version === true) return { kind: 'version' }
   const [command, module, ...extra] = positionals
   if (command === undefined) throw new Error('missing command: nclust start <app module> (nclust --help)')
-  if (command !== 'start') throw new Error(`unknown command "${command}": the command is start (nclust --help)`)
+  if (command !== 'start') throw new Error(`unknown command "${command}": expected start, ${CONTROL_COMMANDS.join(', ')} (nclust --help)`)
   if (module === undefined) throw new Error('missing the app module: nclust start ./app.js')
   if (extra.length > 0) throw new Error(`unexpected argument "${extra[0] ?? ''}" after the app module (nclust --help)`)
 
@@ -76,7 +79,7 @@ export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' 
     const value = (values as Record<string, string | boolean | undefined>)[name]
     if (typeof value !== 'string') continue
     const flag = FLAGS[name]
-    options[flag.option] = flag.option === 'logger' ? loggerFor(value) : value
+    options[flag.option] = flag.option === 'logger' ? loggerFor(value) : flag.option === 'control' && value === 'false' ? false : value
   }
   return { kind: 'start', module, options: options as ClusterOptions }
 }
@@ -111,6 +114,10 @@ export async function runCli (argv: string[]): Promise<void> {
   const fail = (line: string): never => {
     process.stderr.write(`nclust: ${line}\n`)
     process.exit(1)
+  }
+  if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? '')) {
+    const { controlMain } = await import('./control-client.js')
+    return await controlMain(argv)
   }
   let parsed: ReturnType<typeof parseCli>
   try {
