@@ -73,7 +73,7 @@ export async function runControl (argv: string[], out: NodeJS.WritableStream = p
       noExtra(0)
       const timeout = positiveInt('--timeout', values.timeout)
       const r = await call<ReloadReply>(path, 'reload', {}, timeout)
-      for (const s of r.slots) write(`worker ${s.id}: ${s.old ?? '-'} -> ${s.new ?? `${s.old ?? '-'} (not replaced)`}`)
+      for (const s of r.slots) write(s.new !== null ? `worker ${s.id}: ${s.old ?? '-'} -> ${s.new}` : `worker ${s.id}: ${s.old ?? '-'} (not replaced)`)
       if (r.ok) {
         write(`reloaded ${r.replaced} workers in ${(r.ms / 1000).toFixed(1)}s`)
         return 0

@@ -186,6 +186,7 @@ test('a reload of code that throws exits 1 naming the error while the old pids s
   assert.equal(broken.code, 1)
   assert.match(broken.stdout, /reload failed: worker 0's new generation \(pid \d+\) did not start \(start-failed\)/)
   assert.match(broken.stdout, /Error: the new generation cannot start \(fixture\)\n\s+at /)
+  for (const pid of before) assert.match(broken.stdout, new RegExp(`^worker \\d: ${pid} \\(not replaced\\)$`, 'm'))
   assert.match(broken.stdout, new RegExp(`the old workers still serve: ${[...before].join(', ').replace(/\d+/g, '\\d+')}`))
   assert.ok(broken.ms < 30000, 'within the start budget')
   assert.deepEqual([...await distinct(port, '/', (b: { pid: number }) => b.pid, 2)].sort(), [...before].sort(), 'the old pids serve')
