@@ -121,7 +121,8 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; one r
 
   // Diagnostics of worker 0 while 50 keep-alive clients keep both workers busy.
   const out = join(dir, 'diag')
-  const traffic = load(port, { clients: 50, minMs: 5, maxMs: 20 })
+  const traffic = load(port, { clients: 50, minMs: 5, maxMs: 20, durationCap: 60000 })
+  t.after(async () => { await traffic.stop() })
   const heap = await nclust(['diagnose', '0', '--heap', '--out', out], env)
   const cpu = await nclust(['diagnose', '0', '--cpu', '500', '--out', out], env)
   const report = await nclust(['diagnose', '1', '--report', '--out', out], env)
