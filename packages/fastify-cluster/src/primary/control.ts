@@ -53,7 +53,9 @@ export async function claimControl (path: string): Promise<Server> {
         ? new errors.NCLUST_CONTROL_IN_USE(`control socket ${path} was taken by another cluster starting at the same time`)
         : new errors.NCLUST_INVALID_OPTION(`control socket ${path} cannot listen: ${err.message}`))
     })
-    server.listen(path, () => resolve())
+    // bind() creates the socket file with the umask's mode: 0600 from the first instant, chmod below only confirms it.
+    const umask = process.umask(0o177)
+    try { server.listen(path, () => resolve()) } finally { process.umask(umask) }
   })
   chmodSync(path, 0o600)
   return server
