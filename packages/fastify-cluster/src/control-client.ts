@@ -79,9 +79,14 @@ export async function runControl (argv: string[], out: NodeJS.WritableStream = p
         return 0
       }
       const f = r.failed
-      write(`reload failed: worker ${f?.id ?? '?'}'s new generation${f?.pid !== null && f?.pid !== undefined ? ` (pid ${f.pid})` : ''} did not start (${f?.reason ?? 'unknown'})`)
-      if (f?.stack !== undefined) write(f.stack.split('\n').slice(0, 6).map((l) => `  ${l}`).join('\n'))
-      else if (f?.message !== undefined) write(`  ${f.message}`)
+      if (f === undefined) {
+        write(`reload did not finish: ${r.reason ?? 'unknown'}`)
+        write(`serving: ${r.serving.join(', ') || 'none'}`)
+        return 1
+      }
+      write(`reload failed: worker ${f.id}'s new generation${f.pid !== null ? ` (pid ${f.pid})` : ''} did not start (${f.reason})`)
+      if (f.stack !== undefined) write(f.stack.split('\n').slice(0, 6).map((l) => `  ${l}`).join('\n'))
+      else if (f.message !== undefined) write(`  ${f.message}`)
       write(`the old workers still serve: ${r.serving.join(', ')}`)
       return 1
     }

@@ -81,6 +81,8 @@ export interface ReloadReply {
   /** One per slot as it was when the reload began: new is null where the old worker still serves. */
   slots: Array<{ id: number, old: number | null, new: number | null }>
   failed?: { id: number, pid: number | null, reason: string, message?: string, stack?: string }
+  /** Why it did not finish when no new worker failed (a shutdown began). */
+  reason?: string
   /** The pids that serve once it is over. */
   serving: number[]
 }

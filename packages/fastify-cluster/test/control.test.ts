@@ -167,7 +167,13 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; one r
   assert.deepEqual(three.primary.workers, { desired: 3, ready: 3 })
   assert.equal((await nclust(['scale', '2'], env)).code, 0)
 
+  // A stop during a reload: the reload reports that it was cut short, not a failed start.
+  const cut = nclust(['reload'], env)
+  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 2, 'the second reload began', 20000)
   const stop = await nclust(['stop'], env)
+  const cutShort = await cut
+  assert.equal(cutShort.code, 1)
+  assert.match(cutShort.stdout, /^reload did not finish: the cluster is shutting down$/m)
   assert.equal(stop.code, 0, stop.stderr)
   assert.match(stop.stdout, /cluster stopped, exit code 0/)
   assert.equal((await p.waitForExit(30000)).code, 0)

@@ -106,6 +106,8 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   handle.events.on('worker-exit', onExit)
   handle.events.on('restart', () => { restarts += 1 })
   handle.events.on('reload', (e) => { reloading = e.phase === 'start' })
+  let shuttingDown = false
+  handle.events.on('shutdown', () => { shuttingDown = true })
 
   // Ours to remove: on close, and on a process.exit that skipped it (compared by inode: a path another primary took over is not ours).
   const ino = statSync(path).ino
@@ -237,8 +239,10 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
         slots: [...before].map(([id, old]) => ({ id, old, new: readyDuring.get(id) ?? null })),
         serving: handle.workers().filter((w) => w.state === 'ready').map((w) => w.pid)
       }
-      if (!r.ok) {
-        const id = r.failedWorkerId ?? -1
+      const id = r.failedWorkerId
+      // A shutdown stops a reload: its candidate was asked to leave, it did not fail.
+      if (!r.ok && (id === undefined || shuttingDown)) out.reason = shuttingDown ? 'the cluster is shutting down' : r.reason ?? 'unknown'
+      else if (!r.ok && id !== undefined) {
         const exit = exits.find((e) => e.workerId === id && e.reason !== 'requested' && e.pid !== before.get(id))
         const fatal = exit !== undefined ? fatals.get(exit.pid) : undefined
         const message = fatal?.message ?? exit?.error
