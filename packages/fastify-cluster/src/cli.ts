@@ -1,6 +1,8 @@
-import { readFileSync } from 'node:fs'
+import { existsSync, readFileSync } from 'node:fs'
+import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
 import type { ClusterOptions } from './options.js'
+import { CONTROL_COMMANDS, CONTROL_HELP } from './control-client.js'
 
 /**
  * `nclust start ./app.js`: a fastify-cli app module (or one exporting `buildApp`) on every core,
@@ -16,7 +18,8 @@ const FLAGS = {
   port: { type: 'string', short: 'p', option: 'port', env: 'PORT', help: 'port every worker listens on', fallback: '3000' },
   address: { type: 'string', short: 'a', option: 'host', env: 'HOST', help: 'address to listen on', fallback: '0.0.0.0' },
   'log-level': { type: 'string', short: 'l', option: 'logger', env: 'LOG_LEVEL', help: 'fatal, error, warn, info, debug, trace or silent', fallback: 'info' },
-  'shutdown-timeout': { type: 'string', option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', help: 'ms a worker gets to drain before SIGKILL', fallback: '30000' }
+  'shutdown-timeout': { type: 'string', option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', help: 'ms a worker gets to drain before SIGKILL', fallback: '30000' },
+  control: { type: 'string', option: 'control', env: 'NCLUST_CONTROL', help: 'control socket path, or false', fallback: 'private per-user folder' }
 } as const
 
 type Flag = keyof typeof FLAGS
@@ -33,9 +36,12 @@ exporting buildApp(ctx) that returns a Fastify instance. Only workers import it.
 Flags (each also read from its env var; a flag wins):
 ${Object.entries(FLAGS).map(([name, f]) =>
   `  ${'short' in f ? `-${f.short}, ` : '    '}--${`${name} <value>`.padEnd(26)}${f.help} (env ${f.env}; default ${f.fallback})`).join('\n')}
+      --watch [paths]             reload (rolling, nothing lost) on a change under paths
+                                  (given after the module; default: the module's folder)
   -h, --help                      this text
   -v, --version                   the version of @nclust/fastify-cluster
 
+${CONTROL_HELP}
 Env only: NCLUST_LOG_FORMAT=pretty|json (default: pretty on a terminal, JSON otherwise),
 and every other variable startClustered reads (see the package README).
 
@@ -46,7 +52,7 @@ Examples:
 `
 
 /** Parse argv; returns what to do, or throws an Error whose message is the one line to print. */
-export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' } | { kind: 'start', module: string, options: ClusterOptions } {
+export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' } | { kind: 'start', module: string, options: ClusterOptions, watch?: string[] } {
   let parsed
   try {
     parsed = parseArgs({
@@ -55,6 +61,7 @@ export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' 
       strict: true,
       options: {
         ...Object.fromEntries(Object.entries(FLAGS).map(([name, f]) => [name, 'short' in f ? { type: f.type, short: f.short } : { type: f.type }])),
+        watch: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
       }
@@ -67,18 +74,20 @@ export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' 
   if (values.version === true) return { kind: 'version' }
   const [command, module, ...extra] = positionals
   if (command === undefined) throw new Error('missing command: nclust start <app module> (nclust --help)')
-  if (command !== 'start') throw new Error(`unknown command "${command}": the command is start (nclust --help)`)
+  if (command !== 'start') throw new Error(`unknown command "${command}": expected start, ${CONTROL_COMMANDS.join(', ')} (nclust --help)`)
   if (module === undefined) throw new Error('missing the app module: nclust start ./app.js')
-  if (extra.length > 0) throw new Error(`unexpected argument "${extra[0] ?? ''}" after the app module (nclust --help)`)
+  if (extra.length > 0 && values.watch !== true) throw new Error(`unexpected argument "${extra[0] ?? ''}" after the app module (nclust --help)`)
 
   const options: Record<string, unknown> = {}
   for (const name of Object.keys(FLAGS) as Flag[]) {
     const value = (values as Record<string, string | boolean | undefined>)[name]
     if (typeof value !== 'string') continue
     const flag = FLAGS[name]
-    options[flag.option] = flag.option === 'logger' ? loggerFor(value) : value
+    options[flag.option] = flag.option === 'logger' ? loggerFor(value) : flag.option === 'control' && value === 'false' ? false : value
   }
-  return { kind: 'start', module, options: options as ClusterOptions }
+  // --watch [paths]: the paths after the module; by default the app module's folder.
+  const watch = values.watch === true ? (extra.length > 0 ? extra : [dirname(resolve(module))]) : undefined
+  return { kind: 'start', module, options: options as ClusterOptions, ...(watch !== undefined ? { watch } : {}) }
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
@@ -112,6 +121,10 @@ export async function runCli (argv: string[]): Promise<void> {
     process.stderr.write(`nclust: ${line}\n`)
     process.exit(1)
   }
+  if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? '')) {
+    const { controlMain } = await import('./control-client.js')
+    return await controlMain(argv)
+  }
   let parsed: ReturnType<typeof parseCli>
   try {
     parsed = parseCli(argv)
@@ -124,13 +137,18 @@ export async function runCli (argv: string[]): Promise<void> {
 
   const { resolveOptions } = await import('./options.js')
   const { resolveAppModule } = await import('./app-module.js')
+  let workers: number
   try {
-    resolveOptions(command.options)
+    workers = resolveOptions(command.options).workers
     resolveAppModule(command.module)
   } catch (err) {
     const e = err as Error & { code?: string }
     return fail(`${e.code ?? 'Error'}: ${nameFlags(e.message)}`)
   }
+  const missing = command.watch?.find((p) => !existsSync(p))
+  if (missing !== undefined) return fail(`--watch: ${missing} does not exist`)
+  if (command.watch !== undefined && workers === 1) return fail('--watch reloads workers one by one: it needs at least 2 (--workers)')
   const { startClustered } = await import('./index.js')
-  await startClustered(command.module, command.options)
+  const handle = await startClustered(command.module, command.options)
+  if (command.watch !== undefined && handle.role === 'primary') (await import('./watch.js')).watchAndReload(handle, command.watch)
 }

@@ -17,6 +17,8 @@ export const errors = {
   NCLUST_WORKER_GONE: createError('NCLUST_WORKER_GONE', 'worker %s is not running (%s)'),
   /** The worker's handler for a channel failed or does not exist. */
   NCLUST_REQUEST_FAILED: createError('NCLUST_REQUEST_FAILED', 'worker %s failed "%s": %s'),
+  /** The control socket path is held by another running cluster. */
+  NCLUST_CONTROL_IN_USE: createError('NCLUST_CONTROL_IN_USE', '%s', 500, Error),
   /** The supervisor shut down before every slot became ready. */
   NCLUST_SHUTDOWN: createError('NCLUST_SHUTDOWN', 'the cluster shut down (%s) before every worker was ready')
 } as const

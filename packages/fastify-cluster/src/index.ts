@@ -47,7 +47,16 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
     exitWithOneLine(err)
   }
   const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
-  if (role === 'primary') return startSupervisor(resolved)
+  if (role === 'primary') {
+    if (resolved.control === false) return startSupervisor(resolved)
+    // The control socket is taken before anything is forked: a second start on a live socket exits 1.
+    const { claimControl, serveControl } = await import('./primary/control.js')
+    const path = resolved.control
+    const server = await claimControl(path).catch((err: unknown) => exitWithOneLine(err))
+    const handle = startSupervisor(resolved)
+    serveControl(server, path, handle, resolved)
+    return handle
+  }
 
   // Worker and single mode only: the app, the drain and Fastify are never loaded by the primary.
   // A module is imported as part of building the app, so an import error or a module of the wrong

@@ -41,6 +41,10 @@ export interface HeartbeatMessage {
   requests: number
   /** Resident set size in bytes (for maxRss). */
   rss: number
+  /** Percent of one core used since the previous beat (for `nclust status`). */
+  cpu?: number
+  /** Event-loop utilisation, 0..1, since the previous beat (for `nclust status`). */
+  elu?: number
 }
 
 /** Primary → worker: close the Fastify instance gracefully and exit 0. */
@@ -108,6 +112,9 @@ export function isPrimaryMessage (value: unknown): value is PrimaryToWorker {
 
 /** Worker → primary request answered at once by the primary: used to flush the IPC channel before a worker exits. */
 export const FLUSH_CHANNEL = 'nclust:flush'
+
+/** Primary → worker request of `nclust diagnose`: a report, heap snapshot or CPU profile written by the worker (worker/diagnose.ts). */
+export const DIAGNOSE_CHANNEL = 'nclust:diagnose'
 
 /** Build a message without repeating the `nclust: 1` tag at every call site. */
 export function message<M extends NclustMessage> (m: Omit<M, 'nclust'>): M {

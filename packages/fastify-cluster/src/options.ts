@@ -7,6 +7,7 @@ import { BALANCE_VALUES, kernelBalanceUnsupported, type Balance } from './balanc
 import { logFormat, type LogFormat } from './logger.js'
 import { defaultReportDirectory } from './probe.js'
 import { isAbsolute } from 'node:path'
+import { defaultControlPath, resolveControlPath } from './control-protocol.js'
 
 /** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
 export interface ClusterOptions {
@@ -76,6 +77,12 @@ export interface ClusterOptions {
   logger?: Logger | LoggerOptions | false
   /** Install SIGTERM/SIGINT handlers (default true). Tests and embedders may drive `close()` themselves. */
   handleSignals?: boolean
+  /**
+   * The primary's control socket for `nclust status|reload|scale|stop|diagnose`: a unix socket path,
+   * or `false` for none. Default: a per-user private folder, a name hashed from cwd, argv and port.
+   * Env `NCLUST_CONTROL` (`false` turns it off).
+   */
+  control?: string | false
   /** Where env vars are read from (default `process.env`). */
   env?: Record<string, string | undefined>
 }
@@ -110,9 +117,12 @@ export interface ResolvedOptions {
   /** How loggers built from options print: `pretty` on a terminal, `json` otherwise (env `NCLUST_LOG_FORMAT`). */
   logFormat: LogFormat
   handleSignals: boolean
+  /** Absolute path of the control socket, or false. */
+  control: string | false
 }
 
 const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling
+const MAX_SOCKET_PATH = 107 // sun_path holds 108 bytes with its NUL
 
 /**
  * The one list of options, env vars and defaults. The package README's table is checked against
@@ -138,6 +148,7 @@ export const OPTION_TABLE = [
   { option: 'drain', env: null, default: 'true', allowed: 'true, false or @nclust/fastify-drain options' },
   { option: 'logger', env: 'LOG_LEVEL (level), NCLUST_LOG_FORMAT (pretty or json)', default: 'pino at level info; pretty on a terminal, JSON otherwise', allowed: 'a pino logger, pino options or false' },
   { option: 'handleSignals', env: null, default: 'true', allowed: 'a boolean' },
+  { option: 'control', env: 'NCLUST_CONTROL', default: '$XDG_RUNTIME_DIR/nclust/<hash>.sock, else ~/.nclust/run/<hash>.sock', allowed: `a unix socket path (at most ${MAX_SOCKET_PATH} bytes) in a folder only its user may write, or false` },
   { option: 'env', env: null, default: 'process.env', allowed: 'an object of strings' }
 ] as const
 
@@ -313,6 +324,8 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     throw invalid('env NCLUST_LOG_FORMAT', format, 'pretty or json')
   }
 
+  const control = controlPath(options, env, port)
+
   return {
     workers: chosen?.workers ?? workers,
     workersFrom: chosen?.reason ?? workersFrom ?? '',
@@ -335,8 +348,21 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     drain,
     logger: logger ?? (env.LOG_LEVEL ? { level: env.LOG_LEVEL } : undefined),
     logFormat: logFormat(env),
-    handleSignals: options.handleSignals ?? true
+    handleSignals: options.handleSignals ?? true,
+    control
   }
+}
+
+function controlPath (options: ClusterOptions, env: Record<string, string | undefined>, port: number): string | false {
+  const fromOption = options.control !== undefined
+  const raw: unknown = fromOption ? options.control : env.NCLUST_CONTROL
+  const label = fromOption ? 'option "control"' : 'env NCLUST_CONTROL'
+  if (raw === false || raw === 'false') return false
+  if (raw === undefined || (!fromOption && raw === '')) return defaultControlPath(port, env)
+  if (typeof raw !== 'string' || raw.trim() === '' || raw.includes('\0')) throw invalid(label, raw, 'a unix socket path or false')
+  const path = resolveControlPath(raw.trim())
+  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw invalid(label, raw, `a path of at most ${MAX_SOCKET_PATH} bytes once absolute (a unix socket's limit)`)
+  return path
 }
 
 /** The drain plugin's deadline: a little below the cluster's, so the SIGKILL is only a backstop. */

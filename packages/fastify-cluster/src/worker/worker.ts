@@ -3,9 +3,10 @@ import { unlinkSync } from 'node:fs'
 import type { BuildApp, WorkerContext, WorkerHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
-import { FLUSH_CHANNEL, isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
+import { DIAGNOSE_CHANNEL, FLUSH_CHANNEL, isPrimaryMessage, message, WORKER_ENV, type FatalMessage, type HeartbeatMessage, type ReadyMessage, type RequestMessage } from '../messages.js'
 import { PROBE_DIR_ENV, probeSocketPath } from '../probe.js'
-import { installChannel, setCurrentWorker } from './channel.js'
+import { installChannel, onPrimaryRequest, setCurrentWorker } from './channel.js'
+import { usageSampler } from './usage.js'
 import { buildAndListen, createLifecycle, installFatalHandlers } from './lifecycle.js'
 
 function envInt (name: string): number {
@@ -26,6 +27,8 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   const context: WorkerContext = { workerId, workers, generation, single: false, logger: log }
   setCurrentWorker(context)
   installChannel()
+  // `nclust diagnose`: node:inspector is loaded only when asked.
+  onPrimaryRequest(DIAGNOSE_CHANNEL, async (payload) => await (await import('./diagnose.js')).diagnose(payload, context))
 
   const send = (m: ReadyMessage | FatalMessage | HeartbeatMessage, done: () => void = () => {}): void => {
     if (process.connected && process.send !== undefined) process.send(m, undefined, undefined, () => done())
@@ -100,10 +103,11 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
  * hang probe thread answers the primary even if this loop never comes back.
  */
 function startHeartbeat (app: WorkerHandle['app'], options: ResolvedOptions, send: (m: HeartbeatMessage) => void): void {
-  if (options.heartbeatTimeout === 0 && options.maxRequests === 0 && options.maxRss === 0) return
+  if (options.heartbeatTimeout === 0 && options.maxRequests === 0 && options.maxRss === 0 && options.control === false) return
   let requests = 0
   app.server.on('request', () => { requests += 1 })
-  const beat = (): void => send(message<HeartbeatMessage>({ type: 'heartbeat', at: Date.now(), requests, rss: process.memoryUsage.rss() }))
+  const usage = usageSampler() // cpu and elu for `nclust status`
+  const beat = (): void => send(message<HeartbeatMessage>({ type: 'heartbeat', at: Date.now(), requests, rss: process.memoryUsage.rss(), ...usage() }))
   setInterval(beat, options.heartbeatInterval).unref()
   if (options.heartbeatTimeout === 0) return
   // The primary's private socket folder (see probe.ts); without it (not forked by our primary) there is no probe.

@@ -1,0 +1,284 @@
+import cluster from 'node:cluster'
+import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs'
+import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import { dirname, isAbsolute } from 'node:path'
+import type { PrimaryHandle, WorkerExitEvent } from '../types.js'
+import type { ResolvedOptions } from '../options.js'
+import { ensureReportDirectory } from '../probe.js'
+import { errors } from '../errors.js'
+import { DIAGNOSE_CHANNEL, isWorkerMessage } from '../messages.js'
+import {
+  COMMANDS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_REQUEST_BYTES, PROTOCOL_VERSION, encode, lineSplitter,
+  type ControlError, type DiagnoseRequest, type DiagnoseResult, type HelloResult, type ReloadReply, type StatusResult, type WorkerStatus
+} from '../control-protocol.js'
+
+/**
+ * The primary's control socket: the handle `startClustered` returns (status, reload, scale, close,
+ * the request/reply channel for diagnostics), reachable by the `nclust` bin of the same user.
+ * Nothing here changes workers by itself: every command is one call on the handle.
+ *
+ * Who may connect: the socket is 0600 in a folder that is 0700 (or at least not writable by
+ * others), so the kernel refuses other uids at connect(). Node has no SO_PEERCRED API; the file
+ * modes are the check (test/control.test.ts runs the client as another user).
+ */
+
+/** Take the socket path: refuse a live one, replace a stale one (its primary was killed). */
+export async function claimControl (path: string): Promise<Server> {
+  const dir = dirname(path)
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o700 })
+  } catch (err) {
+    throw new errors.NCLUST_INVALID_OPTION(`control socket folder ${dir} cannot be created: ${(err as Error).message}`)
+  }
+  const st = statSync(dir)
+  if ((st.mode & 0o002) !== 0) {
+    throw new errors.NCLUST_INVALID_OPTION(`control socket folder ${dir} is writable by every user; give a private folder (--control / NCLUST_CONTROL), or false`)
+  }
+  if (typeof process.getuid === 'function' && st.uid !== process.getuid() && st.uid !== 0) {
+    throw new errors.NCLUST_INVALID_OPTION(`control socket folder ${dir} belongs to uid ${st.uid}, not to this user; give a private folder`)
+  }
+  let existing
+  try { existing = lstatSync(path) } catch {}
+  if (existing !== undefined) {
+    if (!existing.isSocket()) throw new errors.NCLUST_INVALID_OPTION(`control socket path ${path} exists and is not a socket; remove it or give another path`)
+    const owner = await probe(path)
+    if (owner !== 'stale') {
+      throw new errors.NCLUST_CONTROL_IN_USE(`control socket ${path} belongs to a running cluster${owner !== undefined ? ` (primary pid ${owner.pid}, from ${owner.cwd})` : ''}; stop it, or give this one another --control path`)
+    }
+    unlinkSync(path)
+  }
+  const server = createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', (err: NodeJS.ErrnoException) => {
+      reject(err.code === 'EADDRINUSE'
+        ? new errors.NCLUST_CONTROL_IN_USE(`control socket ${path} was taken by another cluster starting at the same time`)
+        : new errors.NCLUST_INVALID_OPTION(`control socket ${path} cannot listen: ${err.message}`))
+    })
+    // bind() creates the socket file with the umask's mode: 0600 from the first instant, chmod below only confirms it.
+    const umask = process.umask(0o177)
+    try { server.listen(path, () => resolve()) } finally { process.umask(umask) }
+  })
+  chmodSync(path, 0o600)
+  return server
+}
+
+/** Live (and who), stale (nobody accepts), or live but silent (undefined). */
+function probe (path: string): Promise<HelloResult | 'stale' | undefined> {
+  return new Promise((resolve) => {
+    const socket = createConnection(path)
+    let buf = ''
+    const done = (v: HelloResult | 'stale' | undefined): void => { clearTimeout(timer); socket.destroy(); resolve(v) }
+    const timer = setTimeout(() => done(undefined), 2000)
+    socket.on('connect', () => socket.write(encode({ v: PROTOCOL_VERSION, cmd: 'hello' })))
+    socket.on('data', (d) => {
+      buf += d.toString('utf8')
+      if (!buf.includes('\n')) return
+      try { done((JSON.parse(buf) as { result?: HelloResult }).result) } catch { done(undefined) }
+    })
+    socket.on('error', (err: NodeJS.ErrnoException) => done(err.code === 'ECONNREFUSED' || err.code === 'ENOENT' ? 'stale' : undefined))
+  })
+}
+
+interface Usage { rss: number, requests: number, cpu: number | null, elu: number | null }
+interface Fatal { message: string, stack?: string }
+
+export function serveControl (server: Server, path: string, handle: PrimaryHandle, options: ResolvedOptions): void {
+  const log = handle.logger
+  const startedAt = Date.now()
+  const usage = new Map<number, Usage>() // by pid, from heartbeats
+  const fatals = new Map<number, Fatal>() // by pid, a worker's last words
+  const lastExit = new Map<number, WorkerStatus['lastExit']>() // by slot
+  let reloading = false
+  let restarts = 0
+  let exitAfterReply: number | undefined
+
+  // Read the workers' own messages beside the slot machine (node:cluster emits each on `cluster` too).
+  const onClusterMessage = (worker: { process: { pid?: number } }, raw: unknown): void => {
+    const pid = worker.process.pid
+    if (pid === undefined || !isWorkerMessage(raw)) return
+    if (raw.type === 'heartbeat') usage.set(pid, { rss: raw.rss, requests: raw.requests, cpu: raw.cpu ?? null, elu: raw.elu ?? null })
+    else if (raw.type === 'fatal') fatals.set(pid, { message: raw.message, ...(raw.stack !== undefined ? { stack: raw.stack } : {}) })
+  }
+  cluster.on('message', onClusterMessage)
+  const onExit = (e: WorkerExitEvent): void => {
+    usage.delete(e.pid)
+    if (e.reason !== 'requested') lastExit.set(e.workerId, { pid: e.pid, reason: e.reason, code: e.code, signal: e.signal, ...(e.error !== undefined ? { error: e.error } : {}) })
+  }
+  handle.events.on('worker-exit', onExit)
+  handle.events.on('restart', () => { restarts += 1 })
+  handle.events.on('reload', (e) => { reloading = e.phase === 'start' })
+  let shuttingDown = false
+  handle.events.on('shutdown', () => { shuttingDown = true })
+
+  // Ours to remove: on close, and on a process.exit that skipped it (compared by inode: a path another primary took over is not ours).
+  const ino = statSync(path).ino
+  let closed = false
+  const removeSocket = (): void => {
+    if (closed) return
+    closed = true
+    cluster.off('message', onClusterMessage)
+    server.close()
+    try { if (statSync(path).ino === ino) unlinkSync(path) } catch {}
+  }
+  handle.onClose(removeSocket)
+  process.once('exit', removeSocket)
+  log.info({ control: path }, `control socket: ${path}`)
+
+  server.maxConnections = MAX_CONNECTIONS
+  server.on('error', (err) => log.error({ err }, 'control socket error'))
+  server.on('connection', (socket) => { serve(socket) })
+
+  function serve (socket: Socket): void {
+    let answered = false
+    const reply = (body: object): void => {
+      if (answered) return
+      answered = true
+      socket.end(encode({ v: PROTOCOL_VERSION, ...body }), () => {
+        if (exitAfterReply !== undefined) process.exit(exitAfterReply)
+      })
+    }
+    const fail = (code: ControlError['code'], message: string): void => reply({ ok: false, error: { code, message } })
+    socket.on('error', () => {})
+    // A client that connects and says nothing (or dribbles) does not hold the primary.
+    const idle = setTimeout(() => { fail('idle', `no complete request within ${IDLE_TIMEOUT_MS}ms`); socket.destroy() }, IDLE_TIMEOUT_MS)
+    socket.on('close', () => clearTimeout(idle))
+    socket.on('data', lineSplitter(MAX_REQUEST_BYTES, (line) => {
+      clearTimeout(idle)
+      socket.pause()
+      void dispatch(line).then((result) => reply({ ok: true, result }), (err: Error & { controlCode?: string }) => fail(err.controlCode ?? 'failed', err.message))
+    }, () => {
+      clearTimeout(idle)
+      fail('too-large', `request over ${MAX_REQUEST_BYTES} bytes`)
+    }))
+  }
+
+  function refuse (code: string, message: string): Error {
+    return Object.assign(new Error(message), { controlCode: code })
+  }
+
+  async function dispatch (line: string): Promise<unknown> {
+    let req: { v?: unknown, cmd?: unknown, args?: unknown }
+    try { req = JSON.parse(line) } catch { throw refuse('bad-request', 'the request is not JSON') }
+    if (typeof req !== 'object' || req === null) throw refuse('bad-request', 'the request is not a JSON object')
+    if (req.v !== PROTOCOL_VERSION) throw refuse('version', `protocol version ${JSON.stringify(req.v)} is not supported: this primary speaks ${PROTOCOL_VERSION}`)
+    const args = (typeof req.args === 'object' && req.args !== null ? req.args : {}) as Record<string, unknown>
+    switch (req.cmd) {
+      case 'hello': return { pid: process.pid, cwd: process.cwd(), port: options.port, argv: process.argv.slice(1) } satisfies HelloResult
+      case 'status': return status()
+      case 'reload': return await reload()
+      case 'scale': {
+        const n = args.n
+        if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024) throw refuse('bad-request', `scale: expected an integer from 1 to 1024, got ${JSON.stringify(n)}`)
+        return await handle.scale(n)
+      }
+      case 'stop': {
+        const code = await handle.close()
+        // As after SIGTERM: the primary exits with the cluster's code once the answer is out
+        // (or a second later if the client went away). An embedder (handleSignals: false) decides itself.
+        if (options.handleSignals) {
+          exitAfterReply = code
+          setTimeout(() => process.exit(code), 1000)
+        }
+        return { code }
+      }
+      case 'diagnose': return await diagnose(args)
+      default:
+        throw refuse('unknown-command', `unknown command ${JSON.stringify(req.cmd)}: expected one of ${COMMANDS.join(', ')}`)
+    }
+  }
+
+  function status (): StatusResult {
+    const now = Date.now()
+    const workers = handle.workers()
+    return {
+      primary: {
+        pid: process.pid,
+        uptime: Math.round((now - startedAt) / 100) / 10,
+        node: process.version,
+        balance: options.balance,
+        port: options.port,
+        cwd: process.cwd(),
+        control: path,
+        workers: { desired: handle.size, ready: workers.filter((w) => w.state === 'ready').length },
+        restarts
+      },
+      workers: workers.map((w): WorkerStatus => {
+        const u = usage.get(w.pid)
+        return {
+          id: w.workerId,
+          pid: w.pid,
+          state: w.state,
+          generation: w.generation,
+          uptime: Math.round((now - w.startedAt) / 100) / 10,
+          rss: u?.rss ?? null,
+          cpu: u?.cpu ?? null,
+          elu: u?.elu ?? null,
+          requests: u?.requests ?? null,
+          restarts: w.restarts,
+          lastExit: lastExit.get(w.workerId) ?? null
+        }
+      })
+    }
+  }
+
+  async function reload (): Promise<ReloadReply> {
+    if (reloading) throw refuse('busy', 'a reload is already running; wait for it (nclust status shows the generations)')
+    reloading = true
+    const before = new Map(handle.workers().filter((w) => w.state === 'ready').map((w) => [w.workerId, w.pid]))
+    const readyDuring = new Map<number, number>()
+    const exits: WorkerExitEvent[] = []
+    const onReady = (e: { workerId: number, pid: number }): void => { readyDuring.set(e.workerId, e.pid) }
+    const onExitDuring = (e: WorkerExitEvent): void => { exits.push(e) }
+    handle.events.on('worker-ready', onReady)
+    handle.events.on('worker-exit', onExitDuring)
+    try {
+      const r = await handle.reload()
+      const out: ReloadReply = {
+        ok: r.ok,
+        ms: r.ms,
+        replaced: r.replaced,
+        slots: [...before].map(([id, old]) => ({ id, old, new: readyDuring.get(id) ?? null })),
+        serving: handle.workers().filter((w) => w.state === 'ready').map((w) => w.pid)
+      }
+      const id = r.failedWorkerId
+      // A shutdown stops a reload: its candidate was asked to leave, it did not fail.
+      if (!r.ok && (id === undefined || shuttingDown)) out.reason = shuttingDown ? 'the cluster is shutting down' : r.reason ?? 'unknown'
+      else if (!r.ok && id !== undefined) {
+        const exit = exits.find((e) => e.workerId === id && e.reason !== 'requested' && e.pid !== before.get(id))
+        const fatal = exit !== undefined ? fatals.get(exit.pid) : undefined
+        const message = fatal?.message ?? exit?.error
+        out.failed = {
+          id,
+          pid: exit?.pid ?? null,
+          reason: r.reason ?? 'unknown',
+          ...(message !== undefined ? { message } : {}),
+          ...(fatal?.stack !== undefined ? { stack: fatal.stack } : {})
+        }
+      }
+      return out
+    } finally {
+      reloading = false
+      handle.events.off('worker-ready', onReady)
+      handle.events.off('worker-exit', onExitDuring)
+      for (const e of exits) fatals.delete(e.pid)
+    }
+  }
+
+  async function diagnose (args: Record<string, unknown>): Promise<DiagnoseResult> {
+    const { worker, kind, dir, ms } = args
+    if (typeof worker !== 'number' || !Number.isInteger(worker)) throw refuse('bad-request', `diagnose: expected a worker id, got ${JSON.stringify(worker)}`)
+    if (kind !== 'report' && kind !== 'heap' && kind !== 'cpu') throw refuse('bad-request', 'diagnose: expected --report, --heap or --cpu <ms>')
+    if (dir !== undefined && (typeof dir !== 'string' || !isAbsolute(dir))) throw refuse('bad-request', 'diagnose: expected an absolute output folder')
+    // Without --out: the cluster's report folder (reportDirectory / NCLUST_REPORT_DIR), where hang
+    // reports go too, with the same checks (ours, not writable by others; the default made 0700).
+    const out = typeof dir === 'string' ? dir : options.reportDirectory
+    try {
+      ensureReportDirectory(out, typeof dir !== 'string' && options.reportDirectoryIsDefault)
+    } catch (err) {
+      throw refuse('bad-request', `diagnose: ${(err as Error).message}`)
+    }
+    const payload: DiagnoseRequest = { kind, dir: out, ...(typeof ms === 'number' ? { ms } : {}) }
+    const timeout = (kind === 'cpu' && typeof ms === 'number' ? ms : 0) + 120_000
+    return await handle.request<DiagnoseResult>(worker, DIAGNOSE_CHANNEL, payload, { timeout })
+  }
+}

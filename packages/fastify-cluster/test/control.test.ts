@@ -1,0 +1,252 @@
+// The control socket and the `nclust` commands that use it, on real clusters through the committed bin.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile, spawnSync } from 'node:child_process'
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { createConnection } from 'node:net'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { distinct, freePort, isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { fixture, startCluster } from './start-cluster.ts'
+import { load } from './load.ts'
+import { resolveOptions } from '../src/options.ts'
+import { defaultControlPath } from '../src/control-protocol.ts'
+
+const bin = fileURLToPath(new URL('../bin/nclust.js', import.meta.url))
+
+interface Run { code: number | null, stdout: string, stderr: string, ms: number }
+/** The bin as an operator runs it, asynchronously (the test keeps serving load meanwhile). */
+function nclust (args: string[], env: Record<string, string> = {}, cmd: string[] = [process.execPath, bin]): Promise<Run> {
+  const t0 = Date.now()
+  const [file = '', ...pre] = cmd
+  return new Promise((resolve) => {
+    execFile(file, [...pre, ...args], { env: { PATH: process.env.PATH ?? '', HOME: process.env.HOME ?? '/', ...env }, timeout: 60000 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof (err as { code?: unknown }).code === 'number' ? (err as { code: number }).code : null
+      resolve({ code, stdout, stderr, ms: Date.now() - t0 })
+    })
+  })
+}
+
+/** One raw request on the socket: the protocol's own answers, without the client. */
+function raw (path: string, data: string | undefined): Promise<{ answer: any, ms: number }> {
+  const t0 = Date.now()
+  return new Promise((resolve, reject) => {
+    const s = createConnection(path)
+    let buf = ''
+    s.on('connect', () => { if (data !== undefined) s.write(data) })
+    s.on('data', (d) => { buf += d.toString() })
+    s.on('error', () => {}) // EPIPE after a refused oversized request: the answer came first
+    s.on('close', () => {
+      try { resolve({ answer: JSON.parse(buf), ms: Date.now() - t0 }) } catch { reject(new Error(`no JSON answer: ${JSON.stringify(buf)}`)) }
+    })
+  })
+}
+
+function privateDir (): string {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-control-')) // random name, 0700
+  return dir
+}
+
+test('the default socket path: private per-user folder, differs by folder and port; NCLUST_CONTROL and false', () => {
+  const env = { XDG_RUNTIME_DIR: '/run/user/1000' }
+  const a = defaultControlPath(3000, env, '/srv/a', ['app.js'])
+  assert.match(a, /^\/run\/user\/1000\/nclust\/[0-9a-f]{16}\.sock$/)
+  assert.notEqual(a, defaultControlPath(3000, env, '/srv/b', ['app.js']), 'another folder')
+  assert.notEqual(a, defaultControlPath(3001, env, '/srv/a', ['app.js']), 'another port')
+  assert.notEqual(a, defaultControlPath(3000, env, '/srv/a', ['other.js']), 'another entry')
+  assert.equal(a, defaultControlPath(3000, env, '/srv/a', ['app.js']), 'stable')
+  assert.match(defaultControlPath(3000, {}, '/srv/a', ['app.js']), /\/\.nclust\/run\/[0-9a-f]{16}\.sock$/)
+  assert.ok(!defaultControlPath(3000, {}, '/srv/a', []).startsWith(tmpdir()), 'never the shared temp folder')
+  assert.equal(resolveOptions({ env: { NCLUST_CONTROL: 'false' } }).control, false)
+  assert.equal(resolveOptions({ control: false }).control, false)
+  assert.equal(resolveOptions({ env: { NCLUST_CONTROL: '/x/y.sock' } }).control, '/x/y.sock')
+  assert.throws(() => resolveOptions({ env: { NCLUST_CONTROL: `/${'x'.repeat(120)}.sock` } }), /invalid env NCLUST_CONTROL: .*at most 107 bytes/)
+  assert.throws(() => resolveOptions({ control: 42 as unknown as string }), /invalid option "control": got 42/)
+})
+
+test('status lists the serving pids; diagnose under 50 keep-alive clients; one reload at a time; scale; stop', async (t) => {
+  const dir = privateDir()
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const sock = join(dir, 'c.sock')
+  const secret = 'nclust-secret-value-7f3a'
+  // A new generation takes 1.5 s to build, so the second reload surely arrives while the first runs.
+  const reports = join(dir, 'reports') // the cluster's reportDirectory: diagnose without --out writes there
+  const { p, port } = await startCluster(t, { NCLUST_CONTROL: sock, NCLUST_REPORT_DIR: reports, FIXTURE_SLOW_NEW_GEN_MS: '1500', MY_API_TOKEN: secret }, 2)
+  const env = { NCLUST_CONTROL: sock }
+  assert.ok(p.lines.some((l) => l.msg === `control socket: ${sock}`), 'the primary logs the path')
+  assert.equal(statSync(sock).mode & 0o777, 0o600)
+
+  // status: exactly the pids that serve, once each has sent a heartbeat.
+  const serving = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
+  const s = await waitFor(async () => {
+    const r = await nclust(['status', '--json'], env)
+    assert.equal(r.code, 0, r.stderr)
+    const j = JSON.parse(r.stdout)
+    return j.workers.every((w: { rss: number | null }) => w.rss !== null) && j
+  }, 'status with heartbeat figures', 15000)
+  assert.equal(s.primary.pid, p.pid)
+  assert.equal(s.primary.node, process.version)
+  assert.deepEqual(s.primary.workers, { desired: 2, ready: 2 })
+  assert.deepEqual(s.workers.map((w: { pid: number }) => w.pid).sort(), [...serving].sort())
+  for (const w of s.workers) {
+    assert.equal(w.state, 'ready')
+    for (const k of ['id', 'generation', 'uptime', 'rss', 'cpu', 'elu', 'requests', 'restarts']) assert.equal(typeof w[k], 'number', k)
+  }
+  const table = await nclust(['status'], env)
+  assert.equal(table.code, 0)
+  for (const pid of serving) assert.match(table.stdout, new RegExp(`\\b${pid}\\s+ready\\b`))
+
+  // A second cluster on the same socket is refused before it forks anything.
+  const second = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(await freePort()), HOST: '127.0.0.1', NCLUST_CONTROL: sock } })
+  t.after(() => second.cleanup())
+  assert.equal((await second.waitForExit(20000)).code, 1)
+  assert.match(second.stderr(), /NCLUST_CONTROL_IN_USE: control socket .*c\.sock belongs to a running cluster \(primary pid \d+/)
+  assert.equal(second.stderr().trim().split('\n').length, 1, 'one line')
+  assert.ok(!second.lines.some((l) => l.msg === 'worker forked'))
+
+  // The protocol's bounds, raw.
+  const idle = raw(sock, undefined)
+  const [unknown, version, big] = await Promise.all([
+    raw(sock, '{"v":1,"cmd":"restart"}\n'),
+    raw(sock, '{"v":2,"cmd":"status"}\n'),
+    raw(sock, `{"v":1,"cmd":"status","args":{"x":"${'a'.repeat(70 * 1024)}"}}\n`)
+  ])
+  assert.equal(unknown.answer.error.code, 'unknown-command')
+  assert.match(unknown.answer.error.message, /unknown command "restart": expected one of hello, status, reload, scale, stop, diagnose/)
+  assert.equal(version.answer.error.code, 'version')
+  assert.equal(big.answer.error.code, 'too-large')
+  const idleAnswer = await idle
+  assert.equal(idleAnswer.answer.error.code, 'idle')
+  assert.ok(idleAnswer.ms < 10000, `an idle client is dropped (${idleAnswer.ms} ms)`)
+
+  // Diagnostics of worker 0 while 50 keep-alive clients keep both workers busy.
+  const out = join(dir, 'diag')
+  const traffic = load(port, { clients: 50, minMs: 5, maxMs: 20, durationCap: 60000 })
+  t.after(async () => { await traffic.stop() })
+  const heap = await nclust(['diagnose', '0', '--heap', '--out', out], env)
+  const cpu = await nclust(['diagnose', '0', '--cpu', '500', '--out', out], env)
+  const report = await nclust(['diagnose', '1', '--report', '--out', out], env)
+  const result = await traffic.stop()
+  for (const r of [heap, cpu, report]) assert.equal(r.code, 0, r.stderr)
+  assert.deepEqual(result.errors, [], 'no request failed while a worker was diagnosed')
+  assert.ok(result.ok > 100, `load ran (${result.ok} answers)`)
+  assert.equal(result.pids.size, 2)
+  const files = readdirSync(out)
+  assert.equal(files.length, 3)
+  assert.equal(statSync(out).mode & 0o777, 0o700)
+  for (const f of files) assert.equal(statSync(join(out, f)).mode & 0o777, 0o600, f)
+  const file = (ext: string): string => join(out, files.find((f) => f.endsWith(ext)) ?? assert.fail(ext))
+  const snapshot = JSON.parse(readFileSync(file('.heapsnapshot'), 'utf8'))
+  assert.ok(Array.isArray(snapshot.snapshot.meta.node_fields), 'snapshot.meta')
+  const profile = JSON.parse(readFileSync(file('.cpuprofile'), 'utf8'))
+  assert.ok(profile.nodes.length > 0 && profile.samples.length > 0 && profile.endTime > profile.startTime)
+  const reportText = readFileSync(file('.report.json'), 'utf8')
+  assert.ok(JSON.parse(reportText).header.processId === s.workers[1].pid)
+  assert.ok(!reportText.includes(secret), 'no env value in the report')
+  assert.ok(!reportText.includes(process.env.PATH ?? 'no PATH'), 'no env value in the report')
+  const inReports = await nclust(['diagnose', '0', '--report'], env)
+  assert.equal(inReports.code, 0, inReports.stderr)
+  assert.ok(inReports.stdout.startsWith(join(reports, '')), `without --out, into the cluster's reportDirectory: ${inReports.stdout}`)
+  assert.deepEqual(readdirSync(reports).map((f) => statSync(join(reports, f)).mode & 0o777), [0o600])
+
+  // Two reloads at once: one runs and reports old -> new per slot, the other is refused.
+  const first = nclust(['reload'], env)
+  await p.waitForLine((l) => l.msg === 'rolling reload: one slot at a time', 20000, 'the reload began')
+  const refused = await nclust(['reload'], env)
+  assert.equal(refused.code, 1)
+  assert.match(refused.stderr, /reload: a reload is already running/)
+  const reload = await first
+  assert.equal(reload.code, 0, reload.stderr)
+  const moves = [...reload.stdout.matchAll(/^worker (\d): (\d+) -> (\d+)$/gm)].map((m) => ({ old: Number(m[2]), new: Number(m[3]) }))
+  assert.equal(moves.length, 2, reload.stdout)
+  assert.deepEqual(moves.map((m) => m.old).sort(), [...serving].sort())
+  const after = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
+  assert.deepEqual([...after].sort(), moves.map((m) => m.new).sort(), 'the new pids serve')
+  for (const pid of serving) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`, 30000)
+
+  const up = await nclust(['scale', '3'], env)
+  assert.equal(up.code, 0, up.stderr)
+  assert.match(up.stdout, /scaled from 2 to 3 workers/)
+  const three = JSON.parse((await nclust(['status', '--json'], env)).stdout)
+  assert.deepEqual(three.primary.workers, { desired: 3, ready: 3 })
+  assert.equal((await nclust(['scale', '2'], env)).code, 0)
+
+  // A stop during a reload: the reload reports that it was cut short, not a failed start.
+  const cut = nclust(['reload'], env)
+  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 2, 'the second reload began', 20000)
+  const stop = await nclust(['stop'], env)
+  const cutShort = await cut
+  assert.equal(cutShort.code, 1)
+  assert.match(cutShort.stdout, /^reload did not finish: the cluster is shutting down$/m)
+  assert.equal(stop.code, 0, stop.stderr)
+  assert.match(stop.stdout, /cluster stopped, exit code 0/)
+  assert.equal((await p.waitForExit(30000)).code, 0)
+  assert.ok(!existsSync(sock), 'the socket is removed on exit')
+})
+
+test('a reload of code that throws exits 1 naming the error while the old pids serve; a stale socket after kill -9 is replaced; another uid is refused', async (t) => {
+  const dir = privateDir()
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const sock = join(dir, 'c.sock')
+  const env = { NCLUST_CONTROL: sock }
+  const { p, port } = await startCluster(t, { NCLUST_CONTROL: sock, FIXTURE_FAIL_RELOAD: '1' }, 2)
+  const before = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
+
+  const broken = await nclust(['reload'], env)
+  t.diagnostic(`nclust reload reported the broken deploy in ${broken.ms} ms`)
+  assert.equal(broken.code, 1)
+  assert.match(broken.stdout, /reload failed: worker 0's new generation \(pid \d+\) did not start \(start-failed\)/)
+  assert.match(broken.stdout, /Error: the new generation cannot start \(fixture\)\n\s+at /)
+  for (const pid of before) assert.match(broken.stdout, new RegExp(`^worker \\d: ${pid} \\(not replaced\\)$`, 'm'))
+  assert.match(broken.stdout, new RegExp(`the old workers still serve: ${[...before].join(', ').replace(/\d+/g, '\\d+')}`))
+  assert.ok(broken.ms < 30000, 'within the start budget')
+  assert.deepEqual([...await distinct(port, '/', (b: { pid: number }) => b.pid, 2)].sort(), [...before].sort(), 'the old pids serve')
+  const status = JSON.parse((await nclust(['status', '--json'], env)).stdout)
+  assert.equal(status.workers[0].lastExit.reason, 'start-failed')
+  assert.equal(status.workers[0].lastExit.error, 'the new generation cannot start (fixture)')
+
+  // kill -9: the socket file stays behind, nobody accepts on it.
+  p.child.kill('SIGKILL')
+  await p.waitForExit(10000)
+  for (const pid of before) await waitFor(() => !isAlive(pid), `worker ${pid} gone`, 30000)
+  assert.ok(lstatSync(sock).isSocket(), 'stale socket left')
+  const none = await nclust(['status'], env)
+  assert.equal(none.code, 1)
+  assert.match(none.stderr, /no cluster listens on .*c\.sock \(ECONNREFUSED\)/)
+
+  const { p: again } = await startCluster(t, { NCLUST_CONTROL: sock }, 2)
+  const s2 = JSON.parse((await nclust(['status', '--json'], env)).stdout)
+  assert.equal(s2.primary.pid, again.pid, 'the new primary took the stale path')
+
+  // Another user: refused by the folder (0700), and by the socket's own mode (0600) once the folder lets them through.
+  const uid = typeof process.getuid === 'function' ? process.getuid() : -1
+  const runuser = spawnSync('sh', ['-c', 'command -v runuser && command -v useradd'], { encoding: 'utf8' })
+  const user = 'nclust-ctl-test'
+  let node: string | undefined
+  if (uid === 0 && runuser.status === 0) {
+    if (spawnSync('id', [user]).status !== 0) {
+      const add = spawnSync('useradd', ['-r', '-M', '-s', '/usr/sbin/nologin', user], { encoding: 'utf8' })
+      assert.equal(add.status, 0, add.stderr)
+      t.after(() => { spawnSync('userdel', [user]) })
+    }
+    // A node that user can run (this test's may sit in a folder private to root, as in a CI cache).
+    node = [process.execPath, '/usr/bin/node', '/usr/local/bin/node'].find((n) => spawnSync('runuser', ['-u', user, '--', n, '--version']).status === 0)
+  }
+  if (node === undefined) {
+    t.diagnostic('not root, no runuser/useradd, or no node binary another user can run: the other-uid check is skipped')
+  } else {
+    const asOther = ['runuser', '-u', user, '--', node, bin]
+    const byDir = await nclust(['status', '--control', sock], {}, asOther)
+    assert.equal(byDir.code, 1)
+    assert.match(byDir.stderr, /permission denied on .*c\.sock/)
+    chmodSync(dir, 0o711)
+    const bySocket = await nclust(['status', '--control', sock], {}, asOther)
+    assert.equal(bySocket.code, 1)
+    assert.match(bySocket.stderr, /permission denied on .*c\.sock: the control socket belongs to another user/)
+    chmodSync(dir, 0o700)
+  }
+  again.child.kill('SIGTERM')
+  assert.equal((await again.waitForExit(30000)).code, 0)
+  assert.ok(!existsSync(sock))
+})

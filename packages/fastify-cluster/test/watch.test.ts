@@ -1,0 +1,65 @@
+// `nclust start --watch`: a good edit reloads, a broken one keeps the old workers and is reported
+// once, a fix reloads again; 50 keep-alive clients lose nothing throughout.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { createRequire } from 'node:module'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath, pathToFileURL } from 'node:url'
+import { freePort, get, isAlive, spawnNode, waitFor, type LogLine } from '../../../test/helpers/index.ts'
+import { load } from './load.ts'
+
+const bin = fileURLToPath(new URL('../bin/nclust.js', import.meta.url))
+const fastify = pathToFileURL(createRequire(import.meta.url).resolve('fastify')).href
+
+function appSource (version: number, broken = false): string {
+  return `import Fastify from ${JSON.stringify(fastify)}
+import { setTimeout as sleep } from 'node:timers/promises'
+${broken ? `throw new Error('edit ${version} is broken (fixture)')\n` : ''}export async function buildApp () {
+  const app = Fastify()
+  app.get('/slow', async (req) => { await sleep(Number(req.query.ms ?? 1)); return { pid: process.pid, version: ${version} } })
+  return app
+}
+`
+}
+
+test('--watch: a good edit reloads with 0 failed requests, a broken one keeps the old workers and prints its error once', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-watch-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const file = join(dir, 'app.mjs')
+  writeFileSync(file, appSource(1))
+  const port = await freePort()
+  const p = spawnNode(bin, { args: ['start', '--watch', '-w', '2', '-p', String(port), '-a', '127.0.0.1', file], env: { NCLUST_CONTROL: 'false' } })
+  t.after(() => p.cleanup())
+  const ready = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
+  await waitFor(() => p.lines.filter(ready).length >= 2, '2 workers ready', 30000)
+  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: reloading on changes under'), 10000, 'the watcher')
+  const version = async (): Promise<number> => (await get(port, '/slow?ms=1')).json().version as number
+  const reloaded = (n: number): boolean => p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: reloaded 2 workers')).length >= n
+
+  const traffic = load(port, { clients: 50, minMs: 5, maxMs: 30, durationCap: 60000 })
+  t.after(async () => { await traffic.stop() })
+  writeFileSync(file, appSource(2))
+  await waitFor(() => reloaded(1), 'the reload of edit 2', 30000)
+  assert.equal(await version(), 2)
+
+  writeFileSync(file, appSource(3, true))
+  const failed = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: the change does not start'), 30000, 'the broken edit')
+  assert.match(String(failed.msg), /edit 3 is broken \(fixture\).*the old workers keep serving/)
+  assert.match(String(failed.stack), /^Error: edit 3 is broken \(fixture\)\n\s+at /)
+  for (let i = 0; i < 10; i++) assert.equal(await version(), 2, 'the old workers serve')
+
+  writeFileSync(file, appSource(4))
+  await waitFor(() => reloaded(2), 'the reload of edit 4', 30000)
+  assert.equal(await version(), 4)
+  const result = await traffic.stop()
+  assert.deepEqual(result.errors, [], 'no request failed')
+  assert.ok(result.ok > 100, `load ran (${result.ok} answers)`)
+  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: the change does not start')).length, 1, 'the error printed once')
+
+  const workers = [...new Set(p.lines.filter(ready).map((l) => l.workerPid as number))]
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+  for (const pid of workers) await waitFor(() => !isAlive(pid), `worker ${pid} gone`, 10000)
+})
