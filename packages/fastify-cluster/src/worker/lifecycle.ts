@@ -66,7 +66,7 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
           log.error({ reason, deadline }, `app.close() did not finish within ${deadline}ms; exiting`)
           resolve(1)
         }, deadline)
-        const closing = app === undefined ? Promise.resolve() : closeApp(app)
+        const closing = app === undefined ? Promise.resolve() : closeApp(app, reason === 'shutdown' && (detail === 'reload' || detail === 'recycle'))
         closing.then(() => {
           clearTimeout(timer)
           log.info({ reason, ms: Date.now() - started }, 'closed')
@@ -86,10 +86,11 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
  * The worker owns the shutdown, so it drains before it closes: Fastify flags itself closing (and a
  * default app answers 503) the moment `close()` starts, before any preClose hook. The drain plugin's
  * `drainAndClose()` serves what still arrives on open connections, then closes. Without the plugin
- * (`drain: false`) it is a plain `close()`.
+ * (`drain: false`) it is a plain `close()`. `restart`: this worker is being replaced (reload,
+ * recycle), so its WebSockets get 1012 (service restart) rather than 1001 (going away).
  */
-function closeApp (app: FastifyInstance): Promise<void> {
-  return app.hasDecorator('drainAndClose') ? app.drainAndClose() : app.close()
+function closeApp (app: FastifyInstance, restart: boolean): Promise<void> {
+  return app.hasDecorator('drainAndClose') ? app.drainAndClose({ restart }) : app.close()
 }
 
 /**
