@@ -5,6 +5,7 @@ import { errors } from './errors.js'
 import { WORKER_ENV } from './messages.js'
 import { resolveAppModule, type AppSource } from './app-module.js'
 import { startSupervisor } from './primary/supervisor.js'
+import { startSticky } from './primary/sticky.js'
 
 export type * from './types.js'
 export type { AppSource } from './app-module.js'
@@ -47,7 +48,11 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
     exitWithOneLine(err)
   }
   const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
-  if (role === 'primary') return startSupervisor(resolved)
+  if (role === 'primary') {
+    const handle = startSupervisor(resolved)
+    if (resolved.balance === 'sticky') startSticky(handle, resolved)
+    return handle
+  }
 
   // Worker and single mode only: the app, the drain and Fastify are never loaded by the primary.
   // A module is imported as part of building the app, so an import error or a module of the wrong

@@ -4,7 +4,7 @@ import clusterDrain from '@nclust/fastify-drain'
 import type { BuildApp, WorkerContext } from '../types.js'
 import { drainTimeoutFor, type ResolvedOptions } from '../options.js'
 import { errors } from '../errors.js'
-import { offerListener, slotListener } from './listener.js'
+import { acceptFromPrimary, offerListener, slotListener } from './listener.js'
 
 /**
  * What a worker and the single-process mode share: build the app, register the drain, listen;
@@ -21,6 +21,12 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
     await app.register(clusterDrain, { timeout: drainTimeoutFor(options.shutdownTimeout), ...options.drain })
   }
   let address: string
+  if (options.balance === 'sticky' && !ctx.single) {
+    // The primary owns the listener and hands this worker its clients' connections: no listen here.
+    await app.ready()
+    acceptFromPrimary(app)
+    return { app, address: null }
+  }
   if (options.balance === 'kernel' && !ctx.single) {
     // SO_REUSEPORT: the worker listens itself (node:cluster binds in the worker instead of asking the
     // primary for its round-robin handle), on its slot's socket when an earlier generation opened one.
