@@ -224,11 +224,13 @@ export class Drainer {
     const routes: Record<string, number> = {}
     const answering = new Set<Socket>()
     let cutRequests = 0
+    let streaming = 0
     for (const res of [...this.tracker.open]) {
       const req = res.req
       const route = `${req.method ?? '?'} ${(req.url ?? '').split('?')[0] ?? ''}`
       routes[route] = (routes[route] ?? 0) + 1
       cutRequests++
+      if (res.headersSent) streaming++ // an SSE stream, a long download: a handler that ignored drainSignal
       if (!res.headersSent && req.httpVersionMajor === 1 && !req.socket.destroyed) {
         this.reject(res)
         answering.add(req.socket)
@@ -245,8 +247,9 @@ export class Drainer {
       session.destroy()
     }
     this.destroyed += cutSockets
-    this.log.error({ requests: cutRequests, sockets: cutSockets, answered503: answering.size, routes },
-      `drain: deadline of ${this.opts.timeout} ms reached, cut ${cutRequests} request(s) and ${cutSockets} socket(s)`)
+    const streams = streaming > 0 ? ` (${streaming} still streaming a response: end streams on request.drainSignal)` : ''
+    this.log.error({ requests: cutRequests, streaming, sockets: cutSockets, answered503: answering.size, routes },
+      `drain: deadline of ${this.opts.timeout} ms reached, cut ${cutRequests} request(s)${streams} and ${cutSockets} socket(s)`)
     this.checkDone()
     setTimeout(() => {
       for (const socket of this.tracker.sockets.keys()) { this.destroyed++; socket.destroy() }
