@@ -33,7 +33,7 @@ export class Drainer {
   private refusing = false
   private readonly websocketServer: () => unknown
 
-  constructor (server: NetServer, opts: ResolvedOptions, log: FastifyBaseLogger, kind: { http2: boolean, https: boolean }, websocketServer: () => unknown = () => undefined) {
+  constructor (server: NetServer, opts: ResolvedOptions, log: FastifyBaseLogger, kind: { http2: boolean, https: boolean, allowHTTP1?: boolean }, websocketServer: () => unknown = () => undefined) {
     this.server = server
     this.websocketServer = websocketServer
     this.opts = opts

@@ -13,7 +13,8 @@ const drainPlugin: FastifyPluginAsync<DrainOptions> = async function drainPlugin
   const config = fastify.initialConfig
   const drainer = new Drainer(fastify.server as unknown as NetServer, opts, opts.logger ?? fastify.log, {
     http2: config.http2 === true,
-    https: Boolean(config.https)
+    https: Boolean(config.https),
+    allowHTTP1: typeof config.https === 'object' && config.https !== null && (config.https as { allowHTTP1?: unknown }).allowHTTP1 === true
   }, () => fastify.hasDecorator('websocketServer') ? (fastify as unknown as { websocketServer: unknown }).websocketServer : undefined)
 
   fastify.decorate('drain', drainer.state)
