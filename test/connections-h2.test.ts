@@ -78,14 +78,17 @@ function loadH2 (port: number, sessions: number, streams: number): { stop: () =>
   }
 }
 
-function load (port: number, h2: boolean, connections: number): { stop: () => Promise<Tally> } {
+/** HTTP/1.1 keep-alive clients (undici) on the same TLS port. */
+function loadH1 (port: number, connections: number): { stop: () => Promise<Tally> } {
   const pool = new Pool(`https://127.0.0.1:${port}`, {
-    connections, pipelining: 1, allowH2: h2, keepAliveTimeout: 30_000,
-    connect: { ca, rejectUnauthorized: false, ALPNProtocols: h2 ? ['h2'] : ['http/1.1'] }
+    connections,
+    pipelining: 1,
+    keepAliveTimeout: 30_000,
+    connect: { ca, rejectUnauthorized: false, ALPNProtocols: ['http/1.1'] }
   })
   const tally: Tally = { versions: new Map(), statuses: new Map(), errors: [], total: 0, retried: 0 }
   const state = { running: true }
-  const loops = Array.from({ length: connections * (h2 ? 4 : 1) }, async () => {
+  const loops = Array.from({ length: connections }, async () => {
     while (state.running) {
       try {
         const res = await pool.request({ path: '/', method: 'GET', headersTimeout: 20_000, bodyTimeout: 20_000 })
@@ -116,7 +119,7 @@ test('HTTP/2 + HTTP/1.1 (allowHTTP1) on one port: a rolling reload under mixed l
   const oldPids = p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
 
   const h2 = loadH2(port, 4, 4)
-  const h1 = load(port, false, 8)
+  const h1 = loadH1(port, 8)
   await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 300, 'load flowing', 30_000)
   p.child.kill('SIGHUP')
   const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
