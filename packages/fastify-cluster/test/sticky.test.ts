@@ -1,9 +1,10 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
+import { createServer, type AddressInfo } from 'node:net'
 import { addressHash, pickSlot } from '../src/primary/sticky.ts'
-import { isAlive, waitFor } from '../../../test/helpers/index.ts'
-import { primaryReady, startCluster } from './start-cluster.ts'
+import { isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { fixture, primaryReady, startCluster } from './start-cluster.ts'
 
 /** GET / on a new connection from `localAddress` (a 127.0.0.x address): the worker that answered. */
 async function from (port: number, localAddress: string): Promise<{ pid: number, generation: number }> {
@@ -85,4 +86,16 @@ test('balance sticky: every connection from one address reaches one worker, addr
   assert.deepEqual(slotOf(after), slotOf(before))
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('balance sticky on a port already taken: the primary says so in one line and exits 1', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.after(() => { blocker.close() })
+  const port = (blocker.address() as AddressInfo).port
+  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: 'sticky' } })
+  t.after(() => p.cleanup())
+  const exit = await p.waitForExit(60_000)
+  assert.equal(exit.code, 1)
+  assert.ok(p.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith(`balance sticky: the primary cannot listen on 127.0.0.1:${port}: listen EADDRINUSE`)), p.output())
 })
