@@ -6,16 +6,16 @@ import { addressHash, pickSlot } from '../src/primary/sticky.ts'
 import { isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
 import { fixture, primaryReady, startCluster } from './start-cluster.ts'
 
-/** GET / on a new connection from `localAddress` (a 127.0.0.x address): the worker that answered. */
-async function from (port: number, localAddress: string): Promise<{ pid: number, generation: number }> {
+/** GET `path` on a new connection from `localAddress` (a 127.0.0.x address): the worker that answered. */
+async function from (port: number, localAddress: string, path = '/'): Promise<{ pid: number, generation: number, workerId: number }> {
   return await new Promise((resolve, reject) => {
-    const req = request({ host: '127.0.0.1', port, path: '/', localAddress, agent: false, headers: { connection: 'close' }, timeout: 20_000 }, (res) => {
+    const req = request({ host: '127.0.0.1', port, path, localAddress, agent: false, headers: { connection: 'close' }, timeout: 20_000 }, (res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (c: string) => { body += c })
       res.on('end', () => {
         if (res.statusCode !== 200) { reject(new Error(`status ${String(res.statusCode)}: ${body}`)); return }
-        resolve(JSON.parse(body) as { pid: number, generation: number })
+        resolve(JSON.parse(body) as { pid: number, generation: number, workerId: number })
       })
     })
     req.on('error', reject)
@@ -98,4 +98,29 @@ test('balance sticky on a port already taken: the primary says so in one line an
   const exit = await p.waitForExit(60_000)
   assert.equal(exit.code, 1)
   assert.ok(p.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith(`balance sticky: the primary cannot listen on 127.0.0.1:${port}: listen EADDRINUSE`)), p.output())
+})
+
+test('balance sticky: the addresses of a crashed worker go to the live one meanwhile, and back to its slot once replaced', async (t) => {
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 2000 }) }) // the replacement waits 2 s: time to look
+  const home = new Map<string, { pid: number, workerId: number }>()
+  for (const a of addresses) home.set(a, await from(port, a))
+  const victim = home.get(addresses[0]!)!
+  const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
+  const stayed = addresses.filter((a) => home.get(a)!.workerId !== victim.workerId)
+  assert.ok(stayed.length > 0)
+  await from(port, addresses[0]!, '/crash') // answered, then the worker throws
+  await waitFor(() => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
+  for (const a of addresses) {
+    const r = await from(port, a) // meanwhile every address is served, by the live slot
+    assert.notEqual(r.workerId, victim.workerId)
+  }
+  for (const a of stayed) assert.equal((await from(port, a)).pid, home.get(a)!.pid, 'the other addresses never moved')
+  await waitFor(() => p.lines.filter(primaryReady).length >= 3, 'the replacement ready', 30_000)
+  for (const a of moved) {
+    const r = await from(port, a)
+    assert.equal(r.workerId, victim.workerId, `${a} is back on its slot`)
+    assert.notEqual(r.pid, victim.pid)
+  }
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
 })
