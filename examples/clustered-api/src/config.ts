@@ -33,6 +33,8 @@ export interface Config {
   rateLimitMax: number
   /** Rate-limit window in milliseconds. */
   rateLimitWindow: number
+  /** Registrations (POST /users, each a 128 MiB scrypt) allowed per client IP per rateLimitWindow, across all workers. */
+  registerRateLimitMax: number
   /** ms a client has to send a whole request (headers and body); then 408 and the socket is closed. */
   requestTimeout: number
   /** ms a socket may stay silent (no byte in or out) while a request is open; then it is destroyed. */
@@ -85,6 +87,7 @@ const schema = {
     TRUST_PROXY: { type: 'string', maxLength: 2000 },
     RATE_LIMIT_MAX: { type: 'integer', minimum: 1, default: 300 },
     RATE_LIMIT_WINDOW: { type: 'integer', minimum: 100, default: 60000 },
+    REGISTER_RATE_LIMIT_MAX: { type: 'integer', minimum: 1, default: 5 },
     REQUEST_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000 },
     CONNECTION_TIMEOUT: { type: 'integer', minimum: 1000, maximum: 600000, default: 30000 },
     HASH_CONCURRENCY: { type: 'integer', minimum: 1, maximum: 64, default: 2 },
@@ -120,6 +123,7 @@ interface RawEnv {
   TRUST_PROXY?: string
   RATE_LIMIT_MAX: number
   RATE_LIMIT_WINDOW: number
+  REGISTER_RATE_LIMIT_MAX: number
   REQUEST_TIMEOUT?: number
   CONNECTION_TIMEOUT: number
   HASH_CONCURRENCY: number
@@ -209,6 +213,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     trustProxy,
     rateLimitMax: raw.RATE_LIMIT_MAX,
     rateLimitWindow: raw.RATE_LIMIT_WINDOW,
+    registerRateLimitMax: raw.REGISTER_RATE_LIMIT_MAX,
     requestTimeout,
     connectionTimeout: raw.CONNECTION_TIMEOUT,
     hashConcurrency: raw.HASH_CONCURRENCY,

@@ -14,29 +14,46 @@
  *   NCLUST_DEV_DIR        state folder (default examples/clustered-api/.nclust)
  *   NCLUST_DEV_PG_PORT    where a local Postgres is looked for, and the embedded one's preferred port (5432)
  *   NCLUST_DEV_REDIS_PORT the same for Redis (6379)
- *   NCLUST_DEV_PG_USER    as root, the unprivileged user Postgres runs as (nclust)
+ *   NCLUST_DEV_PG_USER    as root, the unprivileged user Postgres and Redis run as (nclust)
+ *   NCLUST_DEV_DATA_BASE  as root, the root-owned folder holding their data and the binaries copy (/var/lib/nclust-dev)
+ *
+ * The state folder holds what the launcher trusts (pids it may signal, the Postgres password, logs):
+ * it must be ours, not a symlink, not writable by others; its files are 0600 and never followed
+ * through a symlink (src/dev/private.ts).
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
+import { existsSync, rmSync } from 'node:fs'
 import http from 'node:http'
 import { dirname, join, relative, resolve } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { ConfigError, loadConfig, type Config } from './config.js'
-import { DevError, commandOf, isAlive, portOrFree, since, stopPid } from './dev/processes.js'
-import { clearStale, initialise, loadBinaries, probePostgres, startPostgres, unprivilegedUser } from './dev/postgres.js'
+import { DevError, commandOf, identityOf, isAlive, portOrFree, since, stopPid } from './dev/processes.js'
+import { clearStale, initialise, loadBinaries, probePostgres, startPostgres } from './dev/postgres.js'
+import { ensureFolder, readPrivate, writePrivate } from './dev/private.js'
 import { pingRedis, redisServerPath, startRedis } from './dev/redis.js'
+import { reachableBinaries, runAsUser, serviceHome, type RunAs } from './dev/user.js'
 
 const distDir = dirname(fileURLToPath(import.meta.url))
 const clusterEntry = join(distDir, 'server.js')
 const stateDir = resolve(process.env['NCLUST_DEV_DIR'] ?? join(distDir, '..', '.nclust'))
 const stateFile = join(stateDir, 'launcher.json')
-const dataDir = join(stateDir, 'pg')
 
-/** What this launcher started, by pid, written to launcher.json so a later launcher can clean up after a kill -9. */
-interface State { launcher: number, cluster?: number, redis?: number, postgres?: number }
-const state: State = { launcher: process.pid }
+/**
+ * What this launcher started, by pid, written to launcher.json so a later launcher can clean up after
+ * a kill -9. `ids` holds each pid's identity (uid and start time, see identityOf): a later launcher
+ * signals a pid only while it is still that same process. `pgData`: the data folder of its Postgres.
+ */
+interface State { launcher: number, cluster?: number, redis?: number, postgres?: number, ids?: Record<string, string>, pgData?: string }
+const state: State = { launcher: process.pid, ids: {} }
+/** Record `pid` as what this launcher started under `name`, with its identity. */
+const remember = (name: 'cluster' | 'redis' | 'postgres', pid: number): void => {
+  state[name] = pid
+  const id = identityOf(pid)
+  if (id !== undefined) (state.ids ??= {})[name] = id
+  saveState()
+}
 const stops: Array<{ name: string, pid: number, stop: () => Promise<boolean> }> = []
 let cluster: ChildProcess | undefined
 let stopping = false
@@ -48,7 +65,7 @@ const end = (text: string): void => { process.stdout.write(text + '\n'); lineOpe
 const say = (line: string): void => { process.stdout.write((lineOpen ? '\n' : '') + line + '\n'); lineOpen = false }
 const show = (path: string): string => { const r = relative(process.cwd(), path); return r.startsWith('..') ? path : r }
 let ownsState = false
-const saveState = (): void => { writeFileSync(stateFile, JSON.stringify(state) + '\n'); ownsState = true }
+const saveState = (): void => { writePrivate(stateFile, JSON.stringify(state) + '\n'); ownsState = true }
 
 /** host:port/db of a URL, without credentials, for the lines we print. */
 function where (url: string): string {
@@ -90,7 +107,8 @@ function checkEnv (): Config {
  */
 async function cleanupEarlier (): Promise<void> {
   let prev: Partial<State> = {}
-  try { prev = JSON.parse(readFileSync(stateFile, 'utf8')) as Partial<State> } catch {}
+  const saved = readPrivate(stateFile) // refused (DevError) when a symlink, not ours, or readable by others
+  try { prev = JSON.parse(saved ?? '{}') as Partial<State> } catch {}
   if (prev.launcher !== undefined && prev.launcher !== process.pid && isAlive(prev.launcher) && commandOf(prev.launcher).includes('dev.js')) {
     throw new DevError(`another dev launcher (pid ${prev.launcher}) runs with ${show(stateDir)}: stop it first (kill ${prev.launcher})`)
   }
@@ -99,21 +117,34 @@ async function cleanupEarlier (): Promise<void> {
     ['redis', prev.redis, 'redis-server']
   ]
   for (const [name, pid, marker] of orphans) {
-    if (pid === undefined || !isAlive(pid) || !commandOf(pid).includes(marker)) continue
+    if (typeof pid !== 'number' || !Number.isInteger(pid) || pid <= 0 || !isAlive(pid) || !commandOf(pid).includes(marker)) continue
+    // Still the very process that launcher started (same uid and start time), not a pid reused since.
+    const id = identityOf(pid)
+    if (id !== undefined && id !== prev.ids?.[name]) {
+      say(`${name}: pid ${pid} in ${show(stateFile)} is now another process (or not ours): left alone`)
+      continue
+    }
     const t = Date.now()
     begin(`${name}: stopping the one an earlier launcher left running (pid ${pid})...`)
     const clean = await stopPid(pid, 'SIGTERM', 40000)
     end(clean ? ` stopped in ${since(t)}` : ' killed (SIGKILL)')
   }
-  // Postgres whatever launcher.json says: its own postmaster.pid tells whether it still runs.
-  if (existsSync(join(dataDir, 'PG_VERSION'))) await clearStale(dataDir, say)
+  // Postgres whatever launcher.json says about its pid: its own postmaster.pid tells whether it still
+  // runs (checked again once the data folder is known, in resolvePostgres).
+  const pgData = typeof prev.pgData === 'string' ? prev.pgData : join(stateDir, 'pg')
+  if (existsSync(join(pgData, 'PG_VERSION'))) await clearStale(pgData, await runAsUser(), say)
   rmSync(stateFile, { force: true })
 }
 
 async function resolvePostgres (plan: PgPlan): Promise<string> {
   if (plan.kind !== 'embedded') return plan.url
-  const { runAs, bins } = await unprivilegedUser(stateDir, await loadBinaries())
-  if (runAs !== undefined) say(`postgres: running as root, which Postgres refuses: its binaries run as the unprivileged user "${runAs.name}"${runAs.created ? ' (created now)' : ''}`)
+  const found = await loadBinaries()
+  const runAs = await unprivileged()
+  const bins = await reachableBinaries(found, runAs)
+  const dataDir = join(await home(runAs), 'pg')
+  state.pgData = dataDir
+  saveState()
+  if (existsSync(join(dataDir, 'PG_VERSION'))) await clearStale(dataDir, runAs, say)
   if (!existsSync(join(dataDir, 'PG_VERSION'))) {
     const t = Date.now()
     begin(`postgres: creating the data folder ${show(dataDir)} (initdb, first start only)...`)
@@ -124,8 +155,7 @@ async function resolvePostgres (plan: PgPlan): Promise<string> {
   const t = Date.now()
   begin(`postgres: starting (embedded, ${show(dataDir)}, 127.0.0.1:${port})...`)
   const pgServer = await startPostgres(bins, stateDir, dataDir, port, runAs, (pid) => {
-    state.postgres = pid
-    saveState()
+    remember('postgres', pid)
     // Stopped by pid: a signal may arrive before startPostgres resolves.
     stops.push({ name: 'postgres', pid, stop: async () => await stopPid(pid, 'SIGINT', 30000) })
   })
@@ -137,14 +167,37 @@ async function resolveRedis (plan: RedisPlan): Promise<string> {
   if (plan.kind !== 'embedded') return plan.url
   const port = await portOrFree(plan.port)
   const t = Date.now()
-  begin(`redis: starting (${plan.bin}, ${show(join(stateDir, 'redis'))}, 127.0.0.1:${port})...`)
-  const server = await startRedis(plan.bin, stateDir, port, (pid) => {
-    state.redis = pid
-    saveState()
+  const runAs = await unprivileged()
+  const dir = await home(runAs)
+  begin(`redis: starting (${plan.bin}, ${show(join(dir, 'redis'))}, 127.0.0.1:${port}, password in ${show(join(dir, 'redis.conf'))})...`)
+  const server = await startRedis(plan.bin, stateDir, dir, port, runAs, (pid) => {
+    remember('redis', pid)
     stops.unshift({ name: 'redis', pid, stop: async () => await stopPid(pid, 'SIGTERM', 30000) })
   })
   end(` ready in ${since(t)} (pid ${server.pid})`)
   return server.url
+}
+
+/** As root, the unprivileged user the servers run as (said once); undefined otherwise. */
+let userSaid = false
+async function unprivileged (): Promise<RunAs | undefined> {
+  const runAs = await runAsUser()
+  if (runAs !== undefined && !userSaid) {
+    userSaid = true
+    say(`running as root: Postgres (which refuses root) and Redis run as the unprivileged user "${runAs.name}"${runAs.created ? ' (created now)' : ''}`)
+  }
+  return runAs
+}
+
+/** Where the servers keep their data: the state folder, or as root that user's private folder (said once). */
+let homeSaid = false
+async function home (runAs: RunAs | undefined): Promise<string> {
+  const dir = serviceHome(stateDir, runAs)
+  if (runAs !== undefined && !homeSaid) {
+    homeSaid = true
+    say(`data: ${dir} (owned by "${runAs.name}", 0700, kept across runs; the state folder ${show(stateDir)} stays root's and private)`)
+  }
+  return dir
 }
 
 type PgPlan = { kind: 'given' | 'local', url: string } | { kind: 'embedded', port: number }
@@ -208,10 +261,7 @@ function startCluster (config: Config, env: NodeJS.ProcessEnv, started: number):
   // Its output (JSON log lines) goes straight to ours.
   const child = spawn(process.execPath, [clusterEntry], { env, detached: true, stdio: ['ignore', 'inherit', 'inherit'] })
   cluster = child
-  if (child.pid !== undefined) {
-    state.cluster = child.pid
-    saveState()
-  }
+  if (child.pid !== undefined) remember('cluster', child.pid)
   child.once('exit', (code, signal) => {
     cluster = undefined
     if (stopping) return
@@ -292,7 +342,7 @@ async function shutdown (code: number): Promise<void> {
 async function main (): Promise<void> {
   const started = Date.now()
   const config = checkEnv()
-  mkdirSync(stateDir, { recursive: true })
+  ensureFolder(stateDir, `the launcher's state folder (NCLUST_DEV_DIR) ${stateDir}`, { mode: 0o700 })
   await cleanupEarlier()
   saveState()
   const plans = await plan()

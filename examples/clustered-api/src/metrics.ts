@@ -1,5 +1,5 @@
 import Fastify, { type FastifyInstance } from 'fastify'
-import { pidMetrics } from '@nclust/fastify-pidmetrics'
+import { pidMetrics, SCRAPE_SERVER_LIMITS } from '@nclust/fastify-pidmetrics'
 import type { Config } from './config.js'
 
 /**
@@ -19,7 +19,16 @@ export async function registerMetrics (app: FastifyInstance, single: boolean, co
   await app.register(pidMetrics, { endpoint: false })
   if (!single || config.metricsPort === null) return
 
-  const metrics = Fastify({ loggerInstance: app.log.child({ server: 'metrics' }) })
+  // The primary's scrape server's limits (connection cap, header/request timeouts, keep-alive), so both
+  // modes' scrape targets behave the same: a scraper needs one connection, nothing slow or numerous gets in.
+  const limits = SCRAPE_SERVER_LIMITS
+  const metrics = Fastify({
+    loggerInstance: app.log.child({ server: 'metrics' }),
+    requestTimeout: limits.requestTimeout,
+    keepAliveTimeout: limits.keepAliveTimeout,
+    http: { headersTimeout: limits.headersTimeout, requestTimeout: limits.requestTimeout, connectionsCheckingInterval: 1000 }
+  })
+  metrics.server.maxConnections = limits.maxConnections
   metrics.get('/metrics', async (_request, reply) => {
     const { registry } = app.pidMetrics
     return reply.type(registry.contentType).send(await registry.metrics())

@@ -15,6 +15,7 @@ import { parseAllDocuments } from 'yaml'
 import { Deployment, type IDeployment } from 'kubernetes-models/apps/v1/Deployment'
 import { Service, type IService } from 'kubernetes-models/v1/Service'
 import { PodDisruptionBudget, type IPodDisruptionBudget } from 'kubernetes-models/policy/v1/PodDisruptionBudget'
+import { NetworkPolicy, type INetworkPolicy } from 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy'
 import { ServiceMonitor, type IServiceMonitor } from '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor'
 import type { IContainer } from 'kubernetes-models/v1/Container'
 import type { IProbe } from 'kubernetes-models/v1/Probe'
@@ -31,6 +32,7 @@ const models: Record<string, { Model: new (data: any) => { validate: () => void 
   'apps/v1/Deployment': { Model: Deployment, module: 'kubernetes-models/apps/v1/Deployment', type: 'IDeployment' },
   'v1/Service': { Model: Service, module: 'kubernetes-models/v1/Service', type: 'IService' },
   'policy/v1/PodDisruptionBudget': { Model: PodDisruptionBudget, module: 'kubernetes-models/policy/v1/PodDisruptionBudget', type: 'IPodDisruptionBudget' },
+  'networking.k8s.io/v1/NetworkPolicy': { Model: NetworkPolicy, module: 'kubernetes-models/networking.k8s.io/v1/NetworkPolicy', type: 'INetworkPolicy' },
   'monitoring.coreos.com/v1/ServiceMonitor': { Model: ServiceMonitor, module: '@kubernetes-models/prometheus-operator/monitoring.coreos.com/v1/ServiceMonitor', type: 'IServiceMonitor' }
 }
 
@@ -97,6 +99,7 @@ const deployment = only<IDeployment>('apps/v1/Deployment')
 const service = only<IService>('v1/Service')
 const pdb = only<IPodDisruptionBudget>('policy/v1/PodDisruptionBudget')
 const monitor = only<IServiceMonitor>('monitoring.coreos.com/v1/ServiceMonitor')
+const policy = only<INetworkPolicy>('networking.k8s.io/v1/NetworkPolicy')
 const pod = deployment.spec?.template.spec
 const container = pod?.containers.find((c) => c.name === 'api') as IContainer
 const env = Object.fromEntries((container?.env ?? []).filter((e) => e.value !== undefined).map((e) => [e.name, e.value as string]))
@@ -111,7 +114,7 @@ const matches = (selector: Record<string, string> | undefined): boolean =>
 const probePath = (p: IProbe | undefined): string | undefined => p?.httpGet?.path
 
 test('every manifest in deploy/ validates against the Kubernetes schemas', () => {
-  assert.deepEqual(docs.map((d) => d.key).sort(), Object.keys(models).sort(), 'a Deployment, a Service, a PodDisruptionBudget and a ServiceMonitor')
+  assert.deepEqual(docs.map((d) => d.key).sort(), Object.keys(models).sort(), 'a Deployment, a Service, a PodDisruptionBudget, a ServiceMonitor and a NetworkPolicy')
   for (const d of docs) {
     const m = models[d.key]
     assert.ok(m !== undefined, `${d.file}: no schema for ${d.key}`)
@@ -190,6 +193,22 @@ test('Service, PodDisruptionBudget and scrape config select the Deployment\'s po
   assert.equal(annotations['prometheus.io/path'], '/metrics')
   assert.ok(Object.entries(monitor.spec.selector.matchLabels ?? {}).every(([k, v]) => service.metadata?.labels?.[k] === v), 'the ServiceMonitor selects the Service')
   assert.deepEqual(monitor.spec.endpoints?.map((e) => [e.port, e.path]), [['metrics', '/metrics']], 'and scrapes its named metrics port')
+})
+
+test('the NetworkPolicy: the app port open, the metrics port only from Prometheus', () => {
+  assert.ok(matches(policy.spec?.podSelector?.matchLabels), 'it selects the Deployment\'s pods')
+  assert.deepEqual(policy.spec?.policyTypes, ['Ingress'], 'it restricts ingress')
+  const rules = policy.spec?.ingress ?? []
+  // A rule lets a port in when it names it or names no port at all; from anyone when it has no `from`.
+  const letsIn = (port: string) => rules.filter((r) => r.ports === undefined || r.ports.length === 0 || r.ports.some((p) => p.port === port))
+  assert.ok(letsIn('http').some((r) => r.from === undefined || r.from.length === 0), 'the app port is reachable (ingress controller, other services)')
+  const metricsRules = letsIn('metrics')
+  assert.ok(metricsRules.length > 0, 'the metrics port is reachable by someone (Prometheus)')
+  for (const r of metricsRules) {
+    assert.ok(r.from !== undefined && r.from.length > 0, 'no rule opens the metrics port to every source')
+    for (const peer of r.from) assert.ok(peer.ipBlock === undefined && peer.podSelector?.matchLabels !== undefined, 'only selected pods, not address ranges or whole namespaces')
+  }
+  for (const name of ['http', 'metrics']) assert.ok(container.ports?.some((p) => p.name === name), `the named port ${name} exists on the container`)
 })
 
 test('the Deployment\'s env, run for real: probes answer as the kubelet expects, through an outage, a freeze and a SIGTERM', async () => {

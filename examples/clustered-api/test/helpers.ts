@@ -82,8 +82,14 @@ export const TEST_SECRET = 'test-secret-0123456789-abcdefghijklmnopqrstuvwxyz'
  * The env of the built example as a 2-worker cluster in its own schema and key prefix, with the test
  * secret and no cluster metrics endpoint; `overrides` win (a proxied URL, a metrics port, limits).
  */
+/**
+ * The tests register many users from one address within a minute, which REGISTER_RATE_LIMIT_MAX
+ * (default 5) exists to stop; register.test.ts tests that limit with its own value.
+ */
+const registrations = { REGISTER_RATE_LIMIT_MAX: '10000' }
+
 export function clusterEnv (iso: { schema: string, prefix: string }, overrides: Record<string, string> = {}): Record<string, string> {
-  return { WORKER_COUNT: '2', DATABASE_URL, REDIS_URL, JWT_SECRET: TEST_SECRET, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, METRICS_PORT: 'off', ...overrides }
+  return { WORKER_COUNT: '2', DATABASE_URL, REDIS_URL, JWT_SECRET: TEST_SECRET, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, METRICS_PORT: 'off', ...registrations, ...overrides }
 }
 
 /**
@@ -91,5 +97,5 @@ export function clusterEnv (iso: { schema: string, prefix: string }, overrides: 
  * in its own schema and key prefix, the test secret, no logs; `overrides` win (a proxied URL, limits).
  */
 export function testConfig (iso: { schema: string, prefix: string }, overrides: Record<string, string> = {}): Config {
-  return loadConfig({ DATABASE_URL, REDIS_URL, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', ...overrides })
+  return loadConfig({ DATABASE_URL, REDIS_URL, PG_SCHEMA: iso.schema, REDIS_PREFIX: iso.prefix, JWT_SECRET: TEST_SECRET, LOG_LEVEL: 'silent', ...registrations, ...overrides })
 }

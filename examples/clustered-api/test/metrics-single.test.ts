@@ -7,6 +7,8 @@ import { join } from 'node:path'
 import { DATABASE_URL, REDIS_URL, TEST_SECRET, deleteKeys, dropSchema, isolation } from './helpers.js'
 import { freePort, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
 import { ensureBuilt, request } from './cluster-harness.js'
+import { SCRAPE_SERVER_LIMITS } from '@nclust/fastify-pidmetrics'
+import { assertServerLimits } from '../../../test/helpers/server-limits.ts'
 
 const { schema, prefix } = isolation('msingle')
 let proc: Spawned | undefined
@@ -17,7 +19,7 @@ after(async () => {
   await deleteKeys(prefix)
 })
 
-test('single-process mode: /metrics on METRICS_HOST:METRICS_PORT (loopback), 404 on the app port', async () => {
+test('single-process mode: /metrics on METRICS_HOST:METRICS_PORT (loopback), 404 on the app port', async (t) => {
   ensureBuilt()
   const port = await freePort()
   const metricsPort = await freePort()
@@ -49,6 +51,10 @@ test('single-process mode: /metrics on METRICS_HOST:METRICS_PORT (loopback), 404
   assert.match(scrape.body, /http_requests_total\{[^}]*route="\/health"/)
   assert.match(scrape.body, new RegExp(`pid="${running.pid}"`))
   assert.match(scrape.body, /worker="0"/)
+
+  // The same limits as the primary's scrape server: a connection cap, slow headers cut.
+  const { slowClosedAfterMs } = await assertServerLimits(metricsPort, '/metrics', SCRAPE_SERVER_LIMITS)
+  t.diagnostic(`slow headers closed after ${slowClosedAfterMs} ms`)
 
   running.child.kill('SIGTERM')
   assert.equal((await running.waitForExit(30000)).code, 0)

@@ -1,4 +1,4 @@
-import createError from '@fastify/error'
+import { createError } from '@fastify/error'
 
 /**
  * Every error this package throws, in one catalogue, with FST-style codes so callers can match on

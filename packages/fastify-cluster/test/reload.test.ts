@@ -93,8 +93,10 @@ test('a reload whose new generation cannot start stops at the first slot and kee
 test('SIGTERM during a reload whose new worker starts slowly: the primary still stops, exit 0', async (t) => {
   const { p } = await startCluster(t, { FIXTURE_SLOW_NEW_GEN_MS: '2500', FIXTURE_OPTIONS: JSON.stringify({ shutdownTimeout: 5000 }) })
   p.child.kill('SIGHUP')
-  await p.waitForLine((l) => l.msg === 'worker forked' && l.generation === 1, 20000)
-  await new Promise((resolve) => setTimeout(resolve, 600))
+  // Not a fixed pause: on a loaded machine the new worker may still be loading its modules after
+  // 600 ms, die of the SIGTERM at once, and the test pass without the interleaving it is about.
+  // It logs once its SIGTERM listener is in and its synchronous work begins: that is the moment.
+  await p.waitForLine((l) => l.msg === 'fixture slow start' && l.generation === 1, 20000)
   p.child.kill('SIGTERM')
   const exit = await p.waitForExit(20000)
   assert.equal(exit.code, 0)

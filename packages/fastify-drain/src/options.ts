@@ -1,4 +1,4 @@
-import createError from '@fastify/error'
+import { createError } from '@fastify/error'
 import type { FastifyBaseLogger } from 'fastify'
 import { DRAIN_DEFAULTS } from './defaults.js'
 

@@ -110,6 +110,16 @@ export function resolveClusterMetricsOptions (raw: unknown, env: NodeJS.ProcessE
   return { port, host, path, timeout, enabled, primaryMetrics, imbalanceWindow, channel }
 }
 
+/**
+ * Limits of the scrape server. Prometheus needs one connection per scraper, kept alive between
+ * scrapes, and sends a small GET at once; nothing else should be able to hold the primary's sockets
+ * or memory: at most `maxConnections` open sockets (more are closed at once), a request's headers must
+ * arrive within `headersTimeout` and the whole request within `requestTimeout` (then 408 and close;
+ * checked every second), and an idle keep-alive socket closes after `keepAliveTimeout` (longer than
+ * any usual scrape interval, so a scraper keeps its connection).
+ */
+export const SCRAPE_SERVER_LIMITS = Object.freeze({ maxConnections: 32, headersTimeout: 5000, requestTimeout: 10_000, keepAliveTimeout: 65_000 })
+
 const DISABLED: ClusterMetricsServer = Object.freeze({
   enabled: false,
   port: undefined,
@@ -162,7 +172,13 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
     return inflight
   }
 
-  const server: Server = createServer((req, res) => {
+  const limits = SCRAPE_SERVER_LIMITS
+  const server: Server = createServer({
+    headersTimeout: limits.headersTimeout,
+    requestTimeout: limits.requestTimeout,
+    // Node checks the two timeouts every 30 s by default: a 5 s limit could take 35 s.
+    connectionsCheckingInterval: 1000
+  }, (req, res) => {
     const url = (req.url ?? '/').split('?')[0]
     if (url !== opts.path) {
       res.writeHead(404, { 'content-type': 'text/plain' }).end(`not found: the cluster metrics are at ${opts.path}\n`)
@@ -179,7 +195,8 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
       res.writeHead(500, { 'content-type': 'text/plain' }).end(`cluster scrape failed: ${err instanceof Error ? err.message : String(err)}\n`)
     })
   })
-  server.keepAliveTimeout = 65_000
+  server.keepAliveTimeout = limits.keepAliveTimeout
+  server.maxConnections = limits.maxConnections
 
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)

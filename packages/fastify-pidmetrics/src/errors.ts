@@ -1,4 +1,4 @@
-import createError from '@fastify/error'
+import { createError } from '@fastify/error'
 
 /**
  * Thrown at registration (or by `clusterMetrics`) when an option is wrong. The message names the

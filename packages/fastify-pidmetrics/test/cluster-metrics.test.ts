@@ -1,11 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'undici'
-import { clusterMetrics, RateWindow, spreadOf } from '../src/index.js'
+import { clusterMetrics, RateWindow, SCRAPE_SERVER_LIMITS, spreadOf } from '../src/index.js'
 import { resolveClusterMetricsOptions } from '../src/cluster-metrics.js'
 import { exitCodeOf } from '../src/supervisor-metrics.js'
 import { RESTART_REASONS, SHUTDOWN_REASONS } from '@nclust/fastify-cluster'
 import { waitFor } from '../../../test/helpers/index.ts'
+import { assertServerLimits } from '../../../test/helpers/server-limits.ts'
 import { FakePrimary, FakeWorker } from './fake-cluster.js'
 import { promtoolCheckMetrics, LINT_WITH_PROMTOOL, samples, sumOf } from './helpers.js'
 
@@ -276,4 +277,13 @@ test('exitCodeOf', () => {
   assert.equal(exitCodeOf(0, null), 0)
   assert.equal(exitCodeOf(null, 'SIGTERM'), 143)
   assert.equal(exitCodeOf(null, null), -1)
+})
+
+test('the scrape server caps its connections and closes a client that trickles its headers', async (t) => {
+  const primary = await fleet(1, 9500)
+  t.after(() => primary.close())
+  const server = await clusterMetrics(primary, { port: 0, host: '127.0.0.1' })
+  t.after(() => server.close())
+  const { slowClosedAfterMs } = await assertServerLimits(server.port ?? 0, '/metrics', SCRAPE_SERVER_LIMITS)
+  t.diagnostic(`slow headers closed after ${slowClosedAfterMs} ms (headersTimeout ${SCRAPE_SERVER_LIMITS.headersTimeout})`)
 })

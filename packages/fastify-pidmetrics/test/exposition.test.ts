@@ -76,15 +76,22 @@ test('same text as prom-client for families as they reach the primary (numeric l
   assert.equal(PROMETHEUS_CONTENT_TYPE, Registry.PROMETHEUS_CONTENT_TYPE)
 })
 
-test('the primary half loads no prom-client, no node:v8 and no perf_hooks, scrape included', () => {
-  const packageDir = fileURLToPath(new URL('..', import.meta.url))
-  // Runs the built dist (pnpm -r build), resolved by the package's own name from its directory.
-  const script = `
-    import { EventEmitter } from 'node:events'
+for (const dialect of ['esm', 'cjs'] as const) {
+  test(`the primary half loads no prom-client, no node:v8 and no perf_hooks, scrape included (${dialect})`, () => {
+    const packageDir = fileURLToPath(new URL('..', import.meta.url))
+    // Runs the built dist (pnpm -r build), resolved by the package's own name from its directory:
+    // dist/ through import, dist/cjs/ through require (a CommonJS primary must stay as lean).
+    const head = dialect === 'esm'
+      ? `import { EventEmitter } from 'node:events'
     import { createRequire } from 'node:module'
+    const require = createRequire(import.meta.url)
+    const { clusterMetrics } = await import('@nclust/fastify-pidmetrics/cluster')`
+      : `const { EventEmitter } = require('node:events')
+    const { clusterMetrics } = require('@nclust/fastify-pidmetrics/cluster')`
+    const script = `
+    ${head}
     // Not an ESM import of node:http: on Node 22+ that loads undici, and undici loads perf_hooks.
-    const { get } = createRequire(import.meta.url)('node:http')
-    const { clusterMetrics } = await import('@nclust/fastify-pidmetrics/cluster')
+    const { get } = require('node:http')
     const scrape = { v: 1, pid: 4242, worker: '0', metrics: [
       { name: 'http_requests_total', help: 'requests', type: 'counter', aggregator: 'sum', values: [{ value: 7, labels: { method: 'GET', route: '/', status_code: 200, pid: '4242', worker: '0' } }] }
     ] }
@@ -101,14 +108,17 @@ test('the primary half loads no prom-client, no node:v8 and no perf_hooks, scrap
       res.setEncoding('utf8').on('data', (chunk) => { text += chunk }).on('end', () => resolve(text))
     }).on('error', reject))
     await server.close()
-    const cjs = Object.keys(createRequire(import.meta.url)('node:module')._cache)
+    const cjs = Object.keys(require('node:module')._cache)
     process.stdout.write(JSON.stringify({ body, cjs, builtins: process.moduleLoadList }))
   `
-  const out = JSON.parse(execFileSync(process.execPath, ['--input-type=module', '-e', script], { cwd: packageDir, encoding: 'utf8', timeout: 30_000 })) as { body: string, cjs: string[], builtins: string[] }
-  assert.match(out.body, /^http_requests_total\{method="GET",route="\/",status_code="200",pid="4242",worker="0"\} 7$/m)
-  assert.match(out.body, /^process_resident_memory_bytes\{pid="\d+",worker="primary"\} \d+$/m, 'the primary\'s own metrics are in the scrape')
-  assert.match(out.body, /^nclust_scrape_worker_up\{worker="0"\} 1$/m)
-  assert.ok(out.cjs.length > 0, 'the CommonJS cache is read (the scrape loads @fastify/error through it)')
-  assert.deepEqual(out.cjs.filter((p) => p.includes('prom-client')), [])
-  assert.deepEqual(out.builtins.filter((m) => m === 'NativeModule perf_hooks' || m === 'NativeModule v8'), [])
-})
+    const wrapped = dialect === 'esm' ? script : `(async () => {${script}})()`
+    const out = JSON.parse(execFileSync(process.execPath, [`--input-type=${dialect === 'esm' ? 'module' : 'commonjs'}`, '-e', wrapped], { cwd: packageDir, encoding: 'utf8', timeout: 30_000 })) as { body: string, cjs: string[], builtins: string[] }
+    assert.match(out.body, /^http_requests_total\{method="GET",route="\/",status_code="200",pid="4242",worker="0"\} 7$/m)
+    assert.match(out.body, /^process_resident_memory_bytes\{pid="\d+",worker="primary"\} \d+$/m, 'the primary\'s own metrics are in the scrape')
+    assert.match(out.body, /^nclust_scrape_worker_up\{worker="0"\} 1$/m)
+    assert.ok(out.cjs.length > 0, 'the CommonJS cache is read (the scrape loads @fastify/error through it)')
+    assert.deepEqual(out.cjs.filter((p) => p.includes('prom-client')), [])
+    assert.deepEqual(out.builtins.filter((m) => m === 'NativeModule perf_hooks' || m === 'NativeModule v8'), [])
+    if (dialect === 'cjs') assert.ok(out.cjs.some((p) => p.includes('/dist/cjs/cluster-metrics.js')), 'the CommonJS build was the one loaded')
+  })
+}

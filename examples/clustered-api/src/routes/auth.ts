@@ -65,25 +65,36 @@ export function authRoutes (app: FastifyInstance): void {
     if (revoked === 1) throw Object.assign(new Error('token has been revoked'), { statusCode: 401, code: 'TOKEN_REVOKED' })
   })
 
+  const taken = (request: FastifyRequest, reply: FastifyReply, username: string): FastifyReply =>
+    reply.code(409).send({ statusCode: 409, error: 'Conflict', code: 'USERNAME_TAKEN', message: `username "${username}" is already taken`, requestId: request.id })
+
   app.post<{ Body: { username: string, password: string } }>('/users', {
+    // Each registration costs a 128 MiB scrypt: its own limit per address (REGISTER_RATE_LIMIT_MAX per
+    // RATE_LIMIT_WINDOW, default 5 per minute), far below the global 300, so a few addresses cannot
+    // fill the hash queue and push real logins into 503. Counted in Redis like the global one, under
+    // its own key (rl:POST/users-<ip>); a 429 costs no hash.
+    config: { rateLimit: { max: app.config.registerRateLimitMax, timeWindow: app.config.rateLimitWindow } },
     schema: {
       body: credentials,
       response: {
         201: { type: 'object', properties: { id: { type: 'integer' }, username: { type: 'string' } } },
-        409: errorResponse
+        409: errorResponse,
+        429: errorResponse
       }
     }
   }, async (request, reply) => {
     const { username, password } = request.body
+    // A taken name is answered before the hash (an indexed lookup, migration 3's lower(username)
+    // index); the INSERT's unique index still decides a race between two registrations of one name.
+    const { rowCount } = await withPg(() => app.pg.query(`SELECT 1 FROM ${t.users} WHERE lower(username) = lower($1)`, [username]))
+    if (rowCount !== null && rowCount > 0) return taken(request, reply, username)
     const hash = await app.hashing.run(() => hashPassword(password))
     try {
       const { rows } = await withPg(() => app.pg.query<{ id: string }>(
         `INSERT INTO ${t.users} (username, password_hash) VALUES ($1, $2) RETURNING id`, [username, hash]))
       return reply.code(201).send({ id: Number(rows[0]?.id), username })
     } catch (err) {
-      if (err instanceof pg.DatabaseError && err.code === '23505') {
-        return reply.code(409).send({ statusCode: 409, error: 'Conflict', code: 'USERNAME_TAKEN', message: `username "${username}" is already taken`, requestId: request.id })
-      }
+      if (err instanceof pg.DatabaseError && err.code === '23505') return taken(request, reply, username)
       throw err
     }
   })

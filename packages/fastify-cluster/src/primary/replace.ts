@@ -52,12 +52,13 @@ export function createReplacer (m: SlotMachine): Replacer {
   async function replace (slot: Slot, why: 'reload' | 'recycle'): Promise<'ready' | ExitReason> {
     const old = slot.current
     const next = m.fork(slot, true)
+    if (next === undefined) return 'requested' // the shutdown began: no fork after that
     const outcome = await m.settled(next)
     if (outcome !== 'ready') {
       slot.log.error({ workerPid: next.pid, generation: next.generation, outcome, why },
         `${why}: worker ${slot.id} generation ${next.generation} did not start (${outcome}); the old worker keeps serving`)
       // A slot left empty by a crash during the replacement gets its normal restart.
-      if (slot.current === undefined && slot.restartTimer === undefined && !m.shuttingDown && !slot.removed) m.fork(slot)
+      m.refill(slot)
       return outcome
     }
     if (old !== undefined) await retire(old, why, why === 'recycle' ? 'recycle' : 'requested')
@@ -99,7 +100,7 @@ export function createReplacer (m: SlotMachine): Replacer {
       slot.log.info(detail, `recycle start: replacing worker ${slot.id} (${why})`)
       events.emit('recycle', { workerId: slot.id, pid: proc.pid, why, value, limit })
       events.emit('restart', { workerId: slot.id, attempt: 0, delay: 0, reason: 'recycle' })
-      slot.restarts += 1
+      m.countRestart(slot)
       const outcome = await replace(slot, 'recycle')
       if (outcome === 'ready') slot.log.info({ ...detail, ms: now() - t0 }, `recycle done: worker ${slot.id} replaced`)
       else proc.recycling = false // try again on a later sample
@@ -125,12 +126,15 @@ export function createReplacer (m: SlotMachine): Replacer {
       if (plan.add.length > 0) {
         // Forked as candidates: a new slot that cannot start is dropped, never restarted in a loop.
         const added = plan.add.map(() => m.addSlot())
-        const outcomes = await Promise.all(added.map(async (slot) => await m.settled(m.fork(slot, true))))
+        const outcomes = await Promise.all(added.map(async (slot) => {
+          const proc = m.fork(slot, true)
+          return proc === undefined ? 'requested' : await m.settled(proc)
+        }))
         // Slot ids stay dense: from the first new slot that failed, drop it and every new slot above it.
         const firstFailed = outcomes.findIndex((o) => o !== 'ready')
         if (firstFailed >= 0) {
           for (const slot of added.slice(firstFailed).reverse()) {
-            slot.removed = true
+            m.retireSlot(slot)
             if (slot.current !== undefined) await retire(slot.current, 'scale')
             m.removeSlot(slot)
           }
@@ -138,9 +142,8 @@ export function createReplacer (m: SlotMachine): Replacer {
         r = firstFailed < 0 ? result(true) : result(false, `worker ${added[firstFailed]?.id ?? '?'} did not start (${String(outcomes[firstFailed])})`)
       } else {
         const removed = plan.remove.map((id) => m.slots[id]).filter((s): s is Slot => s !== undefined)
-        for (const slot of removed) slot.removed = true
+        for (const slot of removed) m.retireSlot(slot)
         await Promise.all(removed.map(async (slot) => {
-          clearTimeout(slot.restartTimer)
           const live = [...m.procs.values()].filter((p) => p.slot === slot)
           await Promise.all(live.map(async (p) => await retire(p, 'scale')))
         }))

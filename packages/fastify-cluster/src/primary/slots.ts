@@ -6,73 +6,54 @@ import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
 import { errors } from '../errors.js'
 import { isWorkerMessage, message, WORKER_ENV, type HeartbeatMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
-import { consecutiveFailures, crashLoopTripped, recordFailure, restartDelay } from './backoff.js'
-import { requestLimit, startGivesUp, type RssHold } from './policy.js'
+import { requestLimit, type RssHold } from './policy.js'
 import { createListenerKeeper } from '../balance.js'
+import { initialState, step, type Effect, type MachineEvent, type MachineState, type ProcState, type Signal, type SlotState } from './transitions.js'
 
 /**
- * The slot machine: every process the primary runs, from fork to exit. All the state is here;
- * the policies (rolling replacement, watchdog, recycling, scaling) drive it through `fork`,
- * `askToExit` and `kill`, and never fork or kill on their own.
- *
- *   fork(slot) ─► starting ──ready msg──► ready ──askToExit──► draining ──exit──► stopped
- *                    │                      │
- *                    │                      └──exit (crash, signal, hung) ─► backoff ─► fork(slot), generation+1
- *                    │                                                  └─ crash loop ─► shut down, exit 1
- *                    └──exit / start timeout, slot never ready ─► retry (startRetries) ─► start verdict: shut down, exit 1
- *
- * A *candidate* (forked by a replacement or a scale-up) takes its slot only once ready; if it dies
- * first, nothing restarts it: the policy that forked it reports the failure.
+ * The slot machine's shell: every process the primary runs, from fork to exit. The decisions are
+ * in transitions.ts (`step(state, event) -> { state, effects }`, pure); this file turns node:cluster
+ * callbacks, messages and timers into events and applies the effects (fork, send, kill, timers,
+ * log, emit). The policies (rolling replacement, watchdog, recycling, scaling) drive it through
+ * `fork`, `askToExit` and `kill`, and never fork or kill on their own.
  */
 
+/** A slot as the policies see it: a live view of its pure state, plus its logger and RSS hold. */
 export interface Slot {
-  id: number
-  /** Generation of the newest fork into this slot. */
-  generation: number
-  /** Replacements after unexpected exits. */
-  restarts: number
-  /** Unexpected exits in a row (reset by a long enough uptime): drives the backoff. */
-  consecutive: number
-  /** Times of unexpected exits inside the crash-loop window. */
-  failures: number[]
-  /** Failed starts while the slot has never been ready: drives the start verdict. */
-  startFailures: number
-  current: Proc | undefined
-  restartTimer: NodeJS.Timeout | undefined
-  everReady: boolean
-  /** Removed by a scale-down: never forked into again. */
-  removed: boolean
+  readonly key: number
+  readonly id: number
+  readonly generation: number
+  readonly restarts: number
+  readonly current: Proc | undefined
+  readonly restartPending: boolean
+  readonly everReady: boolean
+  readonly removed: boolean
   rssHold: RssHold
-  log: Logger
+  readonly log: Logger
 }
 
+/** A process as the policies see it: a live view of its pure state, plus its worker. */
 export interface Proc {
-  worker: Worker
-  pid: number
-  slot: Slot
-  generation: number
-  state: WorkerState
-  startedAt: number
-  readyAt: number | undefined
+  readonly worker: Worker
+  readonly pid: number
+  readonly slot: Slot
+  readonly generation: number
+  readonly state: WorkerState
+  readonly startedAt: number
+  readonly readyAt: number | undefined
   /** Last heartbeat (or ready) time, and what it said. */
-  lastBeat: number
-  requests: number
-  rss: number
+  readonly lastBeat: number
+  readonly requests: number
+  readonly rss: number
   /** maxRequests + this worker's jitter. */
-  requestLimit: number
-  /** The primary asked this worker to exit: its exit is never replaced by the backoff path. */
-  requested: boolean
+  readonly requestLimit: number
+  readonly requested: boolean
   /** Reported as the exit reason instead of the observed one (`recycle`, `hung`). */
   exitAs: ExitReason | undefined
-  startTimedOut: boolean
-  /** Not ready yet and not the slot's worker: the slot's old worker (if any) still serves. */
-  candidate: boolean
+  readonly candidate: boolean
   /** Being replaced by a recycle: do not queue it twice. */
   recycling: boolean
-  /** Last fatal error the worker reported before dying. */
-  fatal: string | undefined
-  fatalStack: string | undefined
-  startTimer: NodeJS.Timeout | undefined
+  readonly fatal: string | undefined
 }
 
 export type ShutdownReason = ShutdownEvent['reason']
@@ -89,17 +70,25 @@ export interface SlotMachine {
   readonly procs: Map<number, Proc>
   readonly shuttingDown: boolean
   addSlot (): Slot
+  /** Scale down: the slot is never forked into again (its workers are still to be retired). */
+  retireSlot (slot: Slot): void
   removeSlot (slot: Slot): void
-  fork (slot: Slot, candidate?: boolean): Proc
+  /** Fork the slot's next generation; undefined once the shutdown began (no fork after that). */
+  fork (slot: Slot, candidate?: boolean): Proc | undefined
+  /** A replacement's candidate failed: fork into the slot if it was left empty (normal restart). */
+  refill (slot: Slot): void
+  countRestart (slot: Slot): void
   /** Ask a worker to drain and exit (`exitAs` is the reason its exit will carry). */
   askToExit (proc: Proc, reason: ShutdownMessage['reason'], exitAs?: ExitReason): void
   /** Resolves with 'ready' or, if the process exits first, its exit reason. */
   settled (proc: Proc): Promise<'ready' | ExitReason>
   onHeartbeat (fn: (proc: Proc, msg: HeartbeatMessage) => void): void
   onMessage (fn: (proc: Proc, msg: WorkerToPrimary) => void): void
-  shutdown (reason: ShutdownReason, signal?: NodeJS.Signals): Promise<number>
-  /** A second signal during shutdown: SIGKILL everyone now. */
-  force (signal: NodeJS.Signals): void
+  /** SIGHUP's reload and SIGTTIN / SIGTTOU's scale, when the machine decides they go ahead. */
+  onOperation (fn: (op: { type: 'reload' } | { type: 'scale', n: number }) => void): void
+  /** A process signal: TERM / INT shut down (a second one: SIGKILL everyone), HUP / TTIN / TTOU operations. */
+  signal (signal: Signal, desired: number): void
+  shutdown (reason: ShutdownReason, signal?: NodeJS.Signals, exit?: boolean): Promise<number>
   onClose (fn: () => void | Promise<void>): void
   /** Called once after the last worker is gone, before `closed` (the supervisor removes its signal handlers). */
   onFinish (fn: () => void): void
@@ -113,319 +102,209 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
   const root = createLogger(options.logger, 'primary', options.logFormat)
   const log = root.child({ workerId: null })
   const events = new EventEmitter<SupervisorEvents>()
-  const procs = new Map<number, Proc>()
-  const slots: Slot[] = []
-  const beatHooks: Array<(proc: Proc, msg: HeartbeatMessage) => void> = []
-  const messageHooks: Array<(proc: Proc, msg: WorkerToPrimary) => void> = []
-  const closeHooks: Array<() => void | Promise<void>> = []
   const listeners = createListenerKeeper() // balance 'kernel': each slot's listening socket, handed down its generations
-  const finishHooks: Array<() => void> = []
-  let shuttingDown: Promise<number> | undefined
-  let exitCode = 0
+  const hooks = {
+    beat: [] as Array<(proc: Proc, msg: HeartbeatMessage) => void>,
+    message: [] as Array<(proc: Proc, msg: WorkerToPrimary) => void>,
+    close: [] as Array<() => void | Promise<void>>,
+    finish: [] as Array<() => void>,
+    op: [] as Array<(op: { type: 'reload' } | { type: 'scale', n: number }) => void>
+  }
+  let state: MachineState = initialState(options, options.workers)
+  const slots: Slot[] = []
+  const procs = new Map<number, Proc>()
+  const slotViews = new Map<number, { view: Slot, d: SlotState }>()
+  const procViews = new Map<number, { view: Proc, d: ProcState }>()
+  const startTimers = new Map<number, NodeJS.Timeout>()
+  const restartTimers = new Map<number, NodeJS.Timeout>()
   let killTimer: NodeJS.Timeout | undefined
-  let resolveFinished: ((code: number) => void) | undefined
-  const killed: Array<{ workerId: number, pid: number }> = []
   let readyWaiters: Array<{ resolve: () => void, reject: (err: Error) => void }> = []
+  let resolveFinished: (code: number) => void = () => {}
+  const finished = new Promise<number>((resolve) => { resolveFinished = resolve })
+  let lastForked: Proc | undefined
 
-  function addSlot (): Slot {
-    const id = slots.length
-    const slot: Slot = {
-      id,
-      generation: -1,
-      restarts: 0,
-      consecutive: 0,
-      failures: [],
-      startFailures: 0,
-      current: undefined,
-      restartTimer: undefined,
-      everReady: false,
-      removed: false,
+  function slotView (d: SlotState): { view: Slot, d: SlotState } {
+    const entry = { d, view: undefined as unknown as Slot }
+    const logger = root.child({ workerId: d.id })
+    entry.view = {
+      key: d.key,
+      get id () { return entry.d.id },
+      get generation () { return entry.d.generation },
+      get restarts () { return entry.d.restarts },
+      get current () { return entry.d.current === undefined ? undefined : procs.get(entry.d.current) },
+      get restartPending () { return entry.d.restartPending },
+      get everReady () { return entry.d.everReady },
+      get removed () { return entry.d.removed },
       rssHold: { until: 0, delay: 0 },
-      log: root.child({ workerId: id })
+      log: logger
     }
-    slots.push(slot)
-    return slot
+    return entry
   }
 
-  function removeSlot (slot: Slot): void {
-    clearTimeout(slot.restartTimer)
-    slot.restartTimer = undefined
-    slot.removed = true
-    listeners.close(slot.id) // kernel balancing: a socket nobody accepts on would hold connections forever
-    const i = slots.indexOf(slot)
-    if (i >= 0) slots.splice(i, 1)
-    resolveReadyWaiters()
-  }
-
-  function transition (proc: Proc, to: WorkerState): void {
-    const from = proc.state
-    proc.state = to
-    proc.slot.log.debug({ workerPid: proc.pid, generation: proc.generation, from, to }, 'worker state')
-    events.emit('state', { workerId: proc.slot.id, pid: proc.pid, generation: proc.generation, from, to })
-  }
-
-  // ── fork ──────────────────────────────────────────────────────────────────────────────────
-  function fork (slot: Slot, candidate = false): Proc {
-    clearTimeout(slot.restartTimer)
-    slot.restartTimer = undefined
-    slot.generation += 1
-    const worker = cluster.fork({
-      [WORKER_ENV.id]: String(slot.id),
-      [WORKER_ENV.generation]: String(slot.generation),
-      [WORKER_ENV.workers]: String(slots.length)
-    })
-    const at = now()
-    const proc: Proc = {
+  function procView (worker: Worker, slot: Slot, d: ProcState): { view: Proc, d: ProcState } {
+    const entry = { d, view: undefined as unknown as Proc }
+    entry.view = {
       worker,
-      pid: worker.process.pid ?? -1,
+      pid: d.pid,
       slot,
-      generation: slot.generation,
+      get generation () { return entry.d.generation },
+      get state () { return entry.d.state },
+      get startedAt () { return entry.d.startedAt },
+      get readyAt () { return entry.d.readyAt },
+      get lastBeat () { return entry.d.lastBeat },
+      get requests () { return entry.d.requests },
+      get rss () { return entry.d.rss },
+      requestLimit: requestLimit(options.maxRequests, options.maxRequestsJitter),
+      get requested () { return entry.d.requested },
+      get exitAs () { return entry.d.exitAs },
+      set exitAs (exitAs) { if (exitAs !== undefined) dispatch({ type: 'exit-as', id: worker.id, exitAs }) },
+      get candidate () { return entry.d.candidate },
+      recycling: false,
+      get fatal () { return entry.d.fatal }
+    }
+    return entry
+  }
+
+  /** Keep the views (and the `slots` / `procs` the policies read) in step with the new state. */
+  function sync (): void {
+    for (const d of state.slots) {
+      const e = slotViews.get(d.key)
+      if (e === undefined) slotViews.set(d.key, slotView(d))
+      else e.d = d
+    }
+    // Removed slots keep their view (and logger) for the processes still draining there.
+    for (const e of slotViews.values()) if (!e.d.removed && !state.slots.includes(e.d)) e.d = { ...e.d, removed: true }
+    slots.splice(0, slots.length, ...state.slots.map((d) => (slotViews.get(d.key) as { view: Slot }).view))
+    for (const [id, e] of procViews) {
+      const d = state.procs.get(id)
+      if (d !== undefined) e.d = d
+      else { e.d = { ...e.d, state: 'stopped' }; procViews.delete(id); procs.delete(id) }
+    }
+  }
+
+  function dispatch (event: MachineEvent): void {
+    const next = step(state, event)
+    state = next.state
+    sync()
+    for (const effect of next.effects) apply(effect)
+  }
+
+  const slotLog = (key: number | null): Logger => key === null ? log : (slotViews.get(key)?.view.log ?? log)
+  const workerOf = (id: number): Worker | undefined => procViews.get(id)?.view.worker
+
+  function apply (fx: Effect): void {
+    switch (fx.type) {
+      case 'fork': return spawn(fx.slot, fx.slotId, fx.generation, fx.workers, fx.candidate)
+      case 'ask': {
+        const worker = workerOf(fx.id)
+        if (worker === undefined) return
+        // Still starting: it has no requests to finish, and may not listen to messages yet.
+        if (fx.starting || !worker.isConnected()) worker.process.kill('SIGTERM')
+        else worker.send(message<ShutdownMessage>({ type: 'shutdown', deadline: fx.deadline, reason: fx.reason }), () => {})
+        return
+      }
+      case 'kill': workerOf(fx.id)?.process.kill(fx.signal); return
+      case 'start-timer': startTimers.set(fx.id, setTimeout(() => dispatch({ type: 'start-timeout', id: fx.id }), fx.ms)); return
+      case 'clear-start-timer': clearTimeout(startTimers.get(fx.id)); startTimers.delete(fx.id); return
+      case 'restart-timer':
+        restartTimers.set(fx.slot, setTimeout(() => { restartTimers.delete(fx.slot); dispatch({ type: 'restart-due', slot: fx.slot, at: now() }) }, fx.ms))
+        return
+      case 'clear-restart-timer': clearTimeout(restartTimers.get(fx.slot)); restartTimers.delete(fx.slot); return
+      case 'kill-timer': killTimer = setTimeout(() => dispatch({ type: 'kill-timer' }), fx.ms); return
+      case 'clear-kill-timer': clearTimeout(killTimer); return
+      case 'log': slotLog(fx.slot)[fx.level](fx.fields, fx.msg); return
+      case 'emit': (events.emit as (name: string, payload: unknown) => boolean)(fx.name, fx.payload); return
+      case 'close-listener': listeners.close(fx.slotId); return
+      case 'close-listeners': listeners.closeAll(); return // kernel balancing: the slot sockets close with the workers' own copies
+      case 'ready-waiters': {
+        const waiters = readyWaiters
+        readyWaiters = []
+        for (const w of waiters) fx.ok ? w.resolve() : w.reject(new errors.NCLUST_SHUTDOWN(fx.reason))
+        return
+      }
+      case 'finish': return finish(fx.code, fx.killed, fx.exit)
+      case 'reload':
+      case 'scale':
+        for (const fn of hooks.op) fn(fx)
+    }
+  }
+
+  function spawn (key: number, slotId: number, generation: number, workers: number, candidate: boolean): void {
+    const slot = slotViews.get(key)?.view
+    if (slot === undefined) return
+    const worker = cluster.fork({
+      [WORKER_ENV.id]: String(slotId),
+      [WORKER_ENV.generation]: String(generation),
+      [WORKER_ENV.workers]: String(workers)
+    })
+    const pid = worker.process.pid ?? -1
+    // The view exists before the `forked` event so that its effects (logs, the start timer) can find it.
+    const placeholder: ProcState = {
+      id: worker.id,
+      pid,
+      slot: key,
+      slotId,
+      generation,
       state: 'starting',
-      startedAt: at,
+      startedAt: now(),
       readyAt: undefined,
-      lastBeat: at,
+      lastBeat: now(),
       requests: 0,
       rss: 0,
-      requestLimit: requestLimit(options.maxRequests, options.maxRequestsJitter),
       requested: false,
       exitAs: undefined,
       startTimedOut: false,
       candidate,
-      recycling: false,
       fatal: undefined,
-      fatalStack: undefined,
-      startTimer: undefined
+      fatalStack: undefined
     }
-    procs.set(worker.id, proc)
-    if (!candidate) slot.current = proc
-    slot.log.info({ workerPid: proc.pid, generation: proc.generation, candidate }, 'worker forked')
-    events.emit('state', { workerId: slot.id, pid: proc.pid, generation: proc.generation, from: null, to: 'starting' })
-
-    proc.startTimer = setTimeout(() => {
-      if (proc.state !== 'starting') return
-      proc.startTimedOut = true
-      slot.log.error({ workerPid: proc.pid, startTimeout: options.startTimeout }, `worker not ready within ${options.startTimeout}ms: killing it`)
-      proc.worker.process.kill('SIGKILL')
-    }, options.startTimeout)
-
+    const entry = procView(worker, slot, placeholder)
+    procViews.set(worker.id, entry)
+    procs.set(worker.id, entry.view)
+    lastForked = entry.view
     worker.on('message', (raw: unknown, handle: unknown) => {
       if (!isWorkerMessage(raw)) return
-      if (raw.type === 'listener') listeners.onMessage(slot.id, worker, raw, handle)
-      else onMessage(proc, raw)
+      if (raw.type === 'listener') listeners.onMessage(slotId, worker, raw, handle)
+      else onMessage(entry.view, raw)
     })
-    worker.on('error', (err) => { slot.log.debug({ err, workerPid: proc.pid }, 'worker channel error') })
-    worker.on('exit', (code, signal) => onExit(proc, code, signal as NodeJS.Signals | null))
-    return proc
+    worker.on('error', (err) => { slot.log.debug({ err, workerPid: pid }, 'worker channel error') })
+    worker.on('exit', (code, signal) => dispatch({ type: 'exit', id: worker.id, code, signal: signal as NodeJS.Signals | null, at: now() }))
+    dispatch({ type: 'forked', slot: key, id: worker.id, pid, candidate, at: placeholder.startedAt })
   }
 
-  // ── messages from a worker ────────────────────────────────────────────────────────────────
   function onMessage (proc: Proc, msg: WorkerToPrimary): void {
+    const id = proc.worker.id
     switch (msg.type) {
-      case 'ready': return onReady(proc)
-      case 'fatal':
-        proc.fatal = msg.message
-        proc.fatalStack = msg.stack
-        // A failed start is reported once per try at the exit, and with its stack once at the verdict.
-        if (msg.reason !== 'startFailed') {
-          proc.slot.log.error({ workerPid: proc.pid, reason: msg.reason, error: msg.message }, 'worker reported a fatal error')
-        }
-        return
+      case 'ready': return dispatch({ type: 'ready', id, at: now() })
+      case 'fatal': return dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) })
       case 'heartbeat':
-        proc.lastBeat = now()
-        proc.requests = msg.requests
-        proc.rss = msg.rss
-        for (const fn of beatHooks) fn(proc, msg)
+        dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss })
+        for (const fn of hooks.beat) fn(proc, msg)
         return
       default:
-        for (const fn of messageHooks) fn(proc, msg)
+        for (const fn of hooks.message) fn(proc, msg)
     }
   }
 
-  function onReady (proc: Proc): void {
-    if (proc.state !== 'starting') return
-    clearTimeout(proc.startTimer)
-    proc.readyAt = now()
-    proc.lastBeat = proc.readyAt
-    const slot = proc.slot
-    if (proc.candidate) {
-      // A replacement's new generation takes over the slot; the replacement drains the old worker.
-      proc.candidate = false
-      clearTimeout(slot.restartTimer)
-      slot.restartTimer = undefined
-      slot.current = proc
-    }
-    transition(proc, 'ready')
-    const startMs = proc.readyAt - proc.startedAt
-    slot.log.info({ workerPid: proc.pid, generation: proc.generation, startMs }, 'worker ready')
-    events.emit('worker-ready', { workerId: slot.id, pid: proc.pid, generation: proc.generation, startMs })
-    if (shuttingDown !== undefined) {
-      askToExit(proc, 'close') // became ready after the shutdown began: it must drain too
-      return
-    }
-    slot.everReady = true
-    slot.startFailures = 0
-    resolveReadyWaiters()
-  }
-
-  function resolveReadyWaiters (): void {
-    if (!slots.every((s) => s.everReady)) return
-    for (const w of readyWaiters) w.resolve()
-    readyWaiters = []
-  }
-
-  // ── exits, backoff, crash-loop guard, start verdict ───────────────────────────────────────
-  function exitReason (proc: Proc, signal: NodeJS.Signals | null): ExitReason {
-    if (proc.exitAs !== undefined) return proc.exitAs
-    if (proc.requested) return 'requested'
-    if (proc.startTimedOut) return 'start-timeout'
-    if (proc.readyAt === undefined) return 'start-failed'
-    return signal !== null ? 'signal' : 'crash'
-  }
-
-  function onExit (proc: Proc, code: number | null, signal: NodeJS.Signals | null): void {
-    clearTimeout(proc.startTimer)
-    procs.delete(proc.worker.id)
-    const slot = proc.slot
-    if (slot.current === proc) slot.current = undefined
-    const reason = exitReason(proc, signal)
-    transition(proc, 'stopped')
-    const startFailure = !slot.everReady && !proc.requested && (reason === 'start-failed' || reason === 'start-timeout')
-    const line = { workerPid: proc.pid, generation: proc.generation, code, signal, reason, error: proc.fatal }
-    if (reason === 'requested' || reason === 'recycle') slot.log.info(line, 'worker exited')
-    else if (!startFailure || proc.candidate || shuttingDown !== undefined) slot.log.error(line, 'worker exited unexpectedly')
-    events.emit('worker-exit', {
-      workerId: slot.id,
-      pid: proc.pid,
-      generation: proc.generation,
-      code,
-      signal,
-      reason,
-      ...(proc.fatal !== undefined ? { error: proc.fatal } : {})
-    })
-
-    // The shutdown branch comes first, whoever exits: when the last process to go is a candidate
-    // (a reload or scale-up interrupted by SIGTERM), it is the one that must finish the shutdown.
-    if (shuttingDown !== undefined) {
-      // A worker that could not close cleanly makes the whole shutdown unclean; a worker still
-      // starting that we SIGTERMed may die of it before it installs its handler: that is clean.
-      const termedWhileStarting = proc.requested && proc.readyAt === undefined && signal === 'SIGTERM'
-      if ((code !== 0 && code !== null) || (signal !== null && !termedWhileStarting)) exitCode = 1
-      if (procs.size === 0) finish()
-      return
-    }
-    if (proc.candidate) return // the policy that forked it reports the failure; the old worker serves on
-    if (proc.requested || slot.removed) return
-    if (startFailure) return startFailed(slot, proc, reason, code, signal)
-
-    const at = now()
-    slot.failures = recordFailure(slot.failures, at, options.crashLoop)
-    if (crashLoopTripped(slot.failures, options.crashLoop)) {
-      exitCode = 1
-      const detail = { workerId: slot.id, failures: slot.failures.length, windowMs: options.crashLoop.window, lastCode: code, lastSignal: signal }
-      slot.log.fatal({ ...detail, lastReason: reason, lastError: proc.fatal },
-        `crash loop: worker ${slot.id} failed ${slot.failures.length} times within ${options.crashLoop.window}ms ` +
-        `(last exit: ${signal ?? `code ${String(code)}`}, ${reason}${proc.fatal !== undefined ? `: ${proc.fatal}` : ''}); ` +
-        'stopping the other workers and exiting 1')
-      events.emit('crash-loop', detail)
-      void shutdown('crash-loop').then((c) => { if (options.handleSignals) process.exit(c) })
-      return
-    }
-    slot.consecutive = consecutiveFailures(slot.consecutive, proc.readyAt, at, options.restartBackoff)
-    const delay = restartDelay(slot.consecutive - 1, options.restartBackoff)
-    slot.log.warn({ attempt: slot.consecutive, delay, reason }, `restarting worker ${slot.id} in ${delay}ms`)
-    scheduleRestart(slot, delay, slot.consecutive, reason)
-  }
-
-  function scheduleRestart (slot: Slot, delay: number, attempt: number, reason: ExitReason): void {
-    slot.restarts += 1
-    events.emit('restart', { workerId: slot.id, attempt, delay, reason })
-    slot.restartTimer = setTimeout(() => {
-      // A replacement's candidate may already be on its way into this slot.
-      const candidate = [...procs.values()].some((p) => p.slot === slot && p.candidate)
-      if (slot.current === undefined && !candidate && !slot.removed && shuttingDown === undefined) fork(slot)
-    }, delay)
-  }
-
-  /** A slot that has never been ready failed to start: retry a few times, then stop everything. */
-  function startFailed (slot: Slot, proc: Proc, reason: ExitReason, code: number | null, signal: NodeJS.Signals | null): void {
-    slot.startFailures += 1
-    const tries = options.startRetries + 1
-    const error = proc.fatal ?? (reason === 'start-timeout' ? `not ready within ${options.startTimeout}ms` : 'exited before ready')
-    if (!startGivesUp(slot.startFailures, options.startRetries)) {
-      const delay = restartDelay(slot.startFailures - 1, options.restartBackoff)
-      slot.log.warn({ workerPid: proc.pid, generation: proc.generation, reason, code, signal, try: slot.startFailures, tries, delay, error },
-        `worker ${slot.id} did not start (try ${slot.startFailures} of ${tries}, ${reason}): ${error}; retrying in ${delay}ms`)
-      scheduleRestart(slot, delay, slot.startFailures, reason)
-      return
-    }
-    exitCode = 1
-    const err = new Error(error)
-    err.stack = proc.fatalStack ?? `Error: ${error} (no stack: the worker sent none)`
-    slot.log.fatal({ reason, tries, err },
-      `worker ${slot.id} could not start (${tries} tries, ${reason}): ${error}; stopping the cluster, exit 1`)
-    events.emit('start-failed', { workerId: slot.id, tries, reason, error, ...(proc.fatalStack !== undefined ? { stack: proc.fatalStack } : {}) })
-    void shutdown('start-failed').then((c) => { if (options.handleSignals) process.exit(c) })
-  }
-
-  // ── shutdown ──────────────────────────────────────────────────────────────────────────────
-  function askToExit (proc: Proc, reason: ShutdownMessage['reason'], exitAs?: ExitReason): void {
-    proc.requested = true
-    if (exitAs !== undefined) proc.exitAs = exitAs
-    if (proc.state !== 'draining') transition(proc, 'draining')
-    if (proc.readyAt === undefined || !proc.worker.isConnected()) {
-      // Still starting: it has no requests to finish, and may not listen to messages yet.
-      proc.worker.process.kill('SIGTERM')
-      return
-    }
-    proc.worker.send(message<ShutdownMessage>({ type: 'shutdown', deadline: options.shutdownTimeout, reason }), () => {})
-  }
-
-  function shutdown (reason: ShutdownReason, signal?: NodeJS.Signals): Promise<number> {
-    if (shuttingDown !== undefined) return shuttingDown
-    shuttingDown = new Promise<number>((resolve) => { resolveFinished = resolve })
-    log.info({ reason, signal, workers: procs.size, shutdownTimeout: options.shutdownTimeout }, 'shutting down: draining every worker')
-    events.emit('shutdown', { reason, ...(signal !== undefined ? { signal } : {}) })
-    for (const w of readyWaiters) w.reject(new errors.NCLUST_SHUTDOWN(reason))
-    readyWaiters = []
-    for (const slot of slots) clearTimeout(slot.restartTimer)
-    for (const proc of procs.values()) if (proc.state !== 'draining') askToExit(proc, reason)
-    listeners.closeAll() // kernel balancing: the slot sockets close with the workers' own copies
-    killTimer = setTimeout(() => {
-      for (const proc of procs.values()) {
-        killed.push({ workerId: proc.slot.id, pid: proc.pid })
-        proc.slot.log.error({ workerPid: proc.pid, shutdownTimeout: options.shutdownTimeout },
-          `worker ${proc.slot.id} (pid ${proc.pid}) still alive after ${options.shutdownTimeout}ms: SIGKILL`)
-        proc.worker.process.kill('SIGKILL')
-      }
-      exitCode = 1
-    }, options.shutdownTimeout)
-    if (procs.size === 0) finish()
-    return shuttingDown
-  }
-
-  function force (signal: NodeJS.Signals): void {
-    log.warn({ signal, workers: procs.size }, 'second signal during shutdown: killing every worker now')
-    exitCode = 1
-    for (const proc of procs.values()) {
-      killed.push({ workerId: proc.slot.id, pid: proc.pid })
-      proc.worker.process.kill('SIGKILL')
-    }
-  }
-
-  function finish (): void {
-    clearTimeout(killTimer)
-    const code = exitCode
+  function finish (code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean): void {
     void (async () => {
-      for (const hook of closeHooks) {
+      for (const hook of hooks.close) {
         try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
       }
-      for (const fn of finishHooks) fn()
+      for (const fn of hooks.finish) fn()
       log.info({ code, killed }, killed.length > 0
         ? `cluster stopped; SIGKILLed: ${killed.map((k) => `worker ${k.workerId} (pid ${k.pid})`).join(', ')}`
         : 'cluster stopped: every worker exited')
       events.emit('closed', { code, killed })
-      resolveFinished?.(code)
+      resolveFinished(code)
+      if (exit) void finished.then((c) => process.exit(c))
     })()
+  }
+
+  function fork (slot: Slot, candidate = false): Proc | undefined {
+    lastForked = undefined
+    dispatch({ type: 'fork', slot: slot.key, candidate })
+    return lastForked
   }
 
   function settled (proc: Proc): Promise<'ready' | ExitReason> {
@@ -443,8 +322,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     })
   }
 
-  for (let i = 0; i < options.workers; i++) addSlot()
-
+  sync()
   return {
     options,
     now,
@@ -452,22 +330,32 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     log,
     slots,
     procs,
-    get shuttingDown () { return shuttingDown !== undefined },
-    addSlot,
-    removeSlot,
+    get shuttingDown () { return state.shutdown !== undefined },
+    addSlot () {
+      dispatch({ type: 'add-slot' })
+      return slots[slots.length - 1] as Slot
+    },
+    retireSlot (slot) { dispatch({ type: 'retire-slot', slot: slot.key }) },
+    removeSlot (slot) { dispatch({ type: 'remove-slot', slot: slot.key }) },
     fork,
-    askToExit,
+    refill (slot) { dispatch({ type: 'refill', slot: slot.key }) },
+    countRestart (slot) { dispatch({ type: 'count-restart', slot: slot.key }) },
+    askToExit (proc, reason, exitAs) { dispatch({ type: 'ask', id: proc.worker.id, reason, ...(exitAs !== undefined ? { exitAs } : {}) }) },
     settled,
-    onHeartbeat (fn) { beatHooks.push(fn) },
-    onMessage (fn) { messageHooks.push(fn) },
-    shutdown,
-    force,
-    onClose (fn) { closeHooks.push(fn) },
-    onFinish (fn) { finishHooks.push(fn) },
-    fail () { exitCode = 1 },
+    onHeartbeat (fn) { hooks.beat.push(fn) },
+    onMessage (fn) { hooks.message.push(fn) },
+    onOperation (fn) { hooks.op.push(fn) },
+    signal (signal, desired) { dispatch({ type: 'signal', signal, desired }) },
+    shutdown (reason, signal, exit = false) {
+      dispatch({ type: 'shutdown', reason, ...(signal !== undefined ? { signal } : {}), exit })
+      return finished
+    },
+    onClose (fn) { hooks.close.push(fn) },
+    onFinish (fn) { hooks.finish.push(fn) },
+    fail () { dispatch({ type: 'fail' }) },
     ready () {
-      if (slots.every((s) => s.everReady)) return Promise.resolve()
-      if (shuttingDown !== undefined) return Promise.reject(new errors.NCLUST_SHUTDOWN('already shutting down'))
+      if (state.slots.every((s) => s.everReady)) return Promise.resolve()
+      if (state.shutdown !== undefined) return Promise.reject(new errors.NCLUST_SHUTDOWN('already shutting down'))
       return new Promise<void>((resolve, reject) => { readyWaiters.push({ resolve, reject }) })
     }
   }

@@ -26,26 +26,17 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   startRecycler(m, replacer)
   const { request, requestAll } = createRequests(m)
 
-  function onSignal (signal: NodeJS.Signals): void {
-    if (m.shuttingDown) { m.force(signal); return }
-    log.info({ signal }, `${signal} received`)
-    void m.shutdown('signal', signal).then((code) => process.exit(code))
-  }
+  // The machine decides (transitions.ts): shut down, force, reload, scale, or nothing during a shutdown.
+  const onSignal = (signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP' | 'SIGTTIN' | 'SIGTTOU'): void => m.signal(signal, replacer.desired)
+  m.onOperation((op) => { void (op.type === 'reload' ? replacer.reload() : replacer.scale(op.n)) })
   /** An error in the primary's own code (a user's hook, a metrics server): drain the workers, exit 1. */
   function onFatal (err: unknown): void {
     log.fatal({ err }, 'uncaught error in the primary: shutting the cluster down')
     m.fail()
-    void m.shutdown('fatal').then((code) => process.exit(code))
-  }
-  function onSighup (): void { if (!m.shuttingDown) void replacer.reload() }
-  function onSigttin (): void { if (!m.shuttingDown) void replacer.scale(replacer.desired + 1) }
-  function onSigttou (): void {
-    if (m.shuttingDown) return
-    if (replacer.desired > 1) void replacer.scale(replacer.desired - 1)
-    else log.warn({ workers: 1 }, 'SIGTTOU: already at 1 worker, never fewer')
+    void m.shutdown('fatal', undefined, true)
   }
   const handlers: Array<[string, (...args: any[]) => void]> = [
-    ['SIGTERM', onSignal], ['SIGINT', onSignal], ['SIGHUP', onSighup], ['SIGTTIN', onSigttin], ['SIGTTOU', onSigttou],
+    ['SIGTERM', onSignal], ['SIGINT', onSignal], ['SIGHUP', onSignal], ['SIGTTIN', onSignal], ['SIGTTOU', onSignal],
     ['uncaughtException', onFatal], ['unhandledRejection', onFatal]
   ]
   if (options.handleSignals) for (const [name, fn] of handlers) process.on(name, fn)
@@ -57,7 +48,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
     `workers: ${options.workers} (${options.workersFrom})`)
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
-  for (const slot of m.slots) m.fork(slot)
+  for (const slot of [...m.slots]) m.fork(slot)
 
   return {
     role: 'primary',

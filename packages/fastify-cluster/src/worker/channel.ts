@@ -6,9 +6,14 @@ import { isPrimaryMessage, message, type ReplyMessage } from '../messages.js'
  * (`onPrimaryRequest('pidmetrics:scrape', () => registry.metrics())`); the primary calls it with
  * `handle.request()` / `handle.requestAll()`, each with its own timeout.
  */
-const handlers = new Map<string, RequestHandler>()
-let context: WorkerContext | undefined
-let installed = false
+interface ChannelState { handlers: Map<string, RequestHandler>, context: WorkerContext | undefined, installed: boolean }
+// One state per process, not per module copy: a CommonJS app loads dist/cjs/ while the `nclust` bin
+// (or an ESM entry) runs dist/; a plugin that registers its handler through one copy must be
+// answered by the channel the other copy installed (the dual-package hazard).
+const STATE = Symbol.for('@nclust/fastify-cluster:channel')
+const state: ChannelState = ((globalThis as Record<symbol, unknown>)[STATE] as ChannelState | undefined) ??
+  ((globalThis as Record<symbol, unknown>)[STATE] = { handlers: new Map(), context: undefined, installed: false }) as ChannelState
+const handlers = state.handlers
 
 /** Register the handler for `channel`; returns a function that removes it. Last registration wins. */
 export function onPrimaryRequest (channel: string, handler: RequestHandler): () => void {
@@ -22,17 +27,17 @@ export function onPrimaryRequest (channel: string, handler: RequestHandler): () 
 
 /** The context of the worker running in this process, or undefined outside `startClustered`. */
 export function currentWorker (): WorkerContext | undefined {
-  return context
+  return state.context
 }
 
 export function setCurrentWorker (ctx: WorkerContext): void {
-  context = ctx
+  state.context = ctx
 }
 
 /** Answer the primary's requests on `process` (forked workers only). Idempotent. */
 export function installChannel (): void {
-  if (installed || typeof process.send !== 'function') return
-  installed = true
+  if (state.installed || typeof process.send !== 'function') return
+  state.installed = true
   process.on('message', (raw: unknown) => {
     if (!isPrimaryMessage(raw) || raw.type !== 'request') return
     const { id, channel, payload } = raw
@@ -41,7 +46,7 @@ export function installChannel (): void {
       if (process.connected) process.send?.(message<ReplyMessage>({ type: 'reply', id, ...m }))
     }
     if (handler === undefined) {
-      reply({ ok: false, error: `no handler for channel "${channel}" in worker ${context?.workerId ?? '?'}` })
+      reply({ ok: false, error: `no handler for channel "${channel}" in worker ${state.context?.workerId ?? '?'}` })
       return
     }
     Promise.resolve()
