@@ -1,9 +1,11 @@
 // balance 'primary' (node:cluster round-robin through the primary) against balance 'kernel'
-// (SO_REUSEPORT, a listener per worker), 2 workers each, in one run, rounds alternating:
-//   - new connection per request (Connection: close), the case the primary's accept path costs most;
-//   - keep-alive (autocannon).
+// (SO_REUSEPORT, a listener per worker) and balance 'sticky' (the primary hashes the client address),
+// 2 workers each, in one run, rounds alternating:
+//   - new connection per request (Connection: close), the case the primary's accept path costs most,
+//     from 16 loopback addresses (127.0.0.2-17) so that sticky has addresses to spread;
+//   - keep-alive (autocannon, one address: primary and kernel only, sticky would send it all to one worker).
 // For each: req/s, server CPU per request (primary + workers, from /proc/<pid>/stat), the primary's
-// share of that CPU, and the split of requests between the workers.
+// CPU per connection and share of the server CPU, and the split of requests between the workers.
 //
 //   node bench/balance.mjs [rounds=4] [seconds=3] [connections=32]
 //
@@ -62,14 +64,14 @@ function closeLoad (port, secs) {
   const agent = false
   const until = Date.now() + secs * 1000
   let ok = 0; let errors = 0
-  const one = () => new Promise((resolve) => {
-    const req = http.get({ host: '127.0.0.1', port, path: '/', agent, headers: { connection: 'close' } }, (res) => {
+  const one = (localAddress) => new Promise((resolve) => {
+    const req = http.get({ host: '127.0.0.1', port, path: '/', agent, localAddress, headers: { connection: 'close' } }, (res) => {
       res.resume(); res.on('end', () => { if (res.statusCode === 200) ok++; else errors++; resolve() })
     })
     req.on('error', () => { errors++; resolve() })
     req.setTimeout(10000, () => req.destroy(new Error('no answer within 10 s'))) // counted as lost
   })
-  const loop = async () => { while (Date.now() < until) await one() }
+  const loop = async (_, i) => { const localAddress = `127.0.0.${2 + (i % 16)}`; while (Date.now() < until) await one(localAddress) }
   const t0 = Date.now()
   return Promise.all(Array.from({ length: connections }, loop)).then(() => ({ requests: ok, errors, rps: ok / ((Date.now() - t0) / 1000) }))
 }
@@ -93,6 +95,7 @@ async function measure (c, load) {
     errors: r.errors,
     usPerReq: (total * 1000) / Math.max(1, r.requests),
     primaryShare: total > 0 ? cpu[0] / total : 0,
+    primaryUsPerReq: (cpu[0] * 1000) / Math.max(1, r.requests),
     split: perWorker.map((n) => n / Math.max(1, served))
   }
 }
@@ -100,29 +103,35 @@ async function measure (c, load) {
 const median = (xs) => { const s = [...xs].sort((a, b) => a - b); return s[Math.floor(s.length / 2)] }
 const pct = (x) => `${(x * 100).toFixed(0)}%`
 
-const clusters = { primary: await start('primary'), kernel: await start('kernel') }
+const clusters = { primary: await start('primary'), kernel: await start('kernel'), sticky: await start('sticky') }
+const modesOf = (name) => name === 'keep-alive' ? ['primary', 'kernel'] : ['primary', 'kernel', 'sticky']
 try {
   for (const [name, load] of [['Connection: close', closeLoad], ['keep-alive', keepAliveLoad]]) {
-    await load(clusters.primary.port, 1); await load(clusters.kernel.port, 1) // warm up
-    const rows = { primary: [], kernel: [] }
+    const modes = modesOf(name)
+    for (const mode of modes) await load(clusters[mode].port, 1) // warm up
+    const rows = Object.fromEntries(modes.map((m) => [m, []]))
     for (let i = 0; i < rounds; i++) {
-      for (const mode of i % 2 === 0 ? ['primary', 'kernel'] : ['kernel', 'primary']) rows[mode].push(await measure(clusters[mode], load))
-      const p = rows.primary.at(-1); const k = rows.kernel.at(-1)
-      console.log(`${name} round ${i + 1}: primary ${p.rps.toFixed(0)} req/s, kernel ${k.rps.toFixed(0)} req/s, kernel/primary ${(k.rps / p.rps).toFixed(3)}`)
+      const order = modes.slice(i % modes.length).concat(modes.slice(0, i % modes.length)) // rotate who goes first
+      for (const mode of order) rows[mode].push(await measure(clusters[mode], load))
+      console.log(`${name} round ${i + 1}: ${modes.map((m) => `${m} ${rows[m].at(-1).rps.toFixed(0)} req/s`).join(', ')}`)
     }
-    for (const mode of ['primary', 'kernel']) {
+    for (const mode of modes) {
       const r = rows[mode]
       const split = r.map((x) => Math.max(...x.split))
       console.log(`${name}, balance ${mode}: median ${median(r.map((x) => x.rps)).toFixed(0)} req/s, ` +
-        `${median(r.map((x) => x.usPerReq)).toFixed(1)} µs server CPU/request, primary ${pct(median(r.map((x) => x.primaryShare)))} of server CPU, ` +
+        `${median(r.map((x) => x.usPerReq)).toFixed(1)} µs server CPU/request, primary ${median(r.map((x) => x.primaryUsPerReq)).toFixed(1)} µs/request ` +
+        `(${pct(median(r.map((x) => x.primaryShare)))} of server CPU), ` +
         `busiest worker ${pct(median(split))} of requests (worst round ${pct(Math.max(...split))}), errors ${r.reduce((a, x) => a + x.errors, 0)}`)
     }
-    const ratios = rows.kernel.map((k, i) => k.rps / rows.primary[i].rps)
-    console.log(`${name}: req/s kernel / primary, median over ${rounds} rounds: ${median(ratios).toFixed(3)}`)
+    for (const mode of modes.filter((m) => m !== 'primary')) {
+      const ratios = rows[mode].map((x, i) => x.rps / rows.primary[i].rps)
+      const cpuRatios = rows[mode].map((x, i) => x.primaryUsPerReq / Math.max(1e-9, rows.primary[i].primaryUsPerReq))
+      console.log(`${name}: ${mode} / primary, median over ${rounds} rounds: req/s ${median(ratios).toFixed(3)}, primary CPU per connection ${median(cpuRatios).toFixed(3)}`)
+    }
   }
   // A rolling reload (SIGHUP) under each load: with 'kernel' every old worker closes its own listener.
   for (const [name, load] of [['Connection: close', closeLoad], ['keep-alive', keepAliveLoad]]) {
-    for (const mode of ['primary', 'kernel']) {
+    for (const mode of modesOf(name)) {
       const c = clusters[mode]
       const run = load(c.port, reloadSeconds)
       setTimeout(() => c.child.kill('SIGHUP'), 1500)

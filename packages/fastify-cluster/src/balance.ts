@@ -15,8 +15,9 @@ import { message, type ListenerMessage } from './messages.js'
  * SO_REUSEPORT listeners (only Linux is supported and tested).
  */
 
-export type Balance = 'primary' | 'kernel'
-export const BALANCE_VALUES: readonly Balance[] = ['primary', 'kernel']
+/** 'sticky': see ./primary/sticky.ts (the primary hands each client address to one worker). */
+export type Balance = 'primary' | 'kernel' | 'sticky'
+export const BALANCE_VALUES: readonly Balance[] = ['primary', 'kernel', 'sticky']
 
 /** Why kernel balancing cannot work here, or undefined when it can. */
 export function kernelBalanceUnsupported (version: string = process.version, platform: string = process.platform): string | undefined {

@@ -1,10 +1,11 @@
 import cluster from 'node:cluster'
-import type { BuildApp, ClusterHandle } from './types.js'
+import type { BuildApp, ClusterHandle, PrimaryHandle } from './types.js'
 import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
 import { errors } from './errors.js'
 import { WORKER_ENV } from './messages.js'
 import { resolveAppModule, type AppSource } from './app-module.js'
 import { startSupervisor } from './primary/supervisor.js'
+import { startSticky } from './primary/sticky.js'
 
 export type * from './types.js'
 export type { AppSource } from './app-module.js'
@@ -48,13 +49,11 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
   }
   const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
   if (role === 'primary') {
-    if (resolved.control === false) return startSupervisor(resolved)
-    // The control socket is taken before anything is forked: a second start on a live socket exits 1.
-    const { claimControl, serveControl } = await import('./primary/control.js')
-    const path = resolved.control
-    const server = await claimControl(path).catch((err: unknown) => exitWithOneLine(err))
+    // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
+    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control)
     const handle = startSupervisor(resolved)
-    serveControl(server, path, handle, resolved)
+    if (resolved.balance === 'sticky') startSticky(handle, resolved)
+    control?.serve(handle, resolved)
     return handle
   }
 
@@ -68,6 +67,12 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
   }
   const { runSingle } = await import('./single.js')
   return await runSingle(buildApp, resolved)
+}
+
+async function claimControlSocket (path: string): Promise<{ serve: (handle: PrimaryHandle, options: ResolvedOptions) => void }> {
+  const { claimControl, serveControl } = await import('./primary/control.js')
+  const server = await claimControl(path).catch((err: unknown) => exitWithOneLine(err))
+  return { serve: (handle, options) => serveControl(server, path, handle, options) }
 }
 
 function fromModule (url: URL): BuildApp {

@@ -88,8 +88,17 @@ export interface ListenerMessage {
   want: boolean
 }
 
+/**
+ * balance 'sticky', primary → worker: a connection the primary accepted (paused, unread), as the
+ * message's handle; the worker emits it on its server as if it had accepted it itself.
+ */
+export interface ConnectionMessage {
+  nclust: 1
+  type: 'connection'
+}
+
 export type WorkerToPrimary = ReadyMessage | FatalMessage | HeartbeatMessage | ReplyMessage | RequestMessage | ListenerMessage
-export type PrimaryToWorker = ShutdownMessage | RequestMessage | ReplyMessage | ListenerMessage
+export type PrimaryToWorker = ShutdownMessage | RequestMessage | ReplyMessage | ListenerMessage | ConnectionMessage
 export type NclustMessage = WorkerToPrimary | PrimaryToWorker
 
 export function isNclustMessage (value: unknown): value is NclustMessage {
@@ -107,7 +116,7 @@ export function isWorkerMessage (value: unknown): value is WorkerToPrimary {
 export function isPrimaryMessage (value: unknown): value is PrimaryToWorker {
   if (!isNclustMessage(value)) return false
   const t = value.type
-  return t === 'shutdown' || t === 'request' || t === 'reply' || t === 'listener'
+  return t === 'shutdown' || t === 'request' || t === 'reply' || t === 'listener' || t === 'connection'
 }
 
 /** Worker → primary request answered at once by the primary: used to flush the IPC channel before a worker exits. */

@@ -21,7 +21,8 @@ export interface ClusterOptions {
    * Who spreads new connections over the workers. `'primary'`: the primary accepts each connection and
    * passes it to a worker round-robin over IPC (node:cluster's default). `'kernel'`: every worker
    * listens with `reusePort: true` and the kernel spreads connections by hash (Linux, Node 22.12+/23.1+).
-   * Env `NCLUST_BALANCE`.
+   * `'sticky'`: the primary accepts and hands every connection from one client address to the same
+   * worker (Socket.IO long-polling, in-memory sessions). Env `NCLUST_BALANCE`.
    */
   balance?: Balance
   /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. Env `SHUTDOWN_TIMEOUT`. */
@@ -132,7 +133,7 @@ export const OPTION_TABLE = [
   { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism(), capped by a cgroup CPU quota', allowed: 'an integer from 1 to 1024' },
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
-  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary" or "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost)' },
+  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary", "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost) or "sticky" (by client address)' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startRetries', env: 'START_RETRIES', default: '2', allowed: 'an integer from 0 to 100' },
@@ -271,7 +272,7 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   let balance: Balance = DEFAULTS.balance
   if (balanceRaw !== undefined && (balanceFromOption || balanceRaw !== '')) {
     if (typeof balanceRaw !== 'string' || !(BALANCE_VALUES as readonly string[]).includes(balanceRaw)) {
-      throw invalid(balanceLabel, balanceRaw, '"primary" or "kernel"')
+      throw invalid(balanceLabel, balanceRaw, '"primary", "kernel" or "sticky"')
     }
     balance = balanceRaw as Balance
   }

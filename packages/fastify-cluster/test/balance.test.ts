@@ -20,7 +20,7 @@ test('kernel balancing is refused where Node ignores reusePort or the OS does no
 
 test('NCLUST_BALANCE / balance: validated with a message naming it', () => {
   assert.equal(resolveOptions({ env: {} }).balance, 'primary')
-  assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'round-robin' } }), /invalid env NCLUST_BALANCE: got "round-robin", expected "primary" or "kernel"/)
+  assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'round-robin' } }), /invalid env NCLUST_BALANCE: got "round-robin", expected "primary", "kernel" or "sticky"/)
   assert.throws(() => resolveOptions({ env: {}, balance: 'fast' as never }), /invalid option "balance": got "fast"/)
   if (unsupported !== undefined) {
     assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'kernel' } }), /invalid env NCLUST_BALANCE: got "kernel", expected "primary" here: kernel balancing needs/)

@@ -6,6 +6,7 @@ import type { ResolvedOptions } from './options.js'
 import type { DrainPhase, DrainState } from './types.js'
 import type { Socket } from 'node:net'
 import { Tracker } from './tracker.js'
+import { clientsOf, closeWebSockets, GOING_AWAY, SERVICE_RESTART, webSocketOf, type WebSocketLike } from './websockets.js'
 
 const BODY = '{"statusCode":503,"error":"Service Unavailable","message":"Server is shutting down, retry on another connection"}'
 /** After the deadline's 503s are written, how long their sockets get to flush before being destroyed. */
@@ -17,6 +18,8 @@ export class Drainer {
   rejected = 0
   destroyed = 0
   idleClosed = 0
+  restart = false
+  webSockets = 0
   readonly controller = new AbortController()
   readonly tracker: Tracker
   readonly state: DrainState
@@ -28,9 +31,11 @@ export class Drainer {
   private sweepTimer: NodeJS.Timeout | null = null
   private sweepAt = Infinity
   private refusing = false
+  private readonly websocketServer: () => unknown
 
-  constructor (server: NetServer, opts: ResolvedOptions, log: FastifyBaseLogger, kind: { http2: boolean, https: boolean }) {
+  constructor (server: NetServer, opts: ResolvedOptions, log: FastifyBaseLogger, kind: { http2: boolean, https: boolean, allowHTTP1?: boolean }, websocketServer: () => unknown = () => undefined) {
     this.server = server
+    this.websocketServer = websocketServer
     this.opts = opts
     this.log = log
     this.tracker = new Tracker(server, {
@@ -46,12 +51,18 @@ export class Drainer {
       get rejected () { return self.rejected },
       get destroyed () { return self.destroyed },
       get idleClosed () { return self.idleClosed },
+      get restart () { return self.restart },
+      get webSockets () { return self.webSockets },
       get signal () { return self.controller.signal }
     }
   }
 
-  /** Idempotent: every call returns the same drain. */
-  start (): Promise<void> {
+  /**
+   * Idempotent: every call returns the same drain. `restart` (first call wins): the process will be
+   * replaced (a reload), so WebSockets are closed with 1012 (service restart) instead of 1001.
+   */
+  start (restart = false): Promise<void> {
+    if (this.running === null) this.restart = restart
     this.running ??= this.run()
     return this.running
   }
@@ -79,6 +90,7 @@ export class Drainer {
     // (racing clients that are sending on them right now). Under node:cluster this tells the primary.
     if (this.server.listening) NetServer.prototype.close.call(this.server)
     for (const session of this.tracker.sessions) session.close() // HTTP/2 GOAWAY: finish streams, open none
+    this.closeWebSockets()
     this.sweep()
     this.checkDone()
     await done
@@ -93,6 +105,40 @@ export class Drainer {
       rejected: this.rejected,
       destroyed: this.destroyed
     }, 'drain: done')
+  }
+
+  /**
+   * Every WebSocket on this server gets its close frame now (after the listener stopped, so a client
+   * that reconnects at once reaches another process), and `websocketGrace` ms for the closing
+   * handshake; what is left is terminated. Their sockets then close like any other, ending the drain.
+   * A WebSocket opened later during the drain (an upgrade on a keep-alive socket) is closed as it opens.
+   */
+  private closeWebSockets (): void {
+    const code = this.restart ? SERVICE_RESTART : GOING_AWAY
+    const found = new Set<WebSocketLike>()
+    for (const [socket, state] of this.tracker.sockets) {
+      const ws = webSocketOf(socket)
+      if (ws === undefined) continue
+      state.upgraded = true // never closed as idle: the close handshake, then the grace, decide
+      found.add(ws)
+    }
+    const wss = this.websocketServer()
+    for (const ws of clientsOf(wss)) found.add(ws as WebSocketLike)
+    if (wss !== undefined && wss !== null && typeof (wss as { on?: unknown }).on === 'function') {
+      (wss as { on: (e: string, l: (ws: WebSocketLike) => void) => void }).on('connection', (ws) => {
+        void closeWebSockets([ws], code, this.opts.websocketGrace).done
+      })
+    }
+    if (found.size === 0) return
+    const { count, done } = closeWebSockets(found, code, this.opts.websocketGrace)
+    this.webSockets += count
+    this.log.info({ webSockets: count, code, grace: this.opts.websocketGrace }, `drain: closing ${count} WebSocket(s) with ${code}`)
+    void done.then((terminated) => {
+      if (terminated > 0) {
+        this.log.warn({ terminated, grace: this.opts.websocketGrace },
+          `drain: ${terminated} WebSocket(s) did not finish the closing handshake within ${this.opts.websocketGrace} ms, terminated`)
+      }
+    })
   }
 
   /** Close idle sockets whose linger is over, and come back for the others when theirs is. */
@@ -178,11 +224,13 @@ export class Drainer {
     const routes: Record<string, number> = {}
     const answering = new Set<Socket>()
     let cutRequests = 0
+    let streaming = 0
     for (const res of [...this.tracker.open]) {
       const req = res.req
       const route = `${req.method ?? '?'} ${(req.url ?? '').split('?')[0] ?? ''}`
       routes[route] = (routes[route] ?? 0) + 1
       cutRequests++
+      if (res.headersSent) streaming++ // an SSE stream, a long download: a handler that ignored drainSignal
       if (!res.headersSent && req.httpVersionMajor === 1 && !req.socket.destroyed) {
         this.reject(res)
         answering.add(req.socket)
@@ -199,8 +247,9 @@ export class Drainer {
       session.destroy()
     }
     this.destroyed += cutSockets
-    this.log.error({ requests: cutRequests, sockets: cutSockets, answered503: answering.size, routes },
-      `drain: deadline of ${this.opts.timeout} ms reached, cut ${cutRequests} request(s) and ${cutSockets} socket(s)`)
+    const streams = streaming > 0 ? ` (${streaming} still streaming a response: end streams on request.drainSignal)` : ''
+    this.log.error({ requests: cutRequests, streaming, sockets: cutSockets, answered503: answering.size, routes },
+      `drain: deadline of ${this.opts.timeout} ms reached, cut ${cutRequests} request(s)${streams} and ${cutSockets} socket(s)`)
     this.checkDone()
     setTimeout(() => {
       for (const socket of this.tracker.sockets.keys()) { this.destroyed++; socket.destroy() }

@@ -20,10 +20,11 @@ export interface ResolvedOptions {
   linger: number
   readinessPath: string | null
   retryAfter: number
+  websocketGrace: number
   logger: FastifyBaseLogger | undefined
 }
 
-const KNOWN = new Set(['timeout', 'delay', 'linger', 'readiness', 'retryAfter', 'logger'])
+const KNOWN = new Set(['timeout', 'delay', 'linger', 'readiness', 'retryAfter', 'websocketGrace', 'logger'])
 
 export { DRAIN_DEFAULTS }
 const MAX_TIMER = 2_147_483_647
@@ -60,6 +61,9 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   if (delay >= timeout) {
     throw new InvalidOptionError('delay', show(delay), `it must be below timeout (${timeout}) or nothing would be left to drain in`)
   }
+  // Not checked against timeout: the deadline cuts whatever is left anyway, and the cluster derives
+  // timeout from shutdownTimeout, where a short one must not make every worker fail at start.
+  const websocketGrace = ms(opts, 'websocketGrace', DRAIN_DEFAULTS.websocketGrace, 0)
   if (linger >= timeout) {
     throw new InvalidOptionError('linger', show(linger), `it must be below timeout (${timeout})`)
   }
@@ -87,5 +91,5 @@ export function resolveOptions (input: unknown): ResolvedOptions {
     }
   }
 
-  return { timeout, delay, linger, readinessPath, retryAfter, logger: logger as FastifyBaseLogger | undefined }
+  return { timeout, delay, linger, readinessPath, retryAfter, websocketGrace, logger: logger as FastifyBaseLogger | undefined }
 }

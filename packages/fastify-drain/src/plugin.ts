@@ -13,8 +13,9 @@ const drainPlugin: FastifyPluginAsync<DrainOptions> = async function drainPlugin
   const config = fastify.initialConfig
   const drainer = new Drainer(fastify.server as unknown as NetServer, opts, opts.logger ?? fastify.log, {
     http2: config.http2 === true,
-    https: Boolean(config.https)
-  })
+    https: Boolean(config.https),
+    allowHTTP1: typeof config.https === 'object' && config.https !== null && (config.https as { allowHTTP1?: unknown }).allowHTTP1 === true
+  }, () => fastify.hasDecorator('websocketServer') ? (fastify as unknown as { websocketServer: unknown }).websocketServer : undefined)
 
   fastify.decorate('drain', drainer.state)
   fastify.decorateRequest('drainSignal', { getter () { return drainer.controller.signal } })
@@ -26,8 +27,8 @@ const drainPlugin: FastifyPluginAsync<DrainOptions> = async function drainPlugin
   // on a default app). start() is idempotent: both paths share one drain.
   fastify.addHook('preClose', () => drainer.start())
   let closing: Promise<void> | undefined
-  fastify.decorate('drainAndClose', function drainAndClose () {
-    closing ??= drainer.start().then(async () => { await fastify.close() })
+  fastify.decorate('drainAndClose', function drainAndClose (options?: { restart?: boolean }) {
+    closing ??= drainer.start(options?.restart === true).then(async () => { await fastify.close() })
     return closing
   })
 

@@ -51,7 +51,7 @@ export class Tracker {
   private readonly always: boolean
   private readonly onResponseClose: (this: ServerResponse) => void
 
-  constructor (server: EventEmitter, events: TrackerEvents, kind: { http2: boolean, https: boolean }) {
+  constructor (server: EventEmitter, events: TrackerEvents, kind: { http2: boolean, https: boolean, allowHTTP1?: boolean }) {
     this.server = server
     this.events = events
     // HTTP/2 streams have no socket of their own to look at when draining starts: follow them always.
@@ -86,17 +86,24 @@ export class Tracker {
       if (tracker.draining && state.active === 0 && !socket.destroyed) events.idle()
     }
 
+    const track = (socket: Socket): void => {
+      this.sockets.set(socket, { active: 0, last: Date.now(), upgraded: false })
+      socket.once('close', () => { this.sockets.delete(socket); events.gone() })
+    }
     if (kind.http2) {
       // Streams of a session share one socket: the session is the unit to GOAWAY and to destroy.
       server.on('session', (session: Session) => {
         this.sessions.add(session)
         session.once('close', () => { this.sessions.delete(session); events.gone() })
       })
+      // allowHTTP1: the TLS connections that did not negotiate h2 are plain HTTP/1.1 sockets.
+      if (kind.allowHTTP1 === true) {
+        server.on('secureConnection', (socket: Socket & { alpnProtocol?: string | false }) => {
+          if (socket.alpnProtocol !== 'h2') track(socket)
+        })
+      }
     } else {
-      server.on(kind.https ? 'secureConnection' : 'connection', (socket: Socket) => {
-        this.sockets.set(socket, { active: 0, last: Date.now(), upgraded: false })
-        socket.once('close', () => { this.sockets.delete(socket); events.gone() })
-      })
+      server.on(kind.https ? 'secureConnection' : 'connection', track)
     }
   }
 

@@ -12,6 +12,11 @@ export interface DrainOptions {
   readiness?: false | { path: string }
   /** Seconds sent in `Retry-After` on the 503s the plugin itself answers. Default 1. */
   retryAfter?: number
+  /**
+   * Ms a WebSocket gets for its closing handshake after the drain sent its close frame (1012 for a
+   * restart, 1001 otherwise), before it is terminated. The drain's `timeout` still wins. Default 1000.
+   */
+  websocketGrace?: number
   /** Logger for drain events. Default: the Fastify instance's logger. */
   logger?: FastifyBaseLogger
 }
@@ -32,6 +37,10 @@ export interface DrainState {
   readonly destroyed: number
   /** Idle keep-alive sockets closed by the drain (after their linger). */
   readonly idleClosed: number
+  /** True when the drain was started as a restart (`drainAndClose({ restart: true })`): WebSockets get 1012, not 1001. */
+  readonly restart: boolean
+  /** WebSockets the drain sent a close frame to (or waited for, when the app had closed them first). */
+  readonly webSockets: number
   /** Aborted when draining starts: end SSE streams, long polls and WebSockets on it. */
   readonly signal: AbortSignal
 }
@@ -42,9 +51,10 @@ declare module 'fastify' {
     /**
      * Drain first, then `close()`: requests arriving on open connections during the drain are served
      * (with `Connection: close`) whatever `return503OnClosing` says, because Fastify is not flagged
-     * closing until the sockets are gone. Resolves when `close()` does (onClose hooks included).
+     * closing until the sockets are gone. `restart: true` says the process is being replaced (a
+     * reload): WebSockets are closed with 1012 (service restart) instead of 1001 (going away). Resolves when `close()` does (onClose hooks included).
      */
-    drainAndClose: () => Promise<void>
+    drainAndClose: (options?: { restart?: boolean }) => Promise<void>
   }
   interface FastifyRequest {
     /** Same signal as `fastify.drain.signal`: aborted when draining starts. */

@@ -4,7 +4,7 @@ import clusterDrain from '@nclust/fastify-drain'
 import type { BuildApp, WorkerContext } from '../types.js'
 import { drainTimeoutFor, type ResolvedOptions } from '../options.js'
 import { errors } from '../errors.js'
-import { offerListener, slotListener } from './listener.js'
+import { acceptFromPrimary, offerListener, slotListener } from './listener.js'
 
 /**
  * What a worker and the single-process mode share: build the app, register the drain, listen;
@@ -21,6 +21,12 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
     await app.register(clusterDrain, { timeout: drainTimeoutFor(options.shutdownTimeout), ...options.drain })
   }
   let address: string
+  if (options.balance === 'sticky' && !ctx.single) {
+    // The primary owns the listener and hands this worker its clients' connections: no listen here.
+    await app.ready()
+    acceptFromPrimary(app)
+    return { app, address: null }
+  }
   if (options.balance === 'kernel' && !ctx.single) {
     // SO_REUSEPORT: the worker listens itself (node:cluster binds in the worker instead of asking the
     // primary for its round-robin handle), on its slot's socket when an earlier generation opened one.
@@ -66,7 +72,7 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
           log.error({ reason, deadline }, `app.close() did not finish within ${deadline}ms; exiting`)
           resolve(1)
         }, deadline)
-        const closing = app === undefined ? Promise.resolve() : closeApp(app)
+        const closing = app === undefined ? Promise.resolve() : closeApp(app, reason === 'shutdown' && (detail === 'reload' || detail === 'recycle'))
         closing.then(() => {
           clearTimeout(timer)
           log.info({ reason, ms: Date.now() - started }, 'closed')
@@ -86,10 +92,11 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
  * The worker owns the shutdown, so it drains before it closes: Fastify flags itself closing (and a
  * default app answers 503) the moment `close()` starts, before any preClose hook. The drain plugin's
  * `drainAndClose()` serves what still arrives on open connections, then closes. Without the plugin
- * (`drain: false`) it is a plain `close()`.
+ * (`drain: false`) it is a plain `close()`. `restart`: this worker is being replaced (reload,
+ * recycle), so its WebSockets get 1012 (service restart) rather than 1001 (going away).
  */
-function closeApp (app: FastifyInstance): Promise<void> {
-  return app.hasDecorator('drainAndClose') ? app.drainAndClose() : app.close()
+function closeApp (app: FastifyInstance, restart: boolean): Promise<void> {
+  return app.hasDecorator('drainAndClose') ? app.drainAndClose({ restart }) : app.close()
 }
 
 /**

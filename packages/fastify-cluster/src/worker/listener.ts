@@ -1,3 +1,4 @@
+import { Socket } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import { isPrimaryMessage, message, type ListenerMessage } from '../messages.js'
 
@@ -30,4 +31,18 @@ export function offerListener (app: FastifyInstance): void {
   if (handle === null || handle === undefined || typeof process.send !== 'function') return
   // A raw TCP handle travels as 'net.Native': the primary holds the descriptor without listening on it.
   process.send(message<ListenerMessage>({ type: 'listener', want: false }), handle as never, undefined, () => {})
+}
+
+/**
+ * balance 'sticky', worker side (see ../primary/sticky.ts): the worker does not listen; the primary
+ * hands it connections, paused and unread, and the worker's server takes each one as if it had
+ * accepted it (the drain follows it through the same 'connection' event).
+ */
+export function acceptFromPrimary (app: FastifyInstance): void {
+  const server = app.server as unknown as { emit: (event: 'connection', socket: Socket) => boolean }
+  process.on('message', (raw: unknown, handle: unknown) => {
+    if (!isPrimaryMessage(raw) || raw.type !== 'connection' || !(handle instanceof Socket)) return
+    server.emit('connection', handle)
+    handle.resume()
+  })
 }

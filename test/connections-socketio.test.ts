@@ -1,0 +1,143 @@
+// Socket.IO with the long-polling transport on 2 workers: every HTTP request of a session must reach
+// the worker that holds the session. balance 'sticky' does that by client address; balance
+// 'primary' (round-robin) does not, and the same test counts the "Session ID unknown" it causes.
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Agent } from 'node:http'
+import { fileURLToPath } from 'node:url'
+import { io, type Socket } from 'socket.io-client'
+import { freePort, spawnNode, waitFor, type Spawned } from './helpers/index.ts'
+
+const fixture = fileURLToPath(new URL('./fixtures/socketio-app.mjs', import.meta.url))
+const ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 2}`)
+const PER_ADDRESS = 2
+const PINGS = 5
+
+interface Outcome {
+  sessionUnknown: number
+  clientErrors: string[]
+  acked: number
+  ackPids: Set<number>
+  sessionsPerClient: number[]
+  newsReceived: number
+}
+
+async function start (t: { after: (fn: () => Promise<void>) => void }, balance: string): Promise<{ p: Spawned, port: number }> {
+  const port = await freePort()
+  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: balance } })
+  t.after(() => p.cleanup())
+  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 90_000)
+  return { p, port }
+}
+
+/** Clients from several addresses, a new TCP connection per HTTP request: ping with acks, one shout, count everything. */
+async function run (p: Spawned, port: number): Promise<Outcome> {
+  const clientErrors: string[] = []
+  const clients: Array<{ socket: Socket, pids: Set<number>, news: number }> = []
+  for (const localAddress of ADDRESSES) {
+    for (let i = 0; i < PER_ADDRESS; i++) {
+      const socket = io(`http://127.0.0.1:${port}`, {
+        transports: ['polling'],
+        agent: new Agent({ keepAlive: false, localAddress }) as never, // a new connection per request, from this address
+        forceNew: true,
+        reconnection: false,
+        timeout: 10_000
+      })
+      const c = { socket, pids: new Set<number>(), news: 0 }
+      socket.on('connect_error', (err) => clientErrors.push(`connect_error ${err.message}`))
+      socket.on('disconnect', (reason) => { if (reason !== 'io client disconnect') clientErrors.push(`disconnect ${reason}`) })
+      socket.on('news', () => { c.news++ })
+      clients.push(c)
+    }
+  }
+  let acked = 0
+  try {
+    // Connected (or failed) within a generous deadline; a failure is counted, not waited for.
+    await waitFor(() => clients.every((c) => c.socket.connected || clientErrors.length > 0) || clientErrors.length >= clients.length,
+      'clients connected', 30_000)
+    await Promise.all(clients.map(async (c) => {
+      for (let n = 0; n < PINGS && c.socket.connected; n++) {
+        try {
+          const reply = await c.socket.timeout(5_000).emitWithAck('ping', n) as { n: number, pid: number }
+          if (reply.n === n) { acked++; c.pids.add(reply.pid) }
+        } catch (err) {
+          clientErrors.push(`ack ${(err as Error).message}`)
+        }
+      }
+    }))
+    const connected = clients.filter((c) => c.socket.connected)
+    connected[0]?.socket.emit('shout', 'hello everyone')
+    await waitFor(() => connected.every((c) => c.news > 0 || !c.socket.connected), 'the broadcast', 10_000).catch(() => {})
+  } finally {
+    for (const c of clients) c.socket.disconnect()
+  }
+  const sessionUnknown = p.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('Session ID unknown')).length
+  return {
+    sessionUnknown,
+    clientErrors,
+    acked,
+    ackPids: new Set(clients.flatMap((c) => [...c.pids])),
+    sessionsPerClient: clients.map((c) => c.pids.size),
+    newsReceived: clients.filter((c) => c.news > 0).length
+  }
+}
+
+const total = ADDRESSES.length * PER_ADDRESS
+
+test('socket.io long-polling on 2 workers with balance sticky: 0 "Session ID unknown", every ack answered, sessions on both workers, a broadcast reaches everyone', async (t) => {
+  const { p, port } = await start(t, 'sticky')
+  const o = await run(p, port)
+  t.diagnostic(`sticky: ${JSON.stringify({ ...o, ackPids: [...o.ackPids] })}`)
+  assert.equal(o.sessionUnknown, 0)
+  assert.deepEqual(o.clientErrors, [])
+  assert.equal(o.acked, total * PINGS, 'every acked event answered')
+  assert.equal(o.ackPids.size, 2, 'sessions on both workers')
+  assert.deepEqual(o.sessionsPerClient, Array(total).fill(1), 'each session answered by one worker')
+  assert.equal(o.newsReceived, total, 'the broadcast reached the clients of both workers (cluster adapter)')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('the same clients with balance primary (round-robin) fail: "Session ID unknown" (the test can fail)', async (t) => {
+  const { p, port } = await start(t, 'primary')
+  const o = await run(p, port)
+  t.diagnostic(`primary: sessionUnknown ${o.sessionUnknown}, client errors ${o.clientErrors.length}, acked ${o.acked}/${total * PINGS}`)
+  assert.ok(o.sessionUnknown >= total / 2, `round-robin splits sessions: ${o.sessionUnknown} "Session ID unknown"`)
+  assert.ok(o.acked < total * PINGS, 'some acked events were never answered')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('balance sticky through a reload: sessions of the replaced workers reconnect and are answered by the new generation', async (t) => {
+  const { p, port } = await start(t, 'sticky')
+  const oldPids = new Set(p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number))
+  const clients = ADDRESSES.map((localAddress) => io(`http://127.0.0.1:${port}`, {
+    transports: ['polling'],
+    agent: new Agent({ keepAlive: false, localAddress }) as never,
+    forceNew: true,
+    reconnectionDelay: 100,
+    reconnectionDelayMax: 500,
+    timeout: 10_000
+  }))
+  t.after(() => { for (const c of clients) c.disconnect() })
+  const ping = async (c: Socket, n: number): Promise<number> => ((await c.timeout(5_000).emitWithAck('ping', n)) as { pid: number }).pid
+  await waitFor(() => clients.every((c) => c.connected), 'clients connected', 30_000)
+  for (const c of clients) assert.ok(oldPids.has(await ping(c, 0)))
+
+  p.child.kill('SIGHUP')
+  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
+  // Every client is back (socket.io-client reconnects on "transport close"), served by a new worker.
+  const after = new Set<number>()
+  for (const c of clients) {
+    const pid = await waitFor(async () => {
+      if (!c.connected) return undefined
+      try { const pid = await ping(c, 1); return oldPids.has(pid) ? undefined : pid } catch { return undefined }
+    }, 'a new-generation answer', 30_000, 50)
+    after.add(pid)
+  }
+  const unknown = p.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('Session ID unknown')).length
+  t.diagnostic(`sticky reload: ${unknown} "Session ID unknown" during the hand-over (each one a client reconnecting)`)
+  assert.equal(after.size, 2, 'the clients are spread over both new workers')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})
