@@ -50,7 +50,7 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
   const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
   if (role === 'primary') {
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
-    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control)
+    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault)
     const handle = startSupervisor(resolved)
     if (resolved.balance === 'sticky') startSticky(handle, resolved)
     control?.serve(handle, resolved)
@@ -69,9 +69,19 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
   return await runSingle(buildApp, resolved)
 }
 
-async function claimControlSocket (path: string): Promise<{ serve: (handle: PrimaryHandle, options: ResolvedOptions) => void }> {
+async function claimControlSocket (path: string, isDefault: boolean): Promise<{ serve: (handle: PrimaryHandle, options: ResolvedOptions) => void } | undefined> {
   const { claimControl, serveControl } = await import('./primary/control.js')
-  const server = await claimControl(path).catch((err: unknown) => exitWithOneLine(err))
+  let server
+  try {
+    server = await claimControl(path)
+  } catch (err) {
+    // The default folder may be out of reach (a container user with HOME=/ and a read-only root):
+    // the cluster runs as before, without the socket. A path the operator chose, or a socket a
+    // running cluster holds, still ends the start.
+    if (!isDefault || (err as { code?: string }).code !== 'NCLUST_INVALID_OPTION') exitWithOneLine(err)
+    process.stderr.write(`nclust: control socket off: ${(err as Error).message} (set NCLUST_CONTROL or --control to a private folder, or false)\n`)
+    return undefined
+  }
   return { serve: (handle, options) => serveControl(server, path, handle, options) }
 }
 

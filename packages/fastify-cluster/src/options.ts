@@ -120,6 +120,8 @@ export interface ResolvedOptions {
   handleSignals: boolean
   /** Absolute path of the control socket, or false. */
   control: string | false
+  /** True when {@link control} is the default path (no option, flag or env): a folder that cannot be made there turns the socket off with a warning instead of failing the start. */
+  controlIsDefault: boolean
 }
 
 const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling
@@ -350,7 +352,8 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     logger: logger ?? (env.LOG_LEVEL ? { level: env.LOG_LEVEL } : undefined),
     logFormat: logFormat(env),
     handleSignals: options.handleSignals ?? true,
-    control
+    control,
+    controlIsDefault: options.control === undefined && (env.NCLUST_CONTROL === undefined || env.NCLUST_CONTROL === '')
   }
 }
 

@@ -2,7 +2,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, spawnSync } from 'node:child_process'
-import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync } from 'node:fs'
+import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -249,4 +249,21 @@ test('a reload of code that throws exits 1 naming the error while the old pids s
   again.child.kill('SIGTERM')
   assert.equal((await again.waitForExit(30000)).code, 0)
   assert.ok(!existsSync(sock))
+})
+
+test('a default control folder out of reach (HOME=/ in a container, read-only root) turns the socket off with a warning; the cluster serves', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-control-home-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const home = join(dir, 'not-a-folder') // a file: no folder can be made below it
+  writeFileSync(home, '')
+  const { p, port } = await startCluster(t, { HOME: home, XDG_RUNTIME_DIR: '' }, 2)
+  assert.match(p.stderr(), /nclust: control socket off: control socket folder .*not-a-folder.* cannot be created/)
+  assert.equal((await distinct(port, '/', (b: { pid: number }) => b.pid, 2)).size, 2)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(20000)).code, 0)
+  // A path the operator chose is different: it must work, or the start fails naming it.
+  const bad = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(await freePort()), HOST: '127.0.0.1', NCLUST_CONTROL: join(home, 'c.sock') } })
+  t.after(() => bad.cleanup())
+  assert.equal((await bad.waitForExit(20000)).code, 1)
+  assert.match(bad.stderr(), /control socket folder .*not-a-folder.* cannot be created/)
 })
