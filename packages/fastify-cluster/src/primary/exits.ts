@@ -22,6 +22,7 @@ export interface Helpers {
   fork: (slot: SlotState) => void
   shutdown: (reason: ShutdownReason, signal: NodeJS.Signals | undefined, exit: boolean) => void
   finish: () => void
+  newSlot: (key: number, id: number) => SlotState
 }
 
 /** Exits, backoff, crash-loop guard, start verdict. Mutates the draft `s` of `step`. */
@@ -33,19 +34,8 @@ export function onExit (s: MachineState, e: Extract<MachineEvent, { type: 'exit'
   fx.push({ type: 'clear-start-timer', id: p.id })
   s.procs.delete(p.id)
   // A slot removed while one of its processes lived on: nothing to restart there.
-  const slot: SlotState = s.slots.find((x) => x.key === p.slot) ?? {
-    key: p.slot,
-    id: p.slotId,
-    generation: p.generation,
-    restarts: 0,
-    consecutive: 0,
-    failures: [],
-    startFailures: 0,
-    current: undefined,
-    restartPending: false,
-    everReady: true,
-    removed: true
-  }
+  const slot: SlotState = s.slots.find((x) => x.key === p.slot) ??
+    { ...h.newSlot(p.slot, p.slotId), generation: p.generation, everReady: true, removed: true }
   if (slot.current === p.id) slot.current = undefined
   const reason = exitReason(p, signal)
   h.moveTo(p, 'stopped')

@@ -151,6 +151,12 @@ function clone (s: MachineState): MachineState {
 }
 
 /** The one transition function. Never mutates `state`. */
+
+/** A slot as `add-slot` creates it: never forked into, never ready. */
+function newSlot (key: number, id: number): SlotState {
+  return { key, id, generation: -1, restarts: 0, consecutive: 0, failures: [], startFailures: 0, current: undefined, restartPending: false, everReady: false, removed: false }
+}
+
 export function step (state: MachineState, event: MachineEvent): { state: MachineState, effects: Effect[] } {
   const s = clone(state)
   const fx: Effect[] = []
@@ -217,19 +223,7 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
 
   switch (event.type) {
     case 'add-slot': {
-      s.slots.push({
-        key: s.nextKey++,
-        id: s.slots.length,
-        generation: -1,
-        restarts: 0,
-        consecutive: 0,
-        failures: [],
-        startFailures: 0,
-        current: undefined,
-        restartPending: false,
-        everReady: false,
-        removed: false
-      })
+      s.slots.push(newSlot(s.nextKey++, s.slots.length))
       break
     }
     case 'retire-slot':
@@ -323,7 +317,7 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
       p.rss = event.rss
       break
     }
-    case 'exit': onExit(s, event, fx, { log, moveTo, fork, shutdown, finish }); break
+    case 'exit': onExit(s, event, fx, { log, moveTo, fork, shutdown, finish, newSlot }); break
     case 'start-timeout': {
       const p = s.procs.get(event.id)
       if (p === undefined || p.state !== 'starting') break
