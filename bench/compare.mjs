@@ -12,7 +12,7 @@
 // Rounds alternate the variants' order so drift hits all alike; each ratio is the median of the
 // per-round ratios, with the min-max over rounds as its spread. The load generator (autocannon, in
 // this process) shares the 2 cores with the servers: read ratios and CPU/request, not req/s.
-// Writes bench/results/latest.json and prints the markdown tables the README carries.
+// Writes bench/results/latest.json and prints the markdown tables bench/README.md carries.
 import { spawn, spawnSync } from 'node:child_process'
 import { mkdirSync, writeFileSync } from 'node:fs'
 import { availableParallelism, cpus, loadavg } from 'node:os'
@@ -270,7 +270,7 @@ writeFileSync(join(here, 'results', 'latest.json'), JSON.stringify(results, null
 
 console.log(`\n${tables(results)}\n\nbench/results/latest.json written (${results.seconds} s).`)
 
-// ── the markdown the README carries ──────────────────────────────────────────────────────────
+// ── the markdown bench/README.md carries ──────────────────────────────────────────────────────────
 function tables (results) {
   const kinds = Object.keys(results.rows.memory ?? results.rows.throughput?.hello ?? {})
   const { rounds: ROUNDS, seconds: SECONDS, connections: CONNECTIONS } = results.config

@@ -1,6 +1,6 @@
 // `pnpm bench`: every benchmark, one after the other (never in parallel: they share 2 cores).
 // Each prints its own tables; see bench/README.md for what they measure. compare.mjs (nclust against
-// single, bare node:cluster, PM2 and Watt) writes bench/results/latest.json and the README's tables.
+// single, bare node:cluster, PM2 and Watt) writes bench/results/latest.json and bench/README.md's tables.
 // The `RATIO<tab>name<tab>value<tab>goal<tab>rounds` lines the benchmarks print are gathered into one
 // table at the end: every ratio of the run, with its goal.
 import { spawn } from 'node:child_process'

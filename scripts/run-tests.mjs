@@ -7,7 +7,7 @@ import { join, relative } from 'node:path'
 import { spawn } from 'node:child_process'
 
 const root = new URL('..', import.meta.url).pathname
-const roots = ['packages', 'examples', 'test']
+const roots = ['packages', 'examples', 'tools', 'test']
 const files = []
 function walk (dir) {
   for (const name of readdirSync(dir)) {

@@ -62,7 +62,7 @@ test('pnpm release:dry-run: exit 0, the three packages of packages/ and nothing 
   for (const [name, version] of listed(r.out)) {
     assert.equal(version, readJson(join(root, dirs[name] as string, 'package.json'))['version'], `${name}: the version in its package.json`)
   }
-  assert.doesNotMatch(r.out, /example-clustered-api|@nclust\/bench/)
+  assert.doesNotMatch(r.out, /example-clustered-api|@nclust\/bench|@nclust\/dev-services/)
 })
 
 test('changeset version in a throwaway copy: versions bumped, changelogs written, workspace:^ kept; a public example is refused', () => {
@@ -96,6 +96,9 @@ test('changeset version in a throwaway copy: versions bumped, changelogs written
     const exampleAfter = readJson(join(repo, 'examples/clustered-api/package.json'))
     assert.equal(exampleAfter['version'], example['version'], 'the example keeps its version')
     assert.equal(exampleAfter['dependencies']['@nclust/fastify-cluster'], 'workspace:^')
+    const tool = readJson(join(root, 'tools/dev-services/package.json'))
+    assert.equal(tool['private'], true, 'tools/dev-services is private')
+    assert.equal(readJson(join(repo, 'tools/dev-services/package.json'))['version'], tool['version'], 'tools/dev-services keeps its version')
 
     // The dry run after versioning lists the new versions.
     const dry = run(repo, 'pnpm', ['--silent', 'release:dry-run'])

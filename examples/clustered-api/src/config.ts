@@ -23,7 +23,7 @@ export interface Config {
   redisUrl: string
   /** Prefix of every Redis key this app writes (the tests use a throwaway one per run). */
   redisPrefix: string
-  /** Always given by the environment: only the dev launcher (src/dev.ts) generates one, for its own child. */
+  /** Always given by the environment: only the dev launcher (tools/dev-services) generates one, for its own child. */
   jwtSecret: string
   /** Token lifetime in seconds. */
   jwtExpiresIn: number
@@ -67,7 +67,7 @@ export interface Config {
 const schema = {
   type: 'object',
   // Required whatever NODE_ENV says: a deploy that forgets NODE_ENV=production must not start on a
-  // generated secret and the local URLs. The dev launcher (src/dev.ts) is what passes them for development.
+  // generated secret and the local URLs. The dev launcher (tools/dev-services) is what passes them for development.
   required: ['DATABASE_URL', 'REDIS_URL', 'JWT_SECRET'],
   properties: {
     PORT: { type: 'integer', minimum: 0, maximum: 65535, default: 3000 },

@@ -9,7 +9,7 @@ import { migrate } from './db.js'
  *
  * 1. validate the env: a bad value is one line naming it, exit 1, before anything listens;
  *    (JWT_SECRET, DATABASE_URL and REDIS_URL are required whatever NODE_ENV says: no secret is ever
- *    generated here; the dev launcher, src/dev.ts, makes one for development and passes it in the env);
+ *    generated here; the dev launcher, tools/dev-services, makes one for development and passes it in the env);
  * 2. run the migrations once per start, under the advisory lock `migrate` takes (several machines
  *    may start at once), never again when a crashed worker is replaced.
  * It answers the settings the primary starts the cluster with, over IPC, and exits 0.
@@ -30,7 +30,7 @@ try {
   config = loadConfig()
 } catch (err) {
   if (err instanceof ConfigError) {
-    process.stderr.write(`${err.message}. See examples/clustered-api/README.md for every variable; for local development the dev launcher (src/dev.ts) sets them.\n`)
+    process.stderr.write(`${err.message}. See examples/clustered-api/README.md for every variable; for local development the dev launcher (pnpm start at the repository root) sets them.\n`)
     process.exit(1)
   }
   throw err

@@ -17,7 +17,7 @@ async function primarySettings (): Promise<Settings> {
   // preflight printed why (a bad variable, Postgres unreachable): exit with its code, nothing forked.
   if (code !== 0 || settings === undefined) process.exit(code === 0 ? 1 : code)
   // No secret is generated here: JWT_SECRET comes from the env (required by preflight whatever NODE_ENV
-  // says), which node:cluster copies into every worker. Only the dev launcher (src/dev.ts) makes one.
+  // says), which node:cluster copies into every worker. Only the dev launcher (tools/dev-services) makes one.
   return settings
 }
 

