@@ -184,50 +184,73 @@ function policy<T extends object> (name: string, defaults: T, allowed: string, c
  */
 export const SETTINGS = {
   workers: setting({
-    option: 'workers', env: 'WORKER_COUNT', flag: { name: 'workers', short: 'w', value: 'n', help: 'worker processes (1: in-process, no fork)' },
+    option: 'workers',
+    env: 'WORKER_COUNT',
+    flag: { name: 'workers', short: 'w', value: 'n', help: 'worker processes (1: in-process, no fork)' },
     defaultText: 'os.availableParallelism(), capped by a cgroup CPU quota',
     ...integer(1, MAX_WORKERS),
     doc: '1 runs in-process, no fork. The default honours a container\'s CPU limit on every Node (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`, along the process\'s cgroup path): `ceil(quota / period)`, at least 1, at most `os.availableParallelism()`; the primary\'s start line says how it chose (`workers: 2 (cgroup quota 2.0 CPUs of 64 cores)`)'
   }),
   port: setting({
-    option: 'port', env: 'PORT', flag: { name: 'port', short: 'p', value: 'port', help: 'port every worker listens on' }, default: 3000,
-    ...integer(0, 65535), doc: '0: one random port shared by all workers'
+    option: 'port',
+    env: 'PORT',
+    flag: { name: 'port', short: 'p', value: 'port', help: 'port every worker listens on' },
+    default: 3000,
+    ...integer(0, 65535),
+    doc: '0: one random port shared by all workers'
   }),
   host: setting({
-    option: 'host', env: 'HOST', flag: { name: 'address', short: 'a', value: 'address', help: 'address to listen on' }, default: '0.0.0.0',
+    option: 'host',
+    env: 'HOST',
+    flag: { name: 'address', short: 'a', value: 'address', help: 'address to listen on' },
+    default: '0.0.0.0',
     allowed: 'a non-empty host name or address',
     parse: (raw, ctx) => typeof raw === 'string' && raw.trim() !== '' ? raw.trim() : ctx.bad()
   }),
   balance: setting<Balance>({
-    option: 'balance', env: 'NCLUST_BALANCE', default: 'primary',
+    option: 'balance',
+    env: 'NCLUST_BALANCE',
+    default: 'primary',
     ...oneOf(BALANCE_VALUES),
     doc: '`"primary"`: the primary accepts every connection and hands it to a worker round-robin (node:cluster\'s default); `"kernel"`: each worker listens with `reusePort: true` (SO_REUSEPORT) and the kernel spreads connections by hash. Kernel needs Linux, Node 22.12+/23.1+, a fixed port and an address (not `localhost`), and is refused elsewhere with one line; `"sticky"`: the primary hands every connection from one client address to the same worker (Socket.IO long-polling, in-memory sessions); see [Balancing](#balancing)'
   }),
   shutdownTimeout: setting({
-    option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', flag: { name: 'shutdown-timeout', value: 'ms', help: 'ms a worker gets to drain before SIGKILL' }, default: 30000,
+    option: 'shutdownTimeout',
+    env: 'SHUTDOWN_TIMEOUT',
+    flag: { name: 'shutdown-timeout', value: 'ms', help: 'ms a worker gets to drain before SIGKILL' },
+    default: 30000,
     ...ms(1),
     doc: 'at least 279 with the default drain (its deadline, this minus min(5 s, 10 %), must exceed its 250 ms `linger` and its `delay`: `minShutdownTimeout(drain)` computes it; a smaller value is rejected at start naming the minimum); a worker still alive then is SIGKILLed and the primary exits 1'
   }),
   startTimeout: setting({ option: 'startTimeout', env: null, default: 30000, ...ms(1), doc: 'a worker not ready by then is killed and counts as a failed start' }),
   startRetries: setting({
-    option: 'startRetries', env: 'START_RETRIES', default: 2, ...integer(0, 100),
+    option: 'startRetries',
+    env: 'START_RETRIES',
+    default: 2,
+    ...integer(0, 100),
     doc: 'retries a slot that has never been ready gets after a failed start (3 tries in all); then the cluster stops and exits 1, printing the error and its stack once'
   }),
   heartbeatInterval: setting({ option: 'heartbeatInterval', env: null, default: 1000, ...ms(10), doc: 'ms between a worker\'s heartbeats, sent from its event loop' }),
   heartbeatTimeout: setting({
-    option: 'heartbeatTimeout', env: 'HEARTBEAT_TIMEOUT', default: 30000,
+    option: 'heartbeatTimeout',
+    env: 'HEARTBEAT_TIMEOUT',
+    default: 30000,
     ...ms(0, `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}`),
     doc: 'a ready worker silent this long is hung: a diagnostic report of its stack (see `hangProbe`), SIGKILL, replaced (reason `hung`)'
   }),
   reportDirectory: setting({
-    option: 'reportDirectory', env: 'NCLUST_REPORT_DIR',
+    option: 'reportDirectory',
+    env: 'NCLUST_REPORT_DIR',
     defaultText: '$XDG_STATE_HOME/nclust/reports, else ~/.local/state/nclust/reports (private, 0700)',
     allowed: 'an absolute path',
     parse: (raw, ctx) => typeof raw === 'string' && isAbsolute(raw) ? raw : ctx.bad(),
     doc: 'where hang reports go (Node\'s `--report-directory` is used when given and this is not). Created 0700 if missing; a folder owned by another user or writable by group/others is refused at report time (the frames are still logged). Reports are 0600 files without environment values'
   }),
   hangProbe: setting<HangProbe>({
-    option: 'hangProbe', env: 'NCLUST_HANG_PROBE', default: 'after-hang', ...oneOf(HANG_PROBE_VALUES),
+    option: 'hangProbe',
+    env: 'NCLUST_HANG_PROBE',
+    default: 'after-hang',
+    ...oneOf(HANG_PROBE_VALUES),
     doc: 'when workers run the hang-probe thread that captures a hung worker\'s stack (~10 MB RSS per worker): `"after-hang"` from the first hang of the cluster on (that first hung worker is killed without a stack; every worker forked after it has the probe), `"always"`, or `"off"`. The watchdog kills and replaces hung workers in every mode; see [Hang watchdog](#hang-watchdog-how-the-stack-of-a-blocked-loop-is-taken)'
   }),
   maxRequests: setting({ option: 'maxRequests', env: 'MAX_REQUESTS', default: 0, ...integer(0, Number.MAX_SAFE_INTEGER, '0 (off) or a positive integer'), doc: 'recycle a worker after this many requests (surge-first, like a reload)' }),
@@ -243,13 +266,18 @@ export const SETTINGS = {
     doc: 'one slot failing `maxFailures` times within `window` ms stops the cluster with exit 1'
   }),
   drain: setting<false | DrainOptions>({
-    option: 'drain', env: null, default: {}, defaultText: 'true',
+    option: 'drain',
+    env: null,
+    default: {},
+    defaultText: 'true',
     allowed: 'true, false or an object of @nclust/fastify-drain options',
     parse: (raw, ctx) => raw === true ? {} : raw === false ? false : typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? { ...raw } : ctx.bad(),
     doc: 'its `timeout` defaults to `shutdownTimeout` minus min(5 s, 10 %), and a `timeout` given must be below `shutdownTimeout`'
   }),
   logger: setting<Logger | LoggerOptions | false>({
-    option: 'logger', env: 'LOG_LEVEL', flag: { name: 'log-level', short: 'l', value: 'level', help: LOG_LEVELS.join(', ') },
+    option: 'logger',
+    env: 'LOG_LEVEL',
+    flag: { name: 'log-level', short: 'l', value: 'level', help: LOG_LEVELS.join(', ') },
     defaultText: 'pino at level info; pretty on a terminal, JSON otherwise',
     allowed: 'a pino logger, pino options or false',
     parse: (raw, ctx) => {
@@ -259,16 +287,24 @@ export const SETTINGS = {
     doc: `the env var and the flag give a level: ${LOG_LEVELS.join(', ')} (see [Logs](#logs))`
   }),
   logFormat: setting<LogFormat>({
-    option: null, env: 'NCLUST_LOG_FORMAT', defaultText: 'pretty on a terminal, JSON otherwise', ...oneOf(['pretty', 'json'] as const),
+    option: null,
+    env: 'NCLUST_LOG_FORMAT',
+    defaultText: 'pretty on a terminal, JSON otherwise',
+    ...oneOf(['pretty', 'json'] as const),
     doc: 'how the loggers built from options print'
   }),
   handleSignals: setting({
-    option: 'handleSignals', env: null, default: true, allowed: 'a boolean',
+    option: 'handleSignals',
+    env: null,
+    default: true,
+    allowed: 'a boolean',
     parse: (raw, ctx) => typeof raw === 'boolean' ? raw : ctx.bad(),
     doc: 'in the primary and in single mode: install the SIGTERM/SIGINT handlers, SIGHUP (reload, primary) and the `uncaughtException`/`unhandledRejection` handlers, and exit the process after a signal, a crash loop or a fatal error. `false` turns all of these off: call `close()` / `reload()` yourself. Forked workers always handle their signals'
   }),
   control: setting<string | false>({
-    option: 'control', env: 'NCLUST_CONTROL', flag: { name: 'control', value: 'path', help: 'control socket path, or false' },
+    option: 'control',
+    env: 'NCLUST_CONTROL',
+    flag: { name: 'control', value: 'path', help: 'control socket path, or false' },
     defaultText: '$XDG_RUNTIME_DIR/nclust/<hash>.sock, else ~/.nclust/run/<hash>.sock',
     allowed: `a unix socket path (at most ${MAX_SOCKET_PATH} bytes once absolute) in a folder only its user may write, or false`,
     parse: (raw, ctx) => {
@@ -280,7 +316,10 @@ export const SETTINGS = {
     doc: 'the primary\'s control socket for `nclust status`, `reload`, `scale`, `stop`, `diagnose` (see [Operating a running cluster](#operating-a-running-cluster)); `false` (`NCLUST_CONTROL=false`, `--control false`) for none. The default folder is created 0700; `<hash>` covers the working directory, the command line and the port'
   }),
   env: setting<Record<string, string | undefined>>({
-    option: 'env', env: null, defaultText: 'process.env', allowed: 'an object of strings',
+    option: 'env',
+    env: null,
+    defaultText: 'process.env',
+    allowed: 'an object of strings',
     parse: (raw, ctx) => typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw as Record<string, string | undefined> : ctx.bad()
   })
 }
@@ -363,7 +402,7 @@ export function resolveOptions (options: ClusterOptions = {}, flags: FlagValues 
   if (restartBackoff.maxDelay < restartBackoff.initialDelay) {
     throw invalid('option restartBackoff.maxDelay', `a value >= restartBackoff.initialDelay (${restartBackoff.initialDelay})`, restartBackoff.maxDelay)
   }
-  const drain = resolveDrain(must(get('drain')), shutdownTimeout, (allowed, value) => refuse('shutdownTimeout', allowed, value), from.shutdownTimeout ?? 'the default')
+  const drain = resolveDrain(must(get('drain')), shutdownTimeout, (allowed, value) => refuse('shutdownTimeout', allowed, value), from.shutdownTimeout !== undefined ? `from ${from.shutdownTimeout}` : 'the default')
 
   // Node's own --report-directory, when the operator gave one, comes before the private default.
   const nodeReportDir = process.report?.directory
@@ -408,7 +447,7 @@ export function resolveOptions (options: ClusterOptions = {}, flags: FlagValues 
  * A given `drain.timeout` at or above `shutdownTimeout` is refused, naming both: the SIGKILL at
  * `shutdownTimeout` would cut every drain that needs it, silently (see the report of issue 26).
  */
-function resolveDrain (drain: false | DrainOptions, shutdownTimeout: number, refuseShutdown: (allowed: string, value: number) => never, shutdownLabel: string): false | DrainOptions & { timeout: number } {
+function resolveDrain (drain: false | DrainOptions, shutdownTimeout: number, refuseShutdown: (allowed: string, value: number) => never, shutdownFrom: string): false | DrainOptions & { timeout: number } {
   if (drain === false) return false
   if (drain.timeout === undefined) {
     const min = minShutdownTimeout(drain)
@@ -422,7 +461,7 @@ function resolveDrain (drain: false | DrainOptions, shutdownTimeout: number, ref
     throw invalid('option drain.timeout', `an integer number of ms from 1, below shutdownTimeout (${shutdownTimeout})`, drain.timeout)
   }
   if (drain.timeout >= shutdownTimeout) {
-    throw invalid('option drain.timeout', `below shutdownTimeout (${shutdownTimeout}, from ${shutdownLabel}), the deadline at which workers are SIGKILLed`, drain.timeout)
+    throw invalid('option drain.timeout', `below shutdownTimeout (${shutdownTimeout}, ${shutdownFrom}), the deadline at which workers are SIGKILLed`, drain.timeout)
   }
   return { ...drain, timeout: drain.timeout }
 }

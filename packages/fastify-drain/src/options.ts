@@ -39,7 +39,7 @@ export function resolveOptions (input: unknown): ResolvedOptions {
   }
   const opts = input as Record<string, unknown>
   for (const key of Object.keys(opts)) {
-    if (!KNOWN.has(key)) throw new errors.NCLUST_DRAIN_UNKNOWN_OPTION(JSON.stringify(key), [...KNOWN].join(', '))
+    if (!KNOWN.has(key)) throw new errors.NCLUST_DRAIN_UNKNOWN_OPTION(key, [...KNOWN].join(', '))
   }
   const timeout = ms(opts, 'timeout', DRAIN_DEFAULTS.timeout, 1)
   const delay = ms(opts, 'delay', DRAIN_DEFAULTS.delay, 0)

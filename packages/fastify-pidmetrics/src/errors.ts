@@ -30,7 +30,7 @@ export function bad (name: string, value: unknown, allowed: string): never {
 
 /** Throw for an option key that is not one of `known`. */
 export function unknownOption (name: string, known: Iterable<string>): never {
-  throw new errors.NCLUST_PIDMETRICS_UNKNOWN_OPTION(JSON.stringify(name), [...known].join(', '))
+  throw new errors.NCLUST_PIDMETRICS_UNKNOWN_OPTION(name, [...known].join(', '))
 }
 
 /** Show a bad option value in an error message, briefly. */
