@@ -61,8 +61,8 @@ test('the default socket path: private per-user folder, differs by folder and po
   assert.equal(resolveOptions({ env: { NCLUST_CONTROL: 'false' } }).control, false)
   assert.equal(resolveOptions({ control: false }).control, false)
   assert.equal(resolveOptions({ env: { NCLUST_CONTROL: '/x/y.sock' } }).control, '/x/y.sock')
-  assert.throws(() => resolveOptions({ env: { NCLUST_CONTROL: `/${'x'.repeat(120)}.sock` } }), /^env NCLUST_CONTROL must be a unix socket path \(at most 107 bytes once absolute\).*, got "/)
-  assert.throws(() => resolveOptions({ control: 42 as unknown as string }), /^option control must be .*, got 42$/)
+  assert.throws(() => resolveOptions({ env: { NCLUST_CONTROL: `/${'x'.repeat(120)}.sock` } }), /env NCLUST_CONTROL must be a unix socket path \(at most 107 bytes once absolute\).*, got "/)
+  assert.throws(() => resolveOptions({ control: 42 as unknown as string }), /option control must be .*, got 42$/)
 })
 
 test('status lists the serving pids; diagnose under 50 keep-alive clients; one reload at a time; scale; stop', async (t) => {
