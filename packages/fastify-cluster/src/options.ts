@@ -180,7 +180,11 @@ function policy<T extends object> (name: string, defaults: T, allowed: string, c
  * The one list of options. Resolution (option, else flag, else env var, else default), the
  * `nclust start` flags, `nclust --help` and the README's option and flag tables all come from it
  * (the README tables are checked against it by a test; `node scripts/options-table.mjs` prints them).
- * Adding an option is one entry here, one field in {@link ClusterOptions} and {@link ResolvedOptions}.
+ * Adding an option: one entry here (option, env, flag, default, allowed, doc, parse: `integer()`,
+ * `ms()`, `oneOf()` or your own calling `ctx.bad()`), its field in {@link ClusterOptions} and
+ * {@link ResolvedOptions}, `name: get('name')` in resolveOptions' result (a rule between two options
+ * goes beside the others there, through `refuse`), then `node scripts/readme-options.mjs` for the
+ * README and, with an env var or flag, a sample in test/options.test.ts's TEXT.
  */
 export const SETTINGS = {
   workers: setting({
