@@ -25,7 +25,7 @@ export const PidMetricsHandleError = errors.NCLUST_PIDMETRICS_HANDLE
 
 /** Throw the one-line error for a bad option (`name`) or env var (`env NAME`). */
 export function bad (name: string, value: unknown, allowed: string): never {
-  throw new errors.NCLUST_PIDMETRICS_INVALID_OPTION(name.startsWith('env ') ? name : `option ${name}`, allowed, show(value))
+  throw new errors.NCLUST_PIDMETRICS_INVALID_OPTION(name.startsWith('env ') || name === 'options' ? name : `option ${name}`, allowed, show(value))
 }
 
 /** Throw for an option key that is not one of `known`. */
