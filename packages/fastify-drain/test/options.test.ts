@@ -100,3 +100,16 @@ test('a custom logger receives the drain lines', async () => {
   await app.close()
   assert.deepEqual(lines, ['info drain: started', 'info drain: done'])
 })
+
+test('the README table and the DrainOptions JSDoc give the defaults DRAIN_DEFAULTS holds (no copy drifts)', async () => {
+  const { readFileSync } = await import('node:fs')
+  const { DRAIN_DEFAULTS } = await import('../src/defaults.js')
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const types = readFileSync(new URL('../src/types.ts', import.meta.url), 'utf8')
+  for (const [name, value] of Object.entries(DRAIN_DEFAULTS)) {
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${name}\` |`))
+    assert.ok(row?.split(' | ')[2] === `\`${value}\``, `README default of ${name}: ${row ?? 'no row'}`)
+    const doc = new RegExp(`Default ${value}\\.[^/]*\\*/\\s*${name}\\?:`)
+    assert.match(types, doc, `DrainOptions.${name} JSDoc says Default ${value}`)
+  }
+})
