@@ -25,11 +25,11 @@ export function resolveAppModule (source: string | URL, cwd: string = process.cw
   else if (source.startsWith('file:')) url = new URL(source)
   else url = pathToFileURL(isAbsolute(source) ? source : resolve(cwd, source))
   if (url.protocol !== 'file:') {
-    throw new errors.NCLUST_INVALID_APP(`app module ${String(source)}: expected a file path or a file: URL, got ${url.protocol}`)
+    throw new errors.NCLUST_CLUSTER_INVALID_APP(`app module ${String(source)}: expected a file path or a file: URL, got ${url.protocol}`)
   }
   const file = fileURLToPath(url)
   if (!existsSync(file) || !statSync(file).isFile()) {
-    throw new errors.NCLUST_INVALID_APP(`app module ${String(source)} not found (looked for ${file})`)
+    throw new errors.NCLUST_CLUSTER_INVALID_APP(`app module ${String(source)} not found (looked for ${file})`)
   }
   return url
 }
@@ -61,7 +61,7 @@ export async function loadAppModule (url: URL): Promise<BuildApp> {
     const plugin = main as Plugin
     const serverOptions = mod.options ?? fromMain('options') ?? {}
     if (typeof serverOptions !== 'object' || serverOptions === null || Array.isArray(serverOptions)) {
-      throw new errors.NCLUST_INVALID_APP(`app module ${url.pathname}: its "options" export must be an object of Fastify server options`)
+      throw new errors.NCLUST_CLUSTER_INVALID_APP(`app module ${url.pathname}: its "options" export must be an object of Fastify server options`)
     }
     const Fastify = await importFastifyFor(url)
     // Imported here, in the worker: the primary resolves the module's path only and stays without it.
@@ -76,7 +76,7 @@ export async function loadAppModule (url: URL): Promise<BuildApp> {
       return app
     }
   }
-  throw new errors.NCLUST_INVALID_APP(
+  throw new errors.NCLUST_CLUSTER_INVALID_APP(
     `app module ${url.pathname} exports neither a Fastify plugin (export default async function (fastify, opts)) ` +
     'nor buildApp (export function buildApp (ctx) returning a Fastify instance)')
 }

@@ -1,28 +1,19 @@
 import { existsSync, readFileSync } from 'node:fs'
 import { dirname, resolve } from 'node:path'
 import { parseArgs } from 'node:util'
-import type { ClusterOptions } from './options.js'
+import { SETTINGS, defaultText, resolveOptions, type FlagValues, type Setting } from './options.js'
 import { CONTROL_COMMANDS, CONTROL_HELP } from './control-client.js'
 
 /**
  * `nclust start ./app.js`: a fastify-cli app module (or one exporting `buildApp`) on every core,
  * unchanged. The same file runs in the primary and, re-run by node:cluster with the same argv, in
- * every worker; only workers import the app. Flags are `startClustered` options; env vars are the
- * same as `startClustered`'s and a flag wins over its env var.
+ * every worker; only workers import the app. The flags are the settings of ./options.ts that
+ * declare one; env vars are the same as `startClustered`'s and a flag wins over its env var.
  *
- * node:util's parseArgs rather than a CLI library: five flags do not justify a dependency in a
+ * node:util's parseArgs rather than a CLI library: six flags do not justify a dependency in a
  * process whose memory we count.
  */
-const FLAGS = {
-  workers: { type: 'string', short: 'w', option: 'workers', env: 'WORKER_COUNT', help: 'worker processes (1: in-process, no fork)', fallback: 'one per CPU the container may use' },
-  port: { type: 'string', short: 'p', option: 'port', env: 'PORT', help: 'port every worker listens on', fallback: '3000' },
-  address: { type: 'string', short: 'a', option: 'host', env: 'HOST', help: 'address to listen on', fallback: '0.0.0.0' },
-  'log-level': { type: 'string', short: 'l', option: 'logger', env: 'LOG_LEVEL', help: 'fatal, error, warn, info, debug, trace or silent', fallback: 'info' },
-  'shutdown-timeout': { type: 'string', option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', help: 'ms a worker gets to drain before SIGKILL', fallback: '30000' },
-  control: { type: 'string', option: 'control', env: 'NCLUST_CONTROL', help: 'control socket path, or false', fallback: 'private per-user folder' }
-} as const
-
-type Flag = keyof typeof FLAGS
+const FLAGS = Object.values(SETTINGS as Record<string, Setting<unknown>>).flatMap((s) => s.flag !== undefined && s.option !== null ? [{ ...s.flag, setting: s, option: s.option }] : [])
 
 export const HELP = `Usage: nclust start [flags] <app module>
 
@@ -34,16 +25,16 @@ optional \`options\` export of server options; routes from @fastify/autoload are
 exporting buildApp(ctx) that returns a Fastify instance. Only workers import it.
 
 Flags (each also read from its env var; a flag wins):
-${Object.entries(FLAGS).map(([name, f]) =>
-  `  ${'short' in f ? `-${f.short}, ` : '    '}--${`${name} <value>`.padEnd(26)}${f.help} (env ${f.env}; default ${f.fallback})`).join('\n')}
+${FLAGS.map((f) =>
+  `  ${f.short !== undefined ? `-${f.short}, ` : '    '}--${`${f.name} <${f.value}>`.padEnd(26)}${f.help} (env ${f.setting.env ?? '-'}; default ${defaultText(f.setting)})`).join('\n')}
       --watch [paths]             reload (rolling, nothing lost) on a change under paths
                                   (given after the module; default: the module's folder)
   -h, --help                      this text
   -v, --version                   the version of @nclust/fastify-cluster
 
 ${CONTROL_HELP}
-Env only: NCLUST_LOG_FORMAT=pretty|json (default: pretty on a terminal, JSON otherwise),
-and every other variable startClustered reads (see the package README).
+Env only (what each allows: the package README's option table):
+${Object.values(SETTINGS as Record<string, Setting<unknown>>).flatMap((s) => s.env !== null && s.flag === undefined ? [s.env] : []).join(', ')}
 
 Examples:
   nclust start ./app.js
@@ -52,7 +43,7 @@ Examples:
 `
 
 /** Parse argv; returns what to do, or throws an Error whose message is the one line to print. */
-export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' } | { kind: 'start', module: string, options: ClusterOptions, watch?: string[] } {
+export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' } | { kind: 'start', module: string, flags: FlagValues, watch?: string[] } {
   let parsed
   try {
     parsed = parseArgs({
@@ -60,7 +51,7 @@ export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' 
       allowPositionals: true,
       strict: true,
       options: {
-        ...Object.fromEntries(Object.entries(FLAGS).map(([name, f]) => [name, 'short' in f ? { type: f.type, short: f.short } : { type: f.type }])),
+        ...Object.fromEntries(FLAGS.map((f) => [f.name, f.short !== undefined ? { type: 'string', short: f.short } as const : { type: 'string' } as const])),
         watch: { type: 'boolean' },
         help: { type: 'boolean', short: 'h' },
         version: { type: 'boolean', short: 'v' }
@@ -78,22 +69,15 @@ export function parseCli (argv: string[]): { kind: 'help' } | { kind: 'version' 
   if (module === undefined) throw new Error('missing the app module: nclust start ./app.js')
   if (extra.length > 0 && values.watch !== true) throw new Error(`unexpected argument "${extra[0] ?? ''}" after the app module (nclust --help)`)
 
-  const options: Record<string, unknown> = {}
-  for (const name of Object.keys(FLAGS) as Flag[]) {
-    const value = (values as Record<string, string | boolean | undefined>)[name]
-    if (typeof value !== 'string') continue
-    const flag = FLAGS[name]
-    options[flag.option] = flag.option === 'logger' ? loggerFor(value) : flag.option === 'control' && value === 'false' ? false : value
+  // Raw text by option name: resolveOptions parses it once, naming the flag in its errors.
+  const flags: FlagValues = {}
+  for (const f of FLAGS) {
+    const value = (values as Record<string, string | boolean | undefined>)[f.name]
+    if (typeof value === 'string') flags[f.option] = value
   }
   // --watch [paths]: the paths after the module; by default the app module's folder.
   const watch = values.watch === true ? (extra.length > 0 ? extra : [dirname(resolve(module))]) : undefined
-  return { kind: 'start', module, options: options as ClusterOptions, ...(watch !== undefined ? { watch } : {}) }
-}
-
-const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
-function loggerFor (level: string): ClusterOptions['logger'] {
-  if (!LEVELS.includes(level)) throw new Error(`invalid --log-level: got ${JSON.stringify(level)}, expected one of ${LEVELS.join(', ')}`)
-  return { level }
+  return { kind: 'start', module, flags, ...(watch !== undefined ? { watch } : {}) }
 }
 
 function describeParseError (err: Error & { code?: string }): string {
@@ -101,13 +85,6 @@ function describeParseError (err: Error & { code?: string }): string {
   if (err.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION') return `unknown flag ${name} (nclust --help lists them)`
   if (err.code === 'ERR_PARSE_ARGS_INVALID_OPTION_VALUE') return `flag ${name.replace(/ <value>$/, '')} needs a value (nclust --help)`
   return err.message.split('\n')[0] ?? 'invalid arguments'
-}
-
-/** A startClustered validation message names the option; on the command line, name the flag. */
-export function nameFlags (message: string): string {
-  let out = message
-  for (const [name, f] of Object.entries(FLAGS)) out = out.replace(`option "${f.option}"`, `--${name}`)
-  return out
 }
 
 export function version (): string {
@@ -135,20 +112,18 @@ export async function runCli (argv: string[]): Promise<void> {
   if (parsed.kind === 'version') { process.stdout.write(`${version()}\n`); return }
   const command = parsed
 
-  const { resolveOptions } = await import('./options.js')
-  const { resolveAppModule } = await import('./app-module.js')
-  let workers: number
+  // Resolved once for this process, flags and env together; startResolved does not resolve again.
+  const { appModuleOf, exitWithOneLine, startResolved } = await import('./start.js')
+  let resolved, moduleUrl
   try {
-    workers = resolveOptions(command.options).workers
-    resolveAppModule(command.module)
+    resolved = resolveOptions({}, command.flags)
+    moduleUrl = appModuleOf(command.module)
   } catch (err) {
-    const e = err as Error & { code?: string }
-    return fail(`${e.code ?? 'Error'}: ${nameFlags(e.message)}`)
+    return exitWithOneLine(err)
   }
   const missing = command.watch?.find((p) => !existsSync(p))
   if (missing !== undefined) return fail(`--watch: ${missing} does not exist`)
-  if (command.watch !== undefined && workers === 1) return fail('--watch reloads workers one by one: it needs at least 2 (--workers)')
-  const { startClustered } = await import('./index.js')
-  const handle = await startClustered(command.module, command.options)
+  if (command.watch !== undefined && resolved.workers === 1) return fail('--watch reloads workers one by one: it needs at least 2 (--workers)')
+  const handle = await startResolved(command.module, moduleUrl, resolved)
   if (command.watch !== undefined && handle.role === 'primary') (await import('./watch.js')).watchAndReload(handle, command.watch)
 }

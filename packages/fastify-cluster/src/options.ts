@@ -1,7 +1,8 @@
 import type { LoggerOptions, Logger } from 'pino'
+import type { DrainOptions } from '@nclust/fastify-drain'
+import { DRAIN_DEFAULTS, minDrainTimeout } from '@nclust/fastify-drain/defaults'
 import type { BackoffPolicy, CrashLoopPolicy } from './primary/backoff.js'
-import { DRAIN_DEFAULTS } from '@nclust/fastify-drain/defaults'
-import { errors } from './errors.js'
+import { errors, show } from './errors.js'
 import { defaultWorkerCount } from './cgroup.js'
 import { BALANCE_VALUES, kernelBalanceUnsupported, type Balance } from './balance.js'
 import { logFormat, type LogFormat } from './logger.js'
@@ -9,58 +10,39 @@ import { defaultReportDirectory } from './probe.js'
 import { isAbsolute } from 'node:path'
 import { defaultControlPath, resolveControlPath } from './control-protocol.js'
 
-/** Options of `startClustered`. Each may also come from the env var named in {@link OPTION_TABLE}; an explicit option wins. */
+/**
+ * Options of `startClustered`. What each one does, its env var, its `nclust start` flag, its default
+ * and what it allows are declared once, in {@link SETTINGS} below (the README's table and
+ * `nclust --help` are made from it); an explicit option wins over its env var.
+ */
 export interface ClusterOptions {
-  /** Worker processes; 1 runs the app in-process with no fork. Env `WORKER_COUNT`. */
+  /** Worker processes; 1 runs the app in-process with no fork. */
   workers?: number
-  /** Port every worker listens on (0: one random port shared by all workers). Env `PORT`. */
+  /** Port every worker listens on (0: one random port shared by all workers). */
   port?: number
-  /** Address to listen on. Env `HOST`. */
+  /** Address to listen on. */
   host?: string
-  /**
-   * Who spreads new connections over the workers. `'primary'`: the primary accepts each connection and
-   * passes it to a worker round-robin over IPC (node:cluster's default). `'kernel'`: every worker
-   * listens with `reusePort: true` and the kernel spreads connections by hash (Linux, Node 22.12+/23.1+).
-   * `'sticky'`: the primary accepts and hands every connection from one client address to the same
-   * worker (Socket.IO long-polling, in-memory sessions). Env `NCLUST_BALANCE`.
-   */
+  /** Who spreads new connections over the workers: `'primary'`, `'kernel'` or `'sticky'` (see the README). */
   balance?: Balance
-  /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. Env `SHUTDOWN_TIMEOUT`. */
+  /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. */
   shutdownTimeout?: number
   /** A worker not ready within this many ms is killed and counts as a failed start. */
   startTimeout?: number
-  /**
-   * Retries a slot that has never been ready gets after a failed start (an error in `buildApp` or
-   * `listen`, a crash or a start timeout) before the cluster gives up: it stops and exits 1, with the
-   * error and its stack printed once. Default 2 (3 tries in all). Env `START_RETRIES`.
-   */
+  /** Retries a slot that has never been ready gets after a failed start, before the cluster exits 1. */
   startRetries?: number
-  /** How often a ready worker sends a heartbeat from its event loop, ms (default 1000). */
+  /** How often a ready worker sends a heartbeat from its event loop, ms. */
   heartbeatInterval?: number
-  /**
-   * A ready worker silent this long (ms) is hung: its stack is captured in a diagnostic report (see `hangProbe`), it is
-   * SIGKILLed and replaced. Default 30000; 0 turns the watchdog off. Env `HEARTBEAT_TIMEOUT`.
-   */
+  /** A ready worker silent this long (ms) is hung: its stack is captured (see `hangProbe`), it is SIGKILLed and replaced; 0 is off. */
   heartbeatTimeout?: number
-  /**
-   * Folder for the watchdog's diagnostic reports of hung workers (absolute path; created 0700 if missing;
-   * refused at report time if another user owns it or group/others may write to it). Default: Node's
-   * `--report-directory` when given, else `$XDG_STATE_HOME/nclust/reports` or `~/.local/state/nclust/reports`.
-   * Env `NCLUST_REPORT_DIR`.
-   */
+  /** Folder for the watchdog's diagnostic reports of hung workers (absolute path, private). */
   reportDirectory?: string
-  /**
-   * When workers run the hang-probe thread that captures a hung worker's stack (it costs ~10 MB of RSS per
-   * worker): `'after-hang'` (default) from the first hang of this cluster on (that first hung worker is
-   * killed without a stack; every worker forked after it has the probe), `'always'` in every worker,
-   * `'off'` never. The watchdog kills and replaces hung workers in every mode. Env `NCLUST_HANG_PROBE`.
-   */
+  /** When workers run the hang-probe thread (~10 MB RSS each): `'after-hang'`, `'always'` or `'off'`. */
   hangProbe?: HangProbe
-  /** Recycle a worker after this many requests (surge-first, like a reload); 0 (default) is off. Env `MAX_REQUESTS`. */
+  /** Recycle a worker after this many requests (surge-first, like a reload); 0 is off. */
   maxRequests?: number
   /** Add 0..maxRequestsJitter (random, per worker) to `maxRequests` so workers do not all recycle together. */
   maxRequestsJitter?: number
-  /** Recycle a worker whose resident memory passes this many MB (sampled with each heartbeat); 0 (default) is off. Env `MAX_RSS`. */
+  /** Recycle a worker whose resident memory passes this many MB (sampled with each heartbeat); 0 is off. */
   maxRss?: number
   /** Restart delays: exponential from `initialDelay` to `maxDelay`, reset after `resetAfter` ms of uptime. */
   restartBackoff?: Partial<BackoffPolicy>
@@ -68,21 +50,14 @@ export interface ClusterOptions {
   crashLoop?: Partial<CrashLoopPolicy>
   /**
    * Register `@nclust/fastify-drain` on the app each worker builds (skipped when the app already has it).
-   * `true` (default) uses a drain deadline a little below `shutdownTimeout`; an object is passed to the plugin; `false` opts out.
+   * `true` uses a drain deadline a little below `shutdownTimeout`; options are passed to the plugin; `false` opts out.
    */
-  drain?: boolean | Record<string, unknown>
-  /**
-   * A pino logger, pino options, or `false` for silence. Default: pino at `LOG_LEVEL` (info), human-readable
-   * lines (pino-pretty) when stdout is a terminal and JSON otherwise; `NCLUST_LOG_FORMAT=pretty|json` forces either.
-   */
+  drain?: boolean | DrainOptions
+  /** A pino logger, pino options, or `false` for silence. */
   logger?: Logger | LoggerOptions | false
-  /** Install SIGTERM/SIGINT handlers (default true). Tests and embedders may drive `close()` themselves. */
+  /** Install SIGTERM/SIGINT/SIGHUP handlers and exit after a signal (primary and single mode). */
   handleSignals?: boolean
-  /**
-   * The primary's control socket for `nclust status|reload|scale|stop|diagnose`: a unix socket path,
-   * or `false` for none. Default: a per-user private folder, a name hashed from cwd, argv and port.
-   * Env `NCLUST_CONTROL` (`false` turns it off).
-   */
+  /** The primary's control socket for `nclust status|reload|scale|stop|diagnose`: a unix socket path, or `false`. */
   control?: string | false
   /** Where env vars are read from (default `process.env`). */
   env?: Record<string, string | undefined>
@@ -93,7 +68,7 @@ export type HangProbe = typeof HANG_PROBE_VALUES[number]
 
 export interface ResolvedOptions {
   workers: number
-  /** How `workers` was chosen, for the start line: `WORKER_COUNT`, `option workers`, `cgroup quota 2.0 CPUs of 64 cores`. */
+  /** How `workers` was chosen, for the start line: `WORKER_COUNT`, `--workers`, `option workers`, `cgroup quota 2.0 CPUs of 64 cores`. */
   workersFrom: string
   port: number
   host: string
@@ -113,7 +88,8 @@ export interface ResolvedOptions {
   maxRss: number
   restartBackoff: BackoffPolicy
   crashLoop: CrashLoopPolicy
-  drain: false | Record<string, unknown>
+  /** The drain plugin's options, its `timeout` filled in (derived from `shutdownTimeout` unless given), or false. */
+  drain: false | DrainOptions & { timeout: number }
   logger: Logger | LoggerOptions | false | undefined
   /** How loggers built from options print: `pretty` on a terminal, `json` otherwise (env `NCLUST_LOG_FORMAT`). */
   logFormat: LogFormat
@@ -124,249 +100,374 @@ export interface ResolvedOptions {
   controlIsDefault: boolean
 }
 
+/** The bound of a worker count, for `workers`, `WORKER_COUNT`, `--workers` and `nclust scale`. */
+export const MAX_WORKERS = 1024
 const MAX_MS = 2 ** 31 - 1 // setTimeout's ceiling
 const MAX_SOCKET_PATH = 107 // sun_path holds 108 bytes with its NUL
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']
 
-/**
- * The one list of options, env vars and defaults. The package README's table is checked against
- * it by a test, so docs and code cannot drift.
- */
-export const OPTION_TABLE = [
-  { option: 'workers', env: 'WORKER_COUNT', default: 'os.availableParallelism(), capped by a cgroup CPU quota', allowed: 'an integer from 1 to 1024' },
-  { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
-  { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
-  { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary", "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost) or "sticky" (by client address)' },
-  { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
-  { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
-  { option: 'startRetries', env: 'START_RETRIES', default: '2', allowed: 'an integer from 0 to 100' },
-  { option: 'heartbeatInterval', env: null, default: '1000', allowed: `an integer number of ms from 10 to ${MAX_MS}` },
-  { option: 'heartbeatTimeout', env: 'HEARTBEAT_TIMEOUT', default: '30000', allowed: `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}` },
-  { option: 'reportDirectory', env: 'NCLUST_REPORT_DIR', default: '$XDG_STATE_HOME/nclust/reports, else ~/.local/state/nclust/reports (private, 0700)', allowed: 'an absolute path' },
-  { option: 'hangProbe', env: 'NCLUST_HANG_PROBE', default: 'after-hang', allowed: '"after-hang", "always" or "off"' },
-  { option: 'maxRequests', env: 'MAX_REQUESTS', default: '0', allowed: '0 (off) or a positive integer' },
-  { option: 'maxRequestsJitter', env: null, default: '0', allowed: 'a non-negative integer' },
-  { option: 'maxRss', env: 'MAX_RSS', default: '0', allowed: 'MB: 0 (off) or a positive integer' },
-  { option: 'restartBackoff', env: null, default: '{ initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 }', allowed: 'an object of non-negative integers (factor >= 1)' },
-  { option: 'crashLoop', env: null, default: '{ maxFailures: 10, window: 60000 }', allowed: 'an object of positive integers' },
-  { option: 'drain', env: null, default: 'true', allowed: 'true, false or @nclust/fastify-drain options' },
-  { option: 'logger', env: 'LOG_LEVEL (level), NCLUST_LOG_FORMAT (pretty or json)', default: 'pino at level info; pretty on a terminal, JSON otherwise', allowed: 'a pino logger, pino options or false' },
-  { option: 'handleSignals', env: null, default: 'true', allowed: 'a boolean' },
-  { option: 'control', env: 'NCLUST_CONTROL', default: '$XDG_RUNTIME_DIR/nclust/<hash>.sock, else ~/.nclust/run/<hash>.sock', allowed: `a unix socket path (at most ${MAX_SOCKET_PATH} bytes) in a folder only its user may write, or false` },
-  { option: 'env', env: null, default: 'process.env', allowed: 'an object of strings' }
-] as const
-
-export const DEFAULTS = {
-  port: 3000,
-  host: '0.0.0.0',
-  balance: 'primary' as Balance,
-  shutdownTimeout: 30000,
-  startTimeout: 30000,
-  startRetries: 2,
-  heartbeatInterval: 1000,
-  heartbeatTimeout: 30000,
-  maxRequests: 0,
-  maxRequestsJitter: 0,
-  maxRss: 0,
-  restartBackoff: { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 },
-  crashLoop: { maxFailures: 10, window: 60000 }
-} as const
-
-const KNOWN = new Set<string>(OPTION_TABLE.map((o) => o.option))
-
-function invalid (name: string, value: unknown, allowed: string): Error {
-  const shown = typeof value === 'string' ? JSON.stringify(value) : String(value)
-  return new errors.NCLUST_INVALID_OPTION(`invalid ${name}: got ${shown}, expected ${allowed}`)
+/** Where a raw value came from; its label names it in an error (`option port`, `--port`, `env PORT`). */
+export type Source = 'option' | 'flag' | 'env'
+interface Ctx {
+  from: Source
+  /** Throw the one-line error: `<label> must be <allowed, default the setting's>, got <raw>`. */
+  bad: (allowed?: string) => never
 }
 
-/** Parse an integer strictly: "12" yes; "12abc", "1.5", "", " " no. */
-function toInteger (value: unknown): number | undefined {
-  if (typeof value === 'number') return Number.isInteger(value) ? value : undefined
-  if (typeof value === 'string' && /^[+-]?\d+$/.test(value.trim())) return Number(value.trim())
+/**
+ * One option, declared once (Gunicorn's `Setting` is the model). `parse` turns a raw value, the
+ * option's own value (any type) or the text of its env var or flag, into the resolved value, or
+ * calls `ctx.bad()`. `default` is used when nothing was given; a setting without one is derived
+ * in {@link resolveOptions} (the worker count, the report folder, the control path, the logger).
+ */
+export interface Setting<T = unknown> {
+  /** The `startClustered` option, or null for an env var only (`NCLUST_LOG_FORMAT`). */
+  option: keyof ClusterOptions | null
+  env: string | null
+  /** The `nclust start` flag: long name without `--`, one-letter short form, its value's name and its line in `nclust --help`. */
+  flag?: { name: string, short?: string, value: string, help: string }
+  default?: T
+  /** The default as documented, when `default` is derived or is better said in words. */
+  defaultText?: string
+  /** What is allowed, in the words of the error message (`... must be <allowed>, got ...`). */
+  allowed: string
+  /** More for the README table, after `allowed`. */
+  doc?: string
+  parse: (raw: unknown, ctx: Ctx) => T
+}
+
+function setting<T> (s: Setting<T>): Setting<T> { return s }
+
+/** An integer from min to max: a number option, or the digits of an env var or flag (`-0`, `1e3`, `1.5` refused). */
+function integer (min: number, max: number, allowed = `an integer from ${min} to ${max}`): Pick<Setting<number>, 'allowed' | 'parse'> {
+  return {
+    allowed,
+    parse: (raw, ctx) => {
+      const n = typeof raw === 'number' ? raw : typeof raw === 'string' && /^\+?\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN
+      return !Number.isInteger(n) || Object.is(n, -0) || n < min || n > max ? ctx.bad() : n
+    }
+  }
+}
+const ms = (min: number, allowed?: string): Pick<Setting<number>, 'allowed' | 'parse'> => integer(min, MAX_MS, allowed ?? `an integer number of ms from ${min} to ${MAX_MS}`)
+
+function oneOf<T extends string> (values: readonly T[]): Pick<Setting<T>, 'allowed' | 'parse'> {
+  const allowed = values.map((v) => `"${v}"`).join(', ').replace(/, ([^,]*)$/, ' or $1')
+  return { allowed, parse: (raw, ctx) => typeof raw === 'string' && (values as readonly string[]).includes(raw) ? raw as T : ctx.bad() }
+}
+
+/** An object of numbers merged over its defaults (`restartBackoff`, `crashLoop`); unknown keys are refused. */
+function policy<T extends object> (name: string, defaults: T, allowed: string, check: (k: string, v: number) => boolean): Setting<T> {
+  return {
+    option: name as keyof ClusterOptions,
+    env: null,
+    default: defaults,
+    allowed,
+    parse: (raw, ctx) => {
+      if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return ctx.bad()
+      const out: Record<string, number> = { ...(defaults as Record<string, number>) }
+      for (const [k, v] of Object.entries(raw) as Array<[string, unknown]>) {
+        if (!(k in defaults)) throw new errors.NCLUST_CLUSTER_UNKNOWN_OPTION(`${name}.${k}`, Object.keys(defaults).join(', '))
+        if (v === undefined) continue
+        if (typeof v !== 'number' || !Number.isFinite(v) || !check(k, v)) throw new errors.NCLUST_CLUSTER_INVALID_OPTION(`option ${name}.${k}`, allowed, show(v))
+        out[k] = v
+      }
+      return out as T
+    }
+  }
+}
+
+/**
+ * The one list of options. Resolution (option, else flag, else env var, else default), the
+ * `nclust start` flags, `nclust --help` and the README's option and flag tables all come from it
+ * (the README tables are checked against it by a test; `node scripts/options-table.mjs` prints them).
+ * Adding an option: one entry here (option, env, flag, default, allowed, doc, parse: `integer()`,
+ * `ms()`, `oneOf()` or your own calling `ctx.bad()`), its field in {@link ClusterOptions} and
+ * {@link ResolvedOptions}, `name: get('name')` in resolveOptions' result (a rule between two options
+ * goes beside the others there, through `refuse`), then `node scripts/readme-options.mjs` for the
+ * README and, with an env var or flag, a sample in test/options.test.ts's TEXT.
+ */
+export const SETTINGS = {
+  workers: setting({
+    option: 'workers',
+    env: 'WORKER_COUNT',
+    flag: { name: 'workers', short: 'w', value: 'n', help: 'worker processes (1: in-process, no fork)' },
+    defaultText: 'os.availableParallelism(), capped by a cgroup CPU quota',
+    ...integer(1, MAX_WORKERS),
+    doc: '1 runs in-process, no fork. The default honours a container\'s CPU limit on every Node (cgroup v2 `cpu.max`, v1 `cpu.cfs_quota_us`, along the process\'s cgroup path): `ceil(quota / period)`, at least 1, at most `os.availableParallelism()`; the primary\'s start line says how it chose (`workers: 2 (cgroup quota 2.0 CPUs of 64 cores)`)'
+  }),
+  port: setting({
+    option: 'port',
+    env: 'PORT',
+    flag: { name: 'port', short: 'p', value: 'port', help: 'port every worker listens on' },
+    default: 3000,
+    ...integer(0, 65535),
+    doc: '0: one random port shared by all workers'
+  }),
+  host: setting({
+    option: 'host',
+    env: 'HOST',
+    flag: { name: 'address', short: 'a', value: 'address', help: 'address to listen on' },
+    default: '0.0.0.0',
+    allowed: 'a non-empty host name or address',
+    parse: (raw, ctx) => typeof raw === 'string' && raw.trim() !== '' ? raw.trim() : ctx.bad()
+  }),
+  balance: setting<Balance>({
+    option: 'balance',
+    env: 'NCLUST_BALANCE',
+    default: 'primary',
+    ...oneOf(BALANCE_VALUES),
+    doc: '`"primary"`: the primary accepts every connection and hands it to a worker round-robin (node:cluster\'s default); `"kernel"`: each worker listens with `reusePort: true` (SO_REUSEPORT) and the kernel spreads connections by hash. Kernel needs Linux, Node 22.12+/23.1+, a fixed port and an address (not `localhost`), and is refused elsewhere with one line; `"sticky"`: the primary hands every connection from one client address to the same worker (Socket.IO long-polling, in-memory sessions); see [Balancing](#balancing)'
+  }),
+  shutdownTimeout: setting({
+    option: 'shutdownTimeout',
+    env: 'SHUTDOWN_TIMEOUT',
+    flag: { name: 'shutdown-timeout', value: 'ms', help: 'ms a worker gets to drain before SIGKILL' },
+    default: 30000,
+    ...ms(1),
+    doc: 'at least 279 with the default drain (its deadline, this minus min(5 s, 10 %), must exceed its 250 ms `linger` and its `delay`: `minShutdownTimeout(drain)` computes it; a smaller value is rejected at start naming the minimum); a worker still alive then is SIGKILLed and the primary exits 1'
+  }),
+  startTimeout: setting({ option: 'startTimeout', env: null, default: 30000, ...ms(1), doc: 'a worker not ready by then is killed and counts as a failed start' }),
+  startRetries: setting({
+    option: 'startRetries',
+    env: 'START_RETRIES',
+    default: 2,
+    ...integer(0, 100),
+    doc: 'retries a slot that has never been ready gets after a failed start (3 tries in all); then the cluster stops and exits 1, printing the error and its stack once'
+  }),
+  heartbeatInterval: setting({ option: 'heartbeatInterval', env: null, default: 1000, ...ms(10), doc: 'ms between a worker\'s heartbeats, sent from its event loop' }),
+  heartbeatTimeout: setting({
+    option: 'heartbeatTimeout',
+    env: 'HEARTBEAT_TIMEOUT',
+    default: 30000,
+    ...ms(0, `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}`),
+    doc: 'a ready worker silent this long is hung: a diagnostic report of its stack (see `hangProbe`), SIGKILL, replaced (reason `hung`)'
+  }),
+  reportDirectory: setting({
+    option: 'reportDirectory',
+    env: 'NCLUST_REPORT_DIR',
+    defaultText: '$XDG_STATE_HOME/nclust/reports, else ~/.local/state/nclust/reports (private, 0700)',
+    allowed: 'an absolute path',
+    parse: (raw, ctx) => typeof raw === 'string' && isAbsolute(raw) ? raw : ctx.bad(),
+    doc: 'where hang reports go (Node\'s `--report-directory` is used when given and this is not). Created 0700 if missing; a folder owned by another user or writable by group/others is refused at report time (the frames are still logged). Reports are 0600 files without environment values'
+  }),
+  hangProbe: setting<HangProbe>({
+    option: 'hangProbe',
+    env: 'NCLUST_HANG_PROBE',
+    default: 'after-hang',
+    ...oneOf(HANG_PROBE_VALUES),
+    doc: 'when workers run the hang-probe thread that captures a hung worker\'s stack (~10 MB RSS per worker): `"after-hang"` from the first hang of the cluster on (that first hung worker is killed without a stack; every worker forked after it has the probe), `"always"`, or `"off"`. The watchdog kills and replaces hung workers in every mode; see [Hang watchdog](#hang-watchdog-how-the-stack-of-a-blocked-loop-is-taken)'
+  }),
+  maxRequests: setting({ option: 'maxRequests', env: 'MAX_REQUESTS', default: 0, ...integer(0, Number.MAX_SAFE_INTEGER, '0 (off) or a positive integer'), doc: 'recycle a worker after this many requests (surge-first, like a reload)' }),
+  maxRequestsJitter: setting({ option: 'maxRequestsJitter', env: null, default: 0, ...integer(0, Number.MAX_SAFE_INTEGER, 'a non-negative integer'), doc: 'add a random 0..jitter to `maxRequests` per worker, so workers do not all recycle together' }),
+  maxRss: setting({ option: 'maxRss', env: 'MAX_RSS', default: 0, ...integer(0, 1024 * 1024, 'MB: 0 (off) or a positive integer'), doc: 'recycle a worker whose RSS passes it (sampled with each heartbeat)' }),
+  restartBackoff: setting({
+    ...policy<BackoffPolicy>('restartBackoff', { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 },
+      'a non-negative integer of ms (factor: a number >= 1)', (k, v) => k === 'factor' ? v >= 1 : Number.isInteger(v) && v >= 0 && v <= MAX_MS),
+    doc: 'restart delay `initialDelay * factor^n` capped at `maxDelay`; reset after a worker stays ready `resetAfter` ms'
+  }),
+  crashLoop: setting({
+    ...policy<CrashLoopPolicy>('crashLoop', { maxFailures: 10, window: 60000 }, 'a positive integer', (_k, v) => Number.isInteger(v) && v >= 1 && v <= MAX_MS),
+    doc: 'one slot failing `maxFailures` times within `window` ms stops the cluster with exit 1'
+  }),
+  drain: setting<false | DrainOptions>({
+    option: 'drain',
+    env: null,
+    default: {},
+    defaultText: 'true',
+    allowed: 'true, false or an object of @nclust/fastify-drain options',
+    parse: (raw, ctx) => raw === true ? {} : raw === false ? false : typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? { ...raw } : ctx.bad(),
+    doc: 'its `timeout` defaults to `shutdownTimeout` minus min(5 s, 10 %), and a `timeout` given must be below `shutdownTimeout`'
+  }),
+  logger: setting<Logger | LoggerOptions | false>({
+    option: 'logger',
+    env: 'LOG_LEVEL',
+    flag: { name: 'log-level', short: 'l', value: 'level', help: LOG_LEVELS.join(', ') },
+    defaultText: 'pino at level info; pretty on a terminal, JSON otherwise',
+    allowed: 'a pino logger, pino options or false',
+    parse: (raw, ctx) => {
+      if (ctx.from !== 'option') return typeof raw === 'string' && LOG_LEVELS.includes(raw) ? { level: raw } : ctx.bad(`one of ${LOG_LEVELS.join(', ')}`)
+      return raw === false || (typeof raw === 'object' && raw !== null) ? raw as Logger | LoggerOptions | false : ctx.bad()
+    },
+    doc: `the env var and the flag give a level: ${LOG_LEVELS.join(', ')} (see [Logs](#logs))`
+  }),
+  logFormat: setting<LogFormat>({
+    option: null,
+    env: 'NCLUST_LOG_FORMAT',
+    defaultText: 'pretty on a terminal, JSON otherwise',
+    ...oneOf(['pretty', 'json'] as const),
+    doc: 'how the loggers built from options print'
+  }),
+  handleSignals: setting({
+    option: 'handleSignals',
+    env: null,
+    default: true,
+    allowed: 'a boolean',
+    parse: (raw, ctx) => typeof raw === 'boolean' ? raw : ctx.bad(),
+    doc: 'in the primary and in single mode: install the SIGTERM/SIGINT handlers, SIGHUP (reload, primary) and the `uncaughtException`/`unhandledRejection` handlers, and exit the process after a signal, a crash loop or a fatal error. `false` turns all of these off: call `close()` / `reload()` yourself. Forked workers always handle their signals'
+  }),
+  control: setting<string | false>({
+    option: 'control',
+    env: 'NCLUST_CONTROL',
+    flag: { name: 'control', value: 'path', help: 'control socket path, or false' },
+    defaultText: '$XDG_RUNTIME_DIR/nclust/<hash>.sock, else ~/.nclust/run/<hash>.sock',
+    allowed: `a unix socket path (at most ${MAX_SOCKET_PATH} bytes once absolute) in a folder only its user may write, or false`,
+    parse: (raw, ctx) => {
+      if (raw === false || raw === 'false') return false
+      if (typeof raw !== 'string' || raw.trim() === '' || raw.includes('\0')) return ctx.bad()
+      const path = resolveControlPath(raw.trim())
+      return Buffer.byteLength(path) > MAX_SOCKET_PATH ? ctx.bad() : path
+    },
+    doc: 'the primary\'s control socket for `nclust status`, `reload`, `scale`, `stop`, `diagnose` (see [Operating a running cluster](#operating-a-running-cluster)); `false` (`NCLUST_CONTROL=false`, `--control false`) for none. The default folder is created 0700; `<hash>` covers the working directory, the command line and the port'
+  }),
+  env: setting<Record<string, string | undefined>>({
+    option: 'env',
+    env: null,
+    defaultText: 'process.env',
+    allowed: 'an object of strings',
+    parse: (raw, ctx) => typeof raw === 'object' && raw !== null && !Array.isArray(raw) ? raw as Record<string, string | undefined> : ctx.bad()
+  })
+}
+
+export type SettingName = keyof typeof SETTINGS
+
+/** A setting's default as documented (README table, `nclust --help`). */
+export function defaultText (s: Setting<unknown>): string {
+  if (s.defaultText !== undefined) return s.defaultText
+  const d = s.default
+  if (typeof d === 'object' && d !== null) return `{ ${Object.entries(d).map(([k, v]) => `${k}: ${String(v)}`).join(', ')} }`
+  return String(d)
+}
+type Value<K extends SettingName> = ReturnType<typeof SETTINGS[K]['parse']>
+
+/** The label an error names: `option port`, `--port`, `env PORT`. */
+export function labelOf (s: Setting<unknown>, from: Source): string {
+  return from === 'option' ? `option ${String(s.option)}` : from === 'flag' ? `--${s.flag?.name ?? ''}` : `env ${s.env ?? ''}`
+}
+
+/**
+ * Where one setting's value comes from: the option if given (not undefined), else the flag, else the
+ * env var. An empty env var or flag counts as unset (`HOST=` in a compose file or a shell export),
+ * the same for every one; an empty string given as an option is a value, and is judged.
+ */
+function pick (s: Setting<unknown>, options: ClusterOptions, flags: FlagValues, env: Record<string, string | undefined>): { raw: unknown, from: Source } | undefined {
+  if (s.option !== null && options[s.option] !== undefined) return { raw: options[s.option], from: 'option' }
+  const key = s.option ?? ''
+  if (flags[key] !== undefined && flags[key] !== '') return { raw: flags[key], from: 'flag' }
+  if (s.env !== null && env[s.env] !== undefined && env[s.env] !== '') return { raw: env[s.env], from: 'env' }
   return undefined
 }
 
-type IntegerOption = 'workers' | 'port' | 'shutdownTimeout' | 'startTimeout' | 'startRetries' | 'heartbeatInterval' |
-  'heartbeatTimeout' | 'maxRequests' | 'maxRequestsJitter' | 'maxRss'
-
-/** An integer option that may come from env: the explicit option wins; the error names whichever was used. */
-function integer (
-  options: ClusterOptions, env: Record<string, string | undefined>,
-  key: IntegerOption, envName: string | null,
-  min: number, max: number, fallback: number
-): number {
-  const fromOption = options[key] !== undefined
-  const raw: unknown = fromOption ? options[key] : (envName !== null ? env[envName] : undefined)
-  if (raw === undefined || (!fromOption && raw === '')) return fallback
-  const row = OPTION_TABLE.find((o) => o.option === key)
-  const label = fromOption ? `option "${key}"` : `env ${envName ?? key}`
-  const n = toInteger(raw)
-  if (n === undefined || n < min || n > max) throw invalid(label, raw, row?.allowed ?? `an integer from ${min} to ${max}`)
-  return n
+function invalid (label: string, allowed: string, raw: unknown): Error {
+  return new errors.NCLUST_CLUSTER_INVALID_OPTION(label, allowed, show(raw))
 }
 
-function policy<T extends object> (name: string, value: unknown, defaults: T, check: (k: string, v: number) => boolean, allowed: string): T {
-  if (value === undefined) return { ...defaults }
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) throw invalid(`option "${name}"`, value, allowed)
-  const out: Record<string, number> = { ...(defaults as Record<string, number>) }
-  for (const [k, v] of Object.entries(value)) {
-    if (!(k in defaults)) throw new errors.NCLUST_UNKNOWN_OPTION(`unknown option "${name}.${k}", expected one of: ${Object.keys(defaults).join(', ')}`)
-    if (v === undefined) continue
-    if (typeof v !== 'number' || !Number.isFinite(v) || !check(k, v)) throw invalid(`option "${name}.${k}"`, v, allowed)
-    out[k] = v
-  }
-  return out as T
-}
+/** Flag values by option name, as the CLI parsed them (strings). */
+export type FlagValues = Partial<Record<string, string>>
 
 /**
- * Resolve and validate every option and env var, before anything is forked.
- * Throws `NCLUST_INVALID_OPTION` / `NCLUST_UNKNOWN_OPTION` with one line naming the option or env
- * var, the bad value and what is allowed.
+ * Resolve and validate every option, flag and env var, once per process, before anything is forked.
+ * Throws `NCLUST_CLUSTER_INVALID_OPTION` / `NCLUST_CLUSTER_UNKNOWN_OPTION` with one line:
+ * `<option, --flag or env VAR> must be <allowed>, got <value>`. `flags` is for the `nclust` CLI.
  */
-export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
-  if (typeof options !== 'object' || options === null || Array.isArray(options)) {
-    throw invalid('options', options, 'an object')
-  }
+export function resolveOptions (options: ClusterOptions = {}, flags: FlagValues = {}): ResolvedOptions {
+  if (typeof options !== 'object' || options === null || Array.isArray(options)) throw invalid('options', 'an object', options)
+  const known = Object.values(SETTINGS).map((s) => s.option).filter((o) => o !== null)
   for (const key of Object.keys(options)) {
-    if (!KNOWN.has(key)) throw new errors.NCLUST_UNKNOWN_OPTION(`unknown option "${key}", expected one of: ${[...KNOWN].join(', ')}`)
+    if (!(known as string[]).includes(key)) throw new errors.NCLUST_CLUSTER_UNKNOWN_OPTION(key, known.join(', '))
   }
-  const env = options.env ?? process.env
-  if (typeof env !== 'object' || env === null) throw invalid('option "env"', env, 'an object of strings')
+  const env = options.env === undefined ? process.env : SETTINGS.env.parse(options.env, { from: 'option', bad: (a) => { throw invalid('option env', a ?? SETTINGS.env.allowed, options.env) } })
+  const from: Partial<Record<SettingName, string>> = {}
+  const get = <K extends SettingName>(name: K): Value<K> | undefined => {
+    const s = SETTINGS[name] as Setting<unknown>
+    const got = pick(s, options, flags, env)
+    if (got === undefined) return s.default as Value<K> | undefined
+    from[name] = labelOf(s, got.from)
+    return s.parse(got.raw, { from: got.from, bad: (allowed) => { throw invalid(labelOf(s, got.from), allowed ?? s.allowed, got.raw) } }) as Value<K>
+  }
+  /** A value refused by a rule between two settings, named as it was given. */
+  const refuse = (name: SettingName, allowed: string, value: unknown): never => { throw invalid(from[name] ?? `option ${name}`, allowed, value) }
+  const must = <T>(v: T | undefined): T => v as T // settings with a static default
 
-  const workers = integer(options, env, 'workers', 'WORKER_COUNT', 1, 1024, 0)
-  const workersFrom = options.workers !== undefined ? 'option workers' : workers !== 0 ? 'WORKER_COUNT' : undefined
-  const port = integer(options, env, 'port', 'PORT', 0, 65535, DEFAULTS.port)
-  const shutdownTimeout = integer(options, env, 'shutdownTimeout', 'SHUTDOWN_TIMEOUT', 1, MAX_MS, DEFAULTS.shutdownTimeout)
-  const startTimeout = integer(options, env, 'startTimeout', null, 1, MAX_MS, DEFAULTS.startTimeout)
-  const startRetries = integer(options, env, 'startRetries', 'START_RETRIES', 0, 100, DEFAULTS.startRetries)
-  const heartbeatInterval = integer(options, env, 'heartbeatInterval', null, 10, MAX_MS, DEFAULTS.heartbeatInterval)
-  const heartbeatTimeout = integer(options, env, 'heartbeatTimeout', 'HEARTBEAT_TIMEOUT', 0, MAX_MS, DEFAULTS.heartbeatTimeout)
-  if (heartbeatTimeout !== 0 && heartbeatTimeout <= heartbeatInterval) {
-    const label = options.heartbeatTimeout !== undefined ? 'option "heartbeatTimeout"' : 'env HEARTBEAT_TIMEOUT'
-    throw invalid(label, heartbeatTimeout, `0 (off) or a value above heartbeatInterval (${heartbeatInterval})`)
-  }
-  const reportFromOption = options.reportDirectory !== undefined
-  const reportRaw: unknown = reportFromOption ? options.reportDirectory : (env.NCLUST_REPORT_DIR === '' ? undefined : env.NCLUST_REPORT_DIR)
-  if (reportRaw !== undefined && (typeof reportRaw !== 'string' || !isAbsolute(reportRaw))) {
-    throw invalid(reportFromOption ? 'option "reportDirectory"' : 'env NCLUST_REPORT_DIR', reportRaw, 'an absolute path')
-  }
-  // Node's own --report-directory, when the operator gave one, comes next; then the private default.
-  const nodeReportDir = process.report?.directory
-  const reportDirectory = reportRaw as string | undefined ?? (nodeReportDir !== undefined && nodeReportDir !== '' ? nodeReportDir : undefined)
-  const hangFromOption = options.hangProbe !== undefined
-  const hangRaw: unknown = hangFromOption ? options.hangProbe : (env.NCLUST_HANG_PROBE === '' ? undefined : env.NCLUST_HANG_PROBE)
-  if (hangRaw !== undefined && (typeof hangRaw !== 'string' || !(HANG_PROBE_VALUES as readonly string[]).includes(hangRaw))) {
-    throw invalid(hangFromOption ? 'option "hangProbe"' : 'env NCLUST_HANG_PROBE', hangRaw, '"after-hang", "always" or "off"')
-  }
-  const maxRequests = integer(options, env, 'maxRequests', 'MAX_REQUESTS', 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequests)
-  const maxRequestsJitter = integer(options, env, 'maxRequestsJitter', null, 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequestsJitter)
-  const maxRss = integer(options, env, 'maxRss', 'MAX_RSS', 0, 1024 * 1024, DEFAULTS.maxRss)
-
-  // An empty env var counts as unset, like the integer ones (HOST= in a compose file or a shell export).
-  const hostRaw: unknown = options.host !== undefined ? options.host : (env.HOST === '' ? undefined : env.HOST)
-  if (hostRaw !== undefined && (typeof hostRaw !== 'string' || hostRaw.trim() === '')) {
-    throw invalid(options.host !== undefined ? 'option "host"' : 'env HOST', hostRaw, 'a non-empty host name or address')
-  }
-  const host = typeof hostRaw === 'string' ? hostRaw.trim() : DEFAULTS.host
-
-  const balanceFromOption = options.balance !== undefined
-  const balanceRaw: unknown = balanceFromOption ? options.balance : env.NCLUST_BALANCE
-  const balanceLabel = balanceFromOption ? 'option "balance"' : 'env NCLUST_BALANCE'
-  let balance: Balance = DEFAULTS.balance
-  if (balanceRaw !== undefined && (balanceFromOption || balanceRaw !== '')) {
-    if (typeof balanceRaw !== 'string' || !(BALANCE_VALUES as readonly string[]).includes(balanceRaw)) {
-      throw invalid(balanceLabel, balanceRaw, '"primary", "kernel" or "sticky"')
-    }
-    balance = balanceRaw as Balance
-  }
+  const workers = get('workers')
+  const port = must(get('port'))
+  const shutdownTimeout = must(get('shutdownTimeout'))
+  const heartbeatInterval = must(get('heartbeatInterval'))
+  const heartbeatTimeout = must(get('heartbeatTimeout'))
+  if (heartbeatTimeout !== 0 && heartbeatTimeout <= heartbeatInterval) refuse('heartbeatTimeout', `0 (off) or a value above heartbeatInterval (${heartbeatInterval})`, heartbeatTimeout)
+  const host = must(get('host'))
+  const balance = must(get('balance'))
   if (balance === 'kernel') {
     const why = kernelBalanceUnsupported()
-    if (why !== undefined) throw invalid(balanceLabel, balance, `"primary" here: ${why}`)
-    if (host === 'localhost') throw invalid(balanceLabel, balance, '"primary" with host localhost (Fastify binds it twice, 127.0.0.1 and ::1): give an address')
-    if (port === 0) throw invalid(balanceLabel, balance, '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port')
+    if (why !== undefined) refuse('balance', `"primary" here: ${why}`, balance)
+    if (host === 'localhost') refuse('balance', '"primary" with host localhost (Fastify binds it twice, 127.0.0.1 and ::1): give an address', balance)
+    if (port === 0) refuse('balance', '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port', balance)
   }
-
-  const restartBackoff = policy<BackoffPolicy>('restartBackoff', options.restartBackoff, DEFAULTS.restartBackoff,
-    (k, v) => k === 'factor' ? v >= 1 : Number.isInteger(v) && v >= 0 && v <= MAX_MS,
-    'a non-negative integer of ms (factor: a number >= 1)')
+  const restartBackoff = must(get('restartBackoff'))
   if (restartBackoff.maxDelay < restartBackoff.initialDelay) {
-    throw invalid('option "restartBackoff.maxDelay"', restartBackoff.maxDelay, `a value >= restartBackoff.initialDelay (${restartBackoff.initialDelay})`)
+    throw invalid('option restartBackoff.maxDelay', `a value >= restartBackoff.initialDelay (${restartBackoff.initialDelay})`, restartBackoff.maxDelay)
   }
-  const crashLoop = policy<CrashLoopPolicy>('crashLoop', options.crashLoop, DEFAULTS.crashLoop,
-    (_k, v) => Number.isInteger(v) && v >= 1 && v <= MAX_MS, 'a positive integer')
+  const drain = resolveDrain(must(get('drain')), shutdownTimeout, (allowed, value) => refuse('shutdownTimeout', allowed, value), from.shutdownTimeout !== undefined ? `from ${from.shutdownTimeout}` : 'the default')
 
-  let drain: false | Record<string, unknown>
-  if (options.drain === undefined || options.drain === true) drain = {}
-  else if (options.drain === false) drain = false
-  else if (typeof options.drain === 'object' && options.drain !== null && !Array.isArray(options.drain)) drain = { ...options.drain }
-  else throw invalid('option "drain"', options.drain, 'true, false or an object of @nclust/fastify-drain options')
-
-  const minShutdown = minShutdownTimeout(drain)
-  if (shutdownTimeout < minShutdown) {
-    const fromOption = options.shutdownTimeout !== undefined
-    throw invalid(fromOption ? 'option "shutdownTimeout"' : 'env SHUTDOWN_TIMEOUT', fromOption ? options.shutdownTimeout : env.SHUTDOWN_TIMEOUT,
-      `at least ${minShutdown} ms: the drain's deadline (shutdownTimeout minus min(5 s, 10 %)) must exceed its linger ` +
-      `(${lingerOf(drain as Record<string, unknown>)} ms) and delay, or every worker fails at start`)
-  }
-
-  if (options.handleSignals !== undefined && typeof options.handleSignals !== 'boolean') {
-    throw invalid('option "handleSignals"', options.handleSignals, 'a boolean')
-  }
-  const logger = options.logger
-  if (logger !== undefined && logger !== false && (typeof logger !== 'object' || logger === null)) {
-    throw invalid('option "logger"', logger, 'a pino logger, pino options or false')
-  }
-  if (logger === undefined && env.LOG_LEVEL !== undefined && env.LOG_LEVEL !== '' &&
-      !['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].includes(env.LOG_LEVEL)) {
-    throw invalid('env LOG_LEVEL', env.LOG_LEVEL, 'one of fatal, error, warn, info, debug, trace, silent')
-  }
-
+  // Node's own --report-directory, when the operator gave one, comes before the private default.
+  const nodeReportDir = process.report?.directory
+  const reportDirectory = get('reportDirectory') ?? (nodeReportDir !== undefined && nodeReportDir !== '' ? nodeReportDir : undefined)
+  const logger = get('logger')
+  const format = get('logFormat')
+  const control = get('control')
   // Read /proc only when nobody chose a count.
-  const chosen = workersFrom === undefined ? defaultWorkerCount() : undefined
-  const format = env.NCLUST_LOG_FORMAT
-  if (format !== undefined && format !== '' && format !== 'pretty' && format !== 'json') {
-    throw invalid('env NCLUST_LOG_FORMAT', format, 'pretty or json')
-  }
-
-  const control = controlPath(options, env, port)
-
+  const chosen = workers === undefined ? defaultWorkerCount() : undefined
   return {
-    workers: chosen?.workers ?? workers,
-    workersFrom: chosen?.reason ?? workersFrom ?? '',
+    workers: chosen?.workers ?? workers ?? 1,
+    workersFrom: chosen?.reason ?? (from.workers === 'env WORKER_COUNT' ? 'WORKER_COUNT' : from.workers ?? ''),
     port,
     host,
     balance,
     shutdownTimeout,
-    startTimeout,
-    startRetries,
+    startTimeout: must(get('startTimeout')),
+    startRetries: must(get('startRetries')),
     heartbeatInterval,
     heartbeatTimeout,
     reportDirectory: reportDirectory ?? defaultReportDirectory(env),
     reportDirectoryIsDefault: reportDirectory === undefined,
-    hangProbe: (hangRaw as HangProbe | undefined) ?? 'after-hang',
-    maxRequests,
-    maxRequestsJitter,
-    maxRss,
+    hangProbe: must(get('hangProbe')),
+    maxRequests: must(get('maxRequests')),
+    maxRequestsJitter: must(get('maxRequestsJitter')),
+    maxRss: must(get('maxRss')),
     restartBackoff,
-    crashLoop,
+    crashLoop: must(get('crashLoop')),
     drain,
-    logger: logger ?? (env.LOG_LEVEL ? { level: env.LOG_LEVEL } : undefined),
-    logFormat: logFormat(env),
-    handleSignals: options.handleSignals ?? true,
-    control,
-    controlIsDefault: options.control === undefined && (env.NCLUST_CONTROL === undefined || env.NCLUST_CONTROL === '')
+    logger,
+    logFormat: format ?? logFormat({}),
+    handleSignals: must(get('handleSignals')),
+    control: control ?? defaultControlPath(port, env),
+    controlIsDefault: control === undefined
   }
 }
 
-function controlPath (options: ClusterOptions, env: Record<string, string | undefined>, port: number): string | false {
-  const fromOption = options.control !== undefined
-  const raw: unknown = fromOption ? options.control : env.NCLUST_CONTROL
-  const label = fromOption ? 'option "control"' : 'env NCLUST_CONTROL'
-  if (raw === false || raw === 'false') return false
-  if (raw === undefined || (!fromOption && raw === '')) return defaultControlPath(port, env)
-  if (typeof raw !== 'string' || raw.trim() === '' || raw.includes('\0')) throw invalid(label, raw, 'a unix socket path or false')
-  const path = resolveControlPath(raw.trim())
-  if (Buffer.byteLength(path) > MAX_SOCKET_PATH) throw invalid(label, raw, `a path of at most ${MAX_SOCKET_PATH} bytes once absolute (a unix socket's limit)`)
-  return path
+/**
+ * The drain the workers register: its `timeout` a little below `shutdownTimeout` unless given, and
+ * the drain's own timing rule ({@link minDrainTimeout}: delay and linger end before the deadline)
+ * checked here, in the primary, so a misfit fails the start once instead of every worker.
+ * A given `drain.timeout` at or above `shutdownTimeout` is refused, naming both: the SIGKILL at
+ * `shutdownTimeout` would cut every drain that needs it, silently (see the report of issue 26).
+ */
+function resolveDrain (drain: false | DrainOptions, shutdownTimeout: number, refuseShutdown: (allowed: string, value: number) => never, shutdownFrom: string): false | DrainOptions & { timeout: number } {
+  if (drain === false) return false
+  if (drain.timeout === undefined) {
+    const min = minShutdownTimeout(drain)
+    if (shutdownTimeout < min) {
+      refuseShutdown(`at least ${min} ms: the drain's deadline (shutdownTimeout minus min(5 s, 10 %)) must exceed its linger ` +
+        `(${drain.linger ?? DRAIN_DEFAULTS.linger} ms) and delay, or every worker fails at start`, shutdownTimeout)
+    }
+    return { ...drain, timeout: drainTimeoutFor(shutdownTimeout) }
+  }
+  if (typeof drain.timeout !== 'number' || !Number.isInteger(drain.timeout) || drain.timeout < 1) {
+    throw invalid('option drain.timeout', `an integer number of ms from 1, below shutdownTimeout (${shutdownTimeout})`, drain.timeout)
+  }
+  if (drain.timeout >= shutdownTimeout) {
+    throw invalid('option drain.timeout', `below shutdownTimeout (${shutdownTimeout}, ${shutdownFrom}), the deadline at which workers are SIGKILLed`, drain.timeout)
+  }
+  return { ...drain, timeout: drain.timeout }
 }
 
 /** The drain plugin's deadline: a little below the cluster's, so the SIGKILL is only a backstop. */
@@ -374,21 +475,17 @@ export function drainTimeoutFor (shutdownTimeout: number): number {
   return Math.max(1, shutdownTimeout - Math.min(5000, Math.ceil(shutdownTimeout * 0.1)))
 }
 
-function timingOf (drain: Record<string, unknown>, key: 'linger' | 'delay'): number {
-  const v = drain[key]
-  return typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : DRAIN_DEFAULTS[key]
-}
-function lingerOf (drain: Record<string, unknown>): number { return timingOf(drain, 'linger') }
-
 /**
  * The smallest `shutdownTimeout` the default drain fits in: its deadline, {@link drainTimeoutFor},
- * must exceed the drain's `linger` (250 ms by default) and `delay`, or the plugin rejects its options
- * and every worker fails at start. 1 when the drain is off or given its own `timeout`.
+ * must reach the drain's own {@link minDrainTimeout} (above its `linger`, 250 ms by default, and
+ * `delay`), or the plugin rejects its options and every worker fails at start. 1 when the drain is
+ * off or given its own `timeout`.
  */
-export function minShutdownTimeout (drain: false | Record<string, unknown>): number {
+export function minShutdownTimeout (drain: false | DrainOptions): number {
   if (drain === false || drain.timeout !== undefined) return 1
-  const need = Math.max(timingOf(drain, 'linger'), timingOf(drain, 'delay'))
-  let st = need + 1
-  while (drainTimeoutFor(st) <= need) st += 1
+  const need = minDrainTimeout({ delay: intOrUndefined(drain.delay), linger: intOrUndefined(drain.linger) })
+  let st = need
+  while (drainTimeoutFor(st) < need) st += 1
   return st
 }
+function intOrUndefined (v: unknown): number | undefined { return typeof v === 'number' && Number.isInteger(v) && v >= 0 ? v : undefined }

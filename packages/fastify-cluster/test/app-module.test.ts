@@ -39,9 +39,9 @@ test('a module exporting buildApp: buildApp is used (and its options export is n
   assert.equal(body.bodyLimit, 1048576)
 })
 
-test('a module of neither shape: NCLUST_INVALID_APP naming the module and both shapes', async () => {
+test('a module of neither shape: NCLUST_CLUSTER_INVALID_APP naming the module and both shapes', async () => {
   await assert.rejects(loadAppModule(fixture('build-app/not-an-app.mjs')), (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'NCLUST_INVALID_APP')
+    assert.equal(err.code, 'NCLUST_CLUSTER_INVALID_APP')
     assert.match(err.message, /not-an-app\.mjs exports neither a Fastify plugin .* nor buildApp/)
     return true
   })
@@ -52,7 +52,7 @@ test('resolveAppModule: relative to the working directory, file: URLs as they ar
   assert.equal(url.href, fixture('cli-app/app.js').href)
   assert.equal(resolveAppModule(fixture('build-app/app.mjs')).href, fixture('build-app/app.mjs').href)
   assert.throws(() => resolveAppModule('./nope.js', '/tmp'), (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'NCLUST_INVALID_APP')
+    assert.equal(err.code, 'NCLUST_CLUSTER_INVALID_APP')
     assert.equal(err.message, 'app module ./nope.js not found (looked for /tmp/nope.js)')
     return true
   })

@@ -20,10 +20,10 @@ test('kernel balancing is refused where Node ignores reusePort or the OS does no
 
 test('NCLUST_BALANCE / balance: validated with a message naming it', () => {
   assert.equal(resolveOptions({ env: {} }).balance, 'primary')
-  assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'round-robin' } }), /invalid env NCLUST_BALANCE: got "round-robin", expected "primary", "kernel" or "sticky"/)
-  assert.throws(() => resolveOptions({ env: {}, balance: 'fast' as never }), /invalid option "balance": got "fast"/)
+  assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'round-robin' } }), /env NCLUST_BALANCE must be "primary", "kernel" or "sticky", got "round-robin"$/)
+  assert.throws(() => resolveOptions({ env: {}, balance: 'fast' as never }), /option balance must be .*, got "fast"$/)
   if (unsupported !== undefined) {
-    assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'kernel' } }), /invalid env NCLUST_BALANCE: got "kernel", expected "primary" here: kernel balancing needs/)
+    assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'kernel' } }), /env NCLUST_BALANCE must be "primary" here: kernel balancing needs.*, got "kernel"$/)
   } else {
     assert.equal(resolveOptions({ env: { NCLUST_BALANCE: 'kernel' } }).balance, 'kernel')
     assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'kernel', PORT: '0' } }), /with port 0/)
@@ -116,6 +116,6 @@ test('balance kernel where unsupported: exit 1 before any fork, one line naming 
   const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(await freePort()), NCLUST_BALANCE: 'kernel' } })
   t.after(() => p.cleanup())
   assert.equal((await p.waitForExit(15000)).code, 1)
-  assert.match(p.stderr(), /^nclust: NCLUST_INVALID_OPTION: invalid env NCLUST_BALANCE: got "kernel", expected "primary" here: kernel balancing needs listen\(\{ reusePort \}\) from Node 22\.12\+ or 23\.1\+, this is Node v\d+/)
+  assert.match(p.stderr(), /^nclust: NCLUST_CLUSTER_INVALID_OPTION: env NCLUST_BALANCE must be "primary" here: kernel balancing needs listen\(\{ reusePort \}\) from Node 22\.12\+ or 23\.1\+, this is Node v[\d.]+, got "kernel"/)
   assert.equal(p.stderr().trim().split('\n').length, 1)
 })

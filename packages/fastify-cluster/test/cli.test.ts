@@ -79,12 +79,14 @@ test('nclust --help prints the usage and exits 0; --version prints the package v
 
 const refusals: Array<[string, string[], Record<string, string>, string]> = [
   ['an unknown flag', ['start', '--wrokers', '2', './app.js'], {}, 'nclust: unknown flag --wrokers (nclust --help lists them)'],
-  ['a bad flag value', ['start', '-w', 'abc', './app.js'], {}, 'nclust: NCLUST_INVALID_OPTION: invalid --workers: got "abc", expected an integer from 1 to 1024'],
-  ['a bad port', ['start', '--port', '70000', './app.js'], {}, 'nclust: NCLUST_INVALID_OPTION: invalid --port: got "70000", expected an integer from 0 to 65535'],
-  ['a bad log level', ['start', '-l', 'loud', './app.js'], {}, 'nclust: invalid --log-level: got "loud", expected one of fatal, error, warn, info, debug, trace, silent'],
+  ['a bad flag value', ['start', '-w', 'abc', './app.js'], {}, 'nclust: NCLUST_CLUSTER_INVALID_OPTION: --workers must be an integer from 1 to 1024, got "abc"'],
+  ['a bad port', ['start', '--port', '70000', './app.js'], {}, 'nclust: NCLUST_CLUSTER_INVALID_OPTION: --port must be an integer from 0 to 65535, got "70000"'],
+  ['a bad log level', ['start', '-l', 'loud', './app.js'], {}, 'nclust: NCLUST_CLUSTER_INVALID_OPTION: --log-level must be one of fatal, error, warn, info, debug, trace, silent, got "loud"'],
+  ['a flag beside a bad env var: the flag wins', ['start', '-w', '0', './app.js'], { WORKER_COUNT: '2' }, 'nclust: NCLUST_CLUSTER_INVALID_OPTION: --workers must be an integer from 1 to 1024, got "0"'],
   ['a flag without its value', ['start', './app.js', '-p'], {}, 'nclust: flag -p, --port needs a value (nclust --help)'],
-  ['a bad env var', ['start', './app.js'], { WORKER_COUNT: 'abc' }, 'nclust: NCLUST_INVALID_OPTION: invalid env WORKER_COUNT: got "abc", expected an integer from 1 to 1024'],
-  ['a missing module', ['start', './nope.js'], {}, `nclust: NCLUST_INVALID_APP: app module ./nope.js not found (looked for ${join(cliApp, 'nope.js')})`],
+  ['a bad env var', ['start', './app.js'], { WORKER_COUNT: 'abc' }, 'nclust: NCLUST_CLUSTER_INVALID_OPTION: env WORKER_COUNT must be an integer from 1 to 1024, got "abc"'],
+  ['PORT=-0', ['start', './app.js'], { PORT: '-0' }, 'nclust: NCLUST_CLUSTER_INVALID_OPTION: env PORT must be an integer from 0 to 65535, got "-0"'],
+  ['a missing module', ['start', './nope.js'], {}, `nclust: NCLUST_CLUSTER_INVALID_APP: app module ./nope.js not found (looked for ${join(cliApp, 'nope.js')})`],
   ['no command', [], {}, 'nclust: missing command: nclust start <app module> (nclust --help)']
 ]
 for (const [what, args, env, line] of refusals) {

@@ -219,9 +219,9 @@ test('handle: events, workers(), ready(), onClose() and the request/reply channe
     assert.ok(h.ms >= 295 && h.ms < 10 * 300, `each worker times out on its own after its 300 ms (took ${h.ms} ms)`)
   }
   assert.match((results.fail as Array<{ error: string }>)[0]!.error, /handler failed \(fixture\)/)
-  assert.equal(results.missing, 'NCLUST_REQUEST_FAILED')
+  assert.equal(results.missing, 'NCLUST_CLUSTER_REQUEST_FAILED')
   const dflt = results.defaultTimeout as { code: string, message: string, ms: number }
-  assert.equal(dflt.code, 'NCLUST_REQUEST_TIMEOUT')
+  assert.equal(dflt.code, 'NCLUST_CLUSTER_REQUEST_TIMEOUT')
   assert.match(dflt.message, /did not answer "hang" within 1000ms/, 'request() without a timeout waits 1000 ms')
   assert.ok(dflt.ms >= 995, `rejected after ${dflt.ms} ms`)
   assert.equal(p.lines.filter((l) => l.msg === 'event worker-ready').length, 2)

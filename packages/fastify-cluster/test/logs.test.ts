@@ -56,8 +56,8 @@ test('the primary\'s line logger writes pino\'s format: level, time, bindings, f
 
 test('a bad NCLUST_LOG_FORMAT is refused naming it', () => {
   assert.throws(() => resolveOptions({ env: { NCLUST_LOG_FORMAT: 'colour' } }), (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'NCLUST_INVALID_OPTION')
-    assert.equal(err.message, 'invalid env NCLUST_LOG_FORMAT: got "colour", expected pretty or json')
+    assert.equal(err.code, 'NCLUST_CLUSTER_INVALID_OPTION')
+    assert.equal(err.message, 'env NCLUST_LOG_FORMAT must be "pretty" or "json", got "colour"')
     return true
   })
   assert.equal(resolveOptions({ env: { NCLUST_LOG_FORMAT: 'pretty' } }).logFormat, 'pretty')

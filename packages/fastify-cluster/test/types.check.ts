@@ -60,7 +60,7 @@ export async function check (): Promise<void> {
   const ctx: WorkerContext | undefined = currentWorker()
   void ctx
   void resolveOptions({ workers: 1 }).workers.toFixed()
-  void new errors.NCLUST_INVALID_OPTION('x').code
+  void new errors.NCLUST_CLUSTER_INVALID_OPTION('option x', 'y', 'z').code
   const balance: Balance = resolveOptions({ balance: 'primary' }).balance
   const from: string = resolveOptions({}).workersFrom
   const input: WorkerCountInput = { root: '/', available: 2, cores: 64 }

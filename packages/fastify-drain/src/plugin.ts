@@ -2,13 +2,14 @@ import fp from 'fastify-plugin'
 import type { FastifyPluginAsync } from 'fastify'
 import type { Server as NetServer } from 'node:net'
 import { Drainer } from './drain.js'
-import { resolveOptions, ServerOptionError } from './options.js'
+import { resolveOptions } from './options.js'
+import { errors } from './errors.js'
 import type { DrainOptions } from './types.js'
 
 const drainPlugin: FastifyPluginAsync<DrainOptions> = async function drainPlugin (fastify, options) {
   const opts = resolveOptions(options)
   if (fastify.hasDecorator('drain')) {
-    throw new ServerOptionError('registered twice on the same app (fastify.drain exists): register it once, at the root')
+    throw new errors.NCLUST_DRAIN_SERVER_OPTION('registered twice on the same app (fastify.drain exists): register it once, at the root')
   }
   const config = fastify.initialConfig
   const drainer = new Drainer(fastify.server as unknown as NetServer, opts, opts.logger ?? fastify.log, {

@@ -9,14 +9,13 @@ const bad: Array<[unknown, string, RegExp]> = [
   [{ timeout: 0 }, 'timeout', /0/],
   [{ timeout: 1.5 }, 'timeout', /1\.5/],
   [{ delay: -1 }, 'delay', /-1/],
-  [{ delay: 30_000 }, 'delay', /below timeout \(25000\)/],
+  [{ delay: 30_000 }, 'delay', /^option delay must be below timeout \(25000\), or nothing would be left to drain in, got 30000$/],
   [{ timeout: 1000, linger: 1000 }, 'linger', /below timeout \(1000\)/],
   [{ readiness: true }, 'readiness', /"\/ready"/],
   [{ readiness: { path: 'ready' } }, 'readiness', /starting with "\/"/],
   [{ retryAfter: -2 }, 'retryAfter', /-2/],
   [{ logger: {} }, 'logger', /info, warn and error/],
-  [{ timout: 1000 }, 'timout', /unknown; allowed: timeout, delay/],
-  ['fast', '(options)', /expected an object/]
+  ['fast', 'options', /^options must be an object or nothing, got "fast"$/]
 ]
 
 for (const [options, name, detail] of bad) {
@@ -24,13 +23,34 @@ for (const [options, name, detail] of bad) {
     const app = Fastify()
     await assert.rejects(async () => { await app.register(clusterDrain, options as DrainOptions).ready() }, (err: Error & { code?: string }) => {
       assert.equal(err.code, 'NCLUST_DRAIN_INVALID_OPTION')
-      assert.ok(err.message.includes(`"${name}"`), err.message)
+      assert.ok(err.message.startsWith(name === 'options' ? 'options must be ' : `option ${name} must be `), err.message)
       assert.match(err.message, detail)
       return true
     })
     await app.close()
   })
 }
+
+test('an unknown key fails with NCLUST_DRAIN_UNKNOWN_OPTION naming it and the known ones', async () => {
+  const app = Fastify()
+  await assert.rejects(async () => { await app.register(clusterDrain, { timout: 1000 } as DrainOptions).ready() }, (err: Error & { code?: string }) => {
+    assert.equal(err.code, 'NCLUST_DRAIN_UNKNOWN_OPTION')
+    assert.match(err.message, /^unknown option timout, expected one of timeout, delay, linger/)
+    return true
+  })
+  await app.close()
+})
+
+test('minDrainTimeout is the rule the checks apply: the smallest timeout accepted with a delay and a linger', async () => {
+  const { minDrainTimeout } = await import('../src/defaults.js')
+  const { resolveOptions } = await import('../src/options.js')
+  for (const o of [{}, { linger: 0 }, { delay: 5000 }, { delay: 10, linger: 900 }]) {
+    const min = minDrainTimeout(o)
+    assert.equal(resolveOptions({ ...o, timeout: min }).timeout, min, `${JSON.stringify(o)} fits in ${min}`)
+    if (min > 1) assert.throws(() => resolveOptions({ ...o, timeout: min - 1 }), /must be below timeout/)
+  }
+  assert.equal(minDrainTimeout(), 251)
+})
 
 test('registers on a default Fastify() (no server option needed) and decorates drainAndClose', async () => {
   const app = Fastify()
@@ -79,4 +99,17 @@ test('a custom logger receives the drain lines', async () => {
   await app.ready()
   await app.close()
   assert.deepEqual(lines, ['info drain: started', 'info drain: done'])
+})
+
+test('the README table and the DrainOptions JSDoc give the defaults DRAIN_DEFAULTS holds (no copy drifts)', async () => {
+  const { readFileSync } = await import('node:fs')
+  const { DRAIN_DEFAULTS } = await import('../src/defaults.js')
+  const readme = readFileSync(new URL('../README.md', import.meta.url), 'utf8')
+  const types = readFileSync(new URL('../src/types.ts', import.meta.url), 'utf8')
+  for (const [name, value] of Object.entries(DRAIN_DEFAULTS)) {
+    const row = readme.split('\n').find((l) => l.startsWith(`| \`${name}\` |`))
+    assert.ok(row?.split(' | ')[2] === `\`${value}\``, `README default of ${name}: ${row ?? 'no row'}`)
+    const doc = new RegExp(`Default ${value}\\.[^/]*\\*/\\s*${name}\\?:`)
+    assert.match(types, doc, `DrainOptions.${name} JSDoc says Default ${value}`)
+  }
 })

@@ -126,7 +126,7 @@ test('an app takes over on drainSignal: its goodbye message and its own close co
 
 test('websocketGrace is validated', async () => {
   const { resolveOptions } = await import('../src/options.js')
-  assert.throws(() => resolveOptions({ websocketGrace: -1 }), /option "websocketGrace" is -1/)
-  assert.throws(() => resolveOptions({ websocketGrace: '1s' }), /option "websocketGrace" is "1s"/)
+  assert.throws(() => resolveOptions({ websocketGrace: -1 }), /option websocketGrace must be an integer number of ms from 0 to 2147483647, got -1$/)
+  assert.throws(() => resolveOptions({ websocketGrace: '1s' }), /option websocketGrace must be .*, got "1s"$/)
   assert.equal(resolveOptions({}).websocketGrace, 1000)
 })

@@ -1,7 +1,7 @@
 import { createRequire } from 'node:module'
 import type { Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { PidMetricsHandleError, PidMetricsOptionError, show } from './errors.js'
+import { PidMetricsHandleError, bad, show, unknownOption } from './errors.js'
 import { ClusterMerger, type Family, type ScrapeResult } from './merge.js'
 import { formatFamilies, PROMETHEUS_CONTENT_TYPE } from './exposition.js'
 import { RateWindow } from './imbalance.js'
@@ -50,16 +50,12 @@ export interface ClusterMetricsServer {
 
 interface Resolved { port: number, host: string, path: string, timeout: number, enabled: boolean, primaryMetrics: boolean, imbalanceWindow: number, channel: string }
 
-function bad (name: string, value: unknown, expected: string): never {
-  throw new PidMetricsOptionError(name, show(value), expected)
-}
-
 export function resolveClusterMetricsOptions (raw: unknown, env: NodeJS.ProcessEnv = process.env): Resolved {
   if (raw === undefined || raw === null) raw = {}
   if (typeof raw !== 'object' || Array.isArray(raw)) bad('options', raw, 'an object')
   const o = raw as Record<string, unknown>
   const known = ['port', 'host', 'path', 'timeout', 'enabled', 'primaryMetrics', 'imbalanceWindow', 'channel']
-  for (const k of Object.keys(o)) if (!known.includes(k)) bad(k, o[k], `no such option; known options are ${known.join(', ')}`)
+  for (const k of Object.keys(o)) if (!known.includes(k)) unknownOption(k, known)
 
   let enabled = env.METRICS_PORT !== 'off'
   if (o.enabled !== undefined) {
@@ -71,8 +67,8 @@ export function resolveClusterMetricsOptions (raw: unknown, env: NodeJS.ProcessE
     if (typeof o.port !== 'number' || !Number.isInteger(o.port) || o.port < 0 || o.port > 65535) bad('port', o.port, 'an integer port 0-65535')
     port = o.port
   } else if (env.METRICS_PORT !== undefined && env.METRICS_PORT !== '' && env.METRICS_PORT !== 'off') {
-    const n = Number(env.METRICS_PORT)
-    if (!Number.isInteger(n) || n < 0 || n > 65535) bad('port (from METRICS_PORT)', env.METRICS_PORT, 'an integer port 0-65535, or "off"')
+    const n = /^\d+$/.test(env.METRICS_PORT) ? Number(env.METRICS_PORT) : NaN // not -0, 0x10, 1e3 or ' 80'
+    if (!Number.isInteger(n) || n < 0 || n > 65535) bad('env METRICS_PORT', env.METRICS_PORT, 'an integer port 0-65535, or "off"')
     port = n
   }
   // Loopback by default: the scrape shows pids, versions and per-route/per-status counts, which is not

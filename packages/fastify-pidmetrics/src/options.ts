@@ -1,5 +1,5 @@
 import type { Registry } from 'prom-client'
-import { PidMetricsOptionError, show } from './errors.js'
+import { bad, unknownOption } from './errors.js'
 
 /** Options of the default process/Node metrics, passed to prom-client's `collectDefaultMetrics` (through fastify-metrics). */
 export interface DefaultMetricsOptions {
@@ -50,10 +50,6 @@ export const DEFAULT_CHANNEL = 'pidmetrics:scrape'
 const LABEL_NAME = /^[a-zA-Z_][a-zA-Z0-9_]*$/
 const KNOWN = new Set(['endpoint', 'registry', 'defaultMetrics', 'routeMetrics', 'buckets', 'notFoundRoute', 'excludeRoutes', 'worker', 'labels', 'channel'])
 
-function bad (name: string, value: unknown, expected: string): never {
-  throw new PidMetricsOptionError(name, show(value), expected)
-}
-
 export function isRegistryLike (value: unknown): value is Registry {
   return typeof value === 'object' && value !== null &&
     typeof (value as Registry).registerMetric === 'function' &&
@@ -76,7 +72,7 @@ export function resolvePidMetricsOptions (raw: unknown): ResolvedPidMetricsOptio
   for (const key of Object.keys(o)) {
     // Fastify passes its own per-plugin keys (prefix, logLevel...) through plugin options.
     if (!KNOWN.has(key) && !['prefix', 'logLevel', 'logSerializers'].includes(key)) {
-      bad(key, o[key], `no such option; known options are ${[...KNOWN].join(', ')}`)
+      unknownOption(key, KNOWN)
     }
   }
 
@@ -100,7 +96,7 @@ export function resolvePidMetricsOptions (raw: unknown): ResolvedPidMetricsOptio
       const d = o.defaultMetrics as Record<string, unknown>
       for (const key of Object.keys(d)) {
         if (!['prefix', 'gcDurationBuckets', 'eventLoopMonitoringPrecision'].includes(key)) {
-          bad(`defaultMetrics.${key}`, d[key], 'no such option; known: prefix, gcDurationBuckets, eventLoopMonitoringPrecision (register and labels are set by pidMetrics)')
+          unknownOption(`defaultMetrics.${key}`, ['prefix', 'gcDurationBuckets', 'eventLoopMonitoringPrecision (register and labels are set by pidMetrics)'])
         }
       }
       if (d.prefix !== undefined && (typeof d.prefix !== 'string' || (d.prefix !== '' && !/^[a-zA-Z_:][a-zA-Z0-9_:]*$/.test(d.prefix)))) {

@@ -259,12 +259,14 @@ const coded = (code: string, message: RegExp) => (err: Error & { code?: string }
 }
 
 test('clusterMetrics rejects bad options and things that are not a handle', async () => {
-  await assert.rejects(clusterMetrics({ role: 'primary' }, { port: 70000 }), coded('FST_PIDMETRICS_OPTION', /option "port" is 70000: expected an integer port 0-65535/))
-  await assert.rejects(clusterMetrics({ role: 'primary' }, { timeout: 0 }), coded('FST_PIDMETRICS_OPTION', /"timeout" is 0/))
-  await assert.rejects(clusterMetrics({ role: 'primary' }, { path: 'metrics' }), coded('FST_PIDMETRICS_OPTION', /option "path" is "metrics"/))
-  assert.throws(() => resolveClusterMetricsOptions({}, { METRICS_PORT: 'abc' }), coded('FST_PIDMETRICS_OPTION', /"port \(from METRICS_PORT\)" is "abc"/))
-  await assert.rejects(clusterMetrics(undefined), coded('FST_PIDMETRICS_HANDLE', /./))
-  await assert.rejects(clusterMetrics({ role: 'primary' }), coded('FST_PIDMETRICS_HANDLE', /needs workers\(\)/))
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { port: 70000 }), coded('NCLUST_PIDMETRICS_INVALID_OPTION', /^option port must be an integer port 0-65535, got 70000$/))
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { timeout: 0 }), coded('NCLUST_PIDMETRICS_INVALID_OPTION', /^option timeout must be .*, got 0$/))
+  await assert.rejects(clusterMetrics({ role: 'primary' }, { path: 'metrics' }), coded('NCLUST_PIDMETRICS_INVALID_OPTION', /^option path must be .*, got "metrics"$/))
+  assert.throws(() => resolveClusterMetricsOptions({}, { METRICS_PORT: 'abc' }), coded('NCLUST_PIDMETRICS_INVALID_OPTION', /^env METRICS_PORT must be an integer port 0-65535, or "off", got "abc"$/))
+  assert.throws(() => resolveClusterMetricsOptions({}, { METRICS_PORT: '-0' }), coded('NCLUST_PIDMETRICS_INVALID_OPTION', /^env METRICS_PORT must be .*, got "-0"$/))
+  assert.throws(() => resolveClusterMetricsOptions({ potr: 1 }, {}), coded('NCLUST_PIDMETRICS_UNKNOWN_OPTION', /^unknown option potr, expected one of port, host/))
+  await assert.rejects(clusterMetrics(undefined), coded('NCLUST_PIDMETRICS_HANDLE', /./))
+  await assert.rejects(clusterMetrics({ role: 'primary' }), coded('NCLUST_PIDMETRICS_HANDLE', /needs workers\(\)/))
   // Port in use: a clear listen error.
   const primary = await fleet(1, 9000)
   const a = await clusterMetrics(primary, { port: 0, host: '127.0.0.1' })

@@ -129,7 +129,7 @@ test('registering twice on one registry fails with a clear error', async () => {
   await f.register(pidMetrics, { registry })
   const g = Fastify()
   await assert.rejects(async () => { await g.register(pidMetrics, { registry }) }, (err: Error & { code?: string }) => {
-    assert.equal(err.code, 'FST_PIDMETRICS_DUPLICATE')
+    assert.equal(err.code, 'NCLUST_PIDMETRICS_DUPLICATE')
     assert.match(err.message, /new Registry\(\)/)
     return true
   })
@@ -138,25 +138,37 @@ test('registering twice on one registry fails with a clear error', async () => {
 
 test('bad options are rejected naming the option, the value and what is allowed', async () => {
   const cases: Array<[unknown, RegExp]> = [
-    [{ endpoint: 'metrics' }, /option "endpoint" is "metrics": expected a path starting with "\/" or false/],
-    [{ buckets: [1, 0.5] }, /option "buckets" is \[1,0\.5\]: expected a non-empty array of increasing finite numbers/],
-    [{ buckets: [] }, /option "buckets" is \[\]/],
-    [{ registry: {} }, /option "registry" is \{\}: expected a prom-client Registry/],
-    [{ routeMetrics: 'yes' }, /option "routeMetrics" is "yes": expected true or false/],
-    [{ labels: { pid: 'x' } }, /option "labels\.pid" is "x": expected a label name other than pid/],
-    [{ labels: { 'bad-name': 'x' } }, /option "labels\.bad-name" is "x": expected a valid Prometheus label name/],
-    [{ worker: 3 }, /option "worker" is 3: expected a non-empty string/],
-    [{ defaultMetrics: { register: 1 } }, /option "defaultMetrics\.register" is 1/],
-    [{ defaultMetrics: 'on' }, /option "defaultMetrics" is "on"/],
-    [{ excludeRoutes: '/health' }, /option "excludeRoutes" is "\/health": expected an array/],
-    [{ notFoundRoute: '' }, /option "notFoundRoute" is "": expected a non-empty string/],
-    [{ endpiont: '/metrics' }, /option "endpiont" is "\/metrics": expected no such option; known options are endpoint/]
+    [{ endpoint: 'metrics' }, /^option endpoint must be a path starting with "\/" or false, got "metrics"$/],
+    [{ buckets: [1, 0.5] }, /^option buckets must be a non-empty array of increasing finite numbers \(seconds\), got \[1,0\.5\]$/],
+    [{ buckets: [] }, /^option buckets must be .*, got \[\]$/],
+    [{ registry: {} }, /^option registry must be a prom-client Registry .*, got \{\}$/],
+    [{ routeMetrics: 'yes' }, /^option routeMetrics must be true or false, got "yes"$/],
+    [{ labels: { pid: 'x' } }, /^option labels\.pid must be a label name other than pid.*, got "x"$/],
+    [{ labels: { 'bad-name': 'x' } }, /^option labels\.bad-name must be a valid Prometheus label name.*, got "x"$/],
+    [{ worker: 3 }, /^option worker must be a non-empty string, got 3$/],
+    [{ defaultMetrics: 'on' }, /^option defaultMetrics must be .*, got "on"$/],
+    [{ excludeRoutes: '/health' }, /^option excludeRoutes must be an array.*, got "\/health"$/],
+    [{ notFoundRoute: '' }, /^option notFoundRoute must be a non-empty string, got ""$/]
   ]
   for (const [opts, re] of cases) {
     const f = Fastify()
     await assert.rejects(async () => { await f.register(pidMetrics, { registry: new Registry(), ...(opts as object) }) }, (err: Error & { code?: string }) => {
-      assert.equal(err.code, 'FST_PIDMETRICS_OPTION', `code for ${JSON.stringify(opts)}`)
+      assert.equal(err.code, 'NCLUST_PIDMETRICS_INVALID_OPTION', `code for ${JSON.stringify(opts)}`)
       assert.ok(err instanceof TypeError)
+      assert.match(err.message, re)
+      return true
+    })
+  }
+})
+
+test('unknown option keys are refused naming them and the known ones', async () => {
+  for (const [opts, re] of [
+    [{ endpiont: '/metrics' }, /^unknown option endpiont, expected one of endpoint, registry/],
+    [{ defaultMetrics: { register: 1 } }, /^unknown option defaultMetrics\.register, expected one of prefix, gcDurationBuckets/]
+  ] as const) {
+    const f = Fastify()
+    await assert.rejects(async () => { await f.register(pidMetrics, { registry: new Registry(), ...(opts as object) }) }, (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'NCLUST_PIDMETRICS_UNKNOWN_OPTION')
       assert.match(err.message, re)
       return true
     })

@@ -3,9 +3,9 @@ import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { dirname, isAbsolute } from 'node:path'
 import type { PrimaryHandle, WorkerExitEvent } from '../types.js'
-import type { ResolvedOptions } from '../options.js'
+import { MAX_WORKERS, type ResolvedOptions } from '../options.js'
 import { ensureReportDirectory } from '../probe.js'
-import { errors } from '../errors.js'
+import { errors, ControlRefusal } from '../errors.js'
 import { DIAGNOSE_CHANNEL, isWorkerMessage } from '../messages.js'
 import {
   COMMANDS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_REQUEST_BYTES, PROTOCOL_VERSION, encode, lineSplitter,
@@ -28,22 +28,22 @@ export async function claimControl (path: string): Promise<Server> {
   try {
     mkdirSync(dir, { recursive: true, mode: 0o700 })
   } catch (err) {
-    throw new errors.NCLUST_INVALID_OPTION(`control socket folder ${dir} cannot be created: ${(err as Error).message}`)
+    throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} cannot be created: ${(err as Error).message}`)
   }
   const st = statSync(dir)
   if ((st.mode & 0o002) !== 0) {
-    throw new errors.NCLUST_INVALID_OPTION(`control socket folder ${dir} is writable by every user; give a private folder (--control / NCLUST_CONTROL), or false`)
+    throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} is writable by every user; give a private folder (--control / NCLUST_CONTROL), or false`)
   }
   if (typeof process.getuid === 'function' && st.uid !== process.getuid() && st.uid !== 0) {
-    throw new errors.NCLUST_INVALID_OPTION(`control socket folder ${dir} belongs to uid ${st.uid}, not to this user; give a private folder`)
+    throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} belongs to uid ${st.uid}, not to this user; give a private folder`)
   }
   let existing
   try { existing = lstatSync(path) } catch {}
   if (existing !== undefined) {
-    if (!existing.isSocket()) throw new errors.NCLUST_INVALID_OPTION(`control socket path ${path} exists and is not a socket; remove it or give another path`)
+    if (!existing.isSocket()) throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket path ${path} exists and is not a socket; remove it or give another path`)
     const owner = await probe(path)
     if (owner !== 'stale') {
-      throw new errors.NCLUST_CONTROL_IN_USE(`control socket ${path} belongs to a running cluster${owner !== undefined ? ` (primary pid ${owner.pid}, from ${owner.cwd})` : ''}; stop it, or give this one another --control path`)
+      throw new errors.NCLUST_CLUSTER_CONTROL_IN_USE(`control socket ${path} belongs to a running cluster${owner !== undefined ? ` (primary pid ${owner.pid}, from ${owner.cwd})` : ''}; stop it, or give this one another --control path`)
     }
     unlinkSync(path)
   }
@@ -51,8 +51,8 @@ export async function claimControl (path: string): Promise<Server> {
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => {
       reject(err.code === 'EADDRINUSE'
-        ? new errors.NCLUST_CONTROL_IN_USE(`control socket ${path} was taken by another cluster starting at the same time`)
-        : new errors.NCLUST_INVALID_OPTION(`control socket ${path} cannot listen: ${err.message}`))
+        ? new errors.NCLUST_CLUSTER_CONTROL_IN_USE(`control socket ${path} was taken by another cluster starting at the same time`)
+        : new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket ${path} cannot listen: ${err.message}`))
     })
     // bind() creates the socket file with the umask's mode: 0600 from the first instant, chmod below only confirms it.
     const umask = process.umask(0o177)
@@ -145,7 +145,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
     socket.on('data', lineSplitter(MAX_REQUEST_BYTES, (line) => {
       clearTimeout(idle)
       socket.pause()
-      void dispatch(line).then((result) => reply({ ok: true, result }), (err: Error & { controlCode?: string }) => fail(err.controlCode ?? 'failed', err.message))
+      void dispatch(line).then((result) => reply({ ok: true, result }), (err: Error) => fail(err instanceof ControlRefusal ? err.controlCode : 'failed', err.message))
     }, () => {
       clearTimeout(idle)
       fail('too-large', `request over ${MAX_REQUEST_BYTES} bytes`)
@@ -153,7 +153,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   }
 
   function refuse (code: string, message: string): Error {
-    return Object.assign(new Error(message), { controlCode: code })
+    return new ControlRefusal(code, message)
   }
 
   async function dispatch (line: string): Promise<unknown> {
@@ -168,7 +168,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
       case 'reload': return await reload()
       case 'scale': {
         const n = args.n
-        if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > 1024) throw refuse('bad-request', `scale: expected an integer from 1 to 1024, got ${JSON.stringify(n)}`)
+        if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_WORKERS) throw refuse('bad-request', `scale: expected an integer from 1 to ${MAX_WORKERS}, got ${JSON.stringify(n)}`)
         return await handle.scale(n)
       }
       case 'stop': {

@@ -2,6 +2,7 @@ import type { ExitReason, RecycleEvent, ReloadResult, ScaleResult } from '../typ
 import type { ShutdownMessage } from '../messages.js'
 import type { Proc, Slot, SlotMachine } from './slots.js'
 import { scalePlan } from './policy.js'
+import { MAX_WORKERS } from '../options.js'
 
 /**
  * Every policy that changes which workers serve goes through here, one operation at a time:
@@ -108,8 +109,8 @@ export function createReplacer (m: SlotMachine): Replacer {
   }
 
   function scale (n: number): Promise<ScaleResult> {
-    if (!Number.isInteger(n) || n < 1 || n > 1024) {
-      return Promise.resolve({ ok: false, from: desired, to: n, size: m.slots.length, ms: 0, reason: 'expected an integer from 1 to 1024' })
+    if (!Number.isInteger(n) || n < 1 || n > MAX_WORKERS) {
+      return Promise.resolve({ ok: false, from: desired, to: n, size: m.slots.length, ms: 0, reason: `expected an integer from 1 to ${MAX_WORKERS}` })
     }
     desired = n
     return serial(async (): Promise<ScaleResult> => {

@@ -31,14 +31,14 @@ export function createRequests (m: SlotMachine): {
     pending.delete(msg.id)
     clearTimeout(p.timer)
     if (msg.ok) p.resolve(msg.payload)
-    else p.reject(new errors.NCLUST_REQUEST_FAILED(proc.slot.id, p.channel, msg.error ?? 'unknown error'))
+    else p.reject(new errors.NCLUST_CLUSTER_REQUEST_FAILED(proc.slot.id, p.channel, msg.error ?? 'unknown error'))
   })
   m.events.on('worker-exit', (e) => {
     for (const [id, p] of pending) {
       if (p.proc.pid !== e.pid) continue
       pending.delete(id)
       clearTimeout(p.timer)
-      p.reject(new errors.NCLUST_WORKER_GONE(e.workerId, `exited with ${e.signal ?? e.code ?? '?'}`))
+      p.reject(new errors.NCLUST_CLUSTER_WORKER_GONE(e.workerId, `exited with ${e.signal ?? e.code ?? '?'}`))
     }
   })
 
@@ -46,20 +46,20 @@ export function createRequests (m: SlotMachine): {
     const timeout = opts.timeout ?? 1000
     const proc = m.slots[workerId]?.current
     if (proc === undefined || !proc.worker.isConnected()) {
-      return Promise.reject(new errors.NCLUST_WORKER_GONE(workerId, 'no live process in this slot'))
+      return Promise.reject(new errors.NCLUST_CLUSTER_WORKER_GONE(workerId, 'no live process in this slot'))
     }
     const id = nextId++
     return new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
         pending.delete(id)
-        reject(new errors.NCLUST_REQUEST_TIMEOUT(workerId, channel, timeout))
+        reject(new errors.NCLUST_CLUSTER_REQUEST_TIMEOUT(workerId, channel, timeout))
       }, timeout)
       pending.set(id, { proc, channel, resolve: resolve as (v: unknown) => void, reject, timer })
       proc.worker.send(message<RequestMessage>({ type: 'request', id, channel, payload }), (err) => {
         if (err === null || !pending.has(id)) return
         pending.delete(id)
         clearTimeout(timer)
-        reject(new errors.NCLUST_WORKER_GONE(workerId, err.message))
+        reject(new errors.NCLUST_CLUSTER_WORKER_GONE(workerId, err.message))
       })
     })
   }

@@ -219,7 +219,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       case 'ready-waiters': {
         const waiters = readyWaiters
         readyWaiters = []
-        for (const w of waiters) fx.ok ? w.resolve() : w.reject(new errors.NCLUST_SHUTDOWN(fx.reason))
+        for (const w of waiters) fx.ok ? w.resolve() : w.reject(new errors.NCLUST_CLUSTER_SHUTDOWN(fx.reason))
         return
       }
       case 'finish': return finish(fx.code, fx.killed, fx.exit)
@@ -355,7 +355,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     fail () { dispatch({ type: 'fail' }) },
     ready () {
       if (state.slots.every((s) => s.everReady)) return Promise.resolve()
-      if (state.shutdown !== undefined) return Promise.reject(new errors.NCLUST_SHUTDOWN('already shutting down'))
+      if (state.shutdown !== undefined) return Promise.reject(new errors.NCLUST_CLUSTER_SHUTDOWN('already shutting down'))
       return new Promise<void>((resolve, reject) => { readyWaiters.push({ resolve, reject }) })
     }
   }

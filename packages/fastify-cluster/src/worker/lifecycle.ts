@@ -2,7 +2,7 @@ import type { FastifyInstance, FastifyListenOptions } from 'fastify'
 import type { Logger } from 'pino'
 import clusterDrain from '@nclust/fastify-drain'
 import type { BuildApp, WorkerContext } from '../types.js'
-import { drainTimeoutFor, type ResolvedOptions } from '../options.js'
+import type { ResolvedOptions } from '../options.js'
 import { errors } from '../errors.js'
 import { acceptFromPrimary, offerListener, slotListener } from './listener.js'
 
@@ -15,10 +15,10 @@ import { acceptFromPrimary, offerListener, slotListener } from './listener.js'
 export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, options: ResolvedOptions): Promise<{ app: FastifyInstance, address: string | null }> {
   const app = await buildApp(ctx)
   if (app === null || typeof app !== 'object' || typeof app.listen !== 'function' || typeof app.close !== 'function') {
-    throw new errors.NCLUST_INVALID_APP(`buildApp must return a Fastify instance (without calling listen), got ${app === null ? 'null' : typeof app}`)
+    throw new errors.NCLUST_CLUSTER_INVALID_APP(`buildApp must return a Fastify instance (without calling listen), got ${app === null ? 'null' : typeof app}`)
   }
   if (options.drain !== false && !app.hasPlugin('@nclust/fastify-drain')) {
-    await app.register(clusterDrain, { timeout: drainTimeoutFor(options.shutdownTimeout), ...options.drain })
+    await app.register(clusterDrain, options.drain)
   }
   let address: string
   if (options.balance === 'sticky' && !ctx.single) {
