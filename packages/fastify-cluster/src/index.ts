@@ -5,7 +5,6 @@ import { errors } from './errors.js'
 import { WORKER_ENV } from './messages.js'
 import { resolveAppModule, type AppSource } from './app-module.js'
 import { startSupervisor } from './primary/supervisor.js'
-import { startSticky } from './primary/sticky.js'
 
 export type * from './types.js'
 export type { AppSource } from './app-module.js'
@@ -52,7 +51,6 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
     const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault)
     const handle = startSupervisor(resolved)
-    if (resolved.balance === 'sticky') startSticky(handle, resolved)
     control?.serve(handle, resolved)
     return handle
   }

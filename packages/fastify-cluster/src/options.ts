@@ -25,6 +25,21 @@ export interface ClusterOptions {
    * worker (Socket.IO long-polling, in-memory sessions). Env `NCLUST_BALANCE`.
    */
   balance?: Balance
+  /**
+   * balance 'sticky': how long (ms) a connection waits in the primary for its slot's worker while that
+   * worker starts or restarts (counted from when the slot went down); past it the slot's addresses
+   * fall back to the serving slots until it serves again. Default 10000. Env `NCLUST_STICKY_WAIT`.
+   */
+  stickyWait?: number
+  /** balance 'sticky': connections waiting per slot at most; more fall back at once. Default 1000. Env `NCLUST_STICKY_QUEUE`. */
+  stickyQueue?: number
+  /**
+   * balance 'sticky': every connection starts with a PROXY protocol header (v1 or v2: nginx `proxy_protocol on`,
+   * HAProxy `send-proxy`, cloud network load balancers); the primary hashes the client it names and the worker's
+   * `socket.remoteAddress` (so `request.ip`) is that client. A connection without a valid header is closed.
+   * Default false. Env `NCLUST_PROXY_PROTOCOL` (1/true or 0/false).
+   */
+  proxyProtocol?: boolean
   /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. Env `SHUTDOWN_TIMEOUT`. */
   shutdownTimeout?: number
   /** A worker not ready within this many ms is killed and counts as a failed start. */
@@ -98,6 +113,9 @@ export interface ResolvedOptions {
   port: number
   host: string
   balance: Balance
+  stickyWait: number
+  stickyQueue: number
+  proxyProtocol: boolean
   shutdownTimeout: number
   startTimeout: number
   startRetries: number
@@ -136,6 +154,9 @@ export const OPTION_TABLE = [
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
   { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary", "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost) or "sticky" (by client address)' },
+  { option: 'stickyWait', env: 'NCLUST_STICKY_WAIT', default: '10000', allowed: `balance sticky: an integer number of ms from 0 to ${MAX_MS}` },
+  { option: 'stickyQueue', env: 'NCLUST_STICKY_QUEUE', default: '1000', allowed: 'balance sticky: an integer from 0 to 1000000' },
+  { option: 'proxyProtocol', env: 'NCLUST_PROXY_PROTOCOL', default: 'false', allowed: 'balance sticky: a boolean (env: 1, true, 0 or false)' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startTimeout', env: null, default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
   { option: 'startRetries', env: 'START_RETRIES', default: '2', allowed: 'an integer from 0 to 100' },
@@ -159,6 +180,8 @@ export const DEFAULTS = {
   port: 3000,
   host: '0.0.0.0',
   balance: 'primary' as Balance,
+  stickyWait: 10000,
+  stickyQueue: 1000,
   shutdownTimeout: 30000,
   startTimeout: 30000,
   startRetries: 2,
@@ -186,7 +209,7 @@ function toInteger (value: unknown): number | undefined {
 }
 
 type IntegerOption = 'workers' | 'port' | 'shutdownTimeout' | 'startTimeout' | 'startRetries' | 'heartbeatInterval' |
-  'heartbeatTimeout' | 'maxRequests' | 'maxRequestsJitter' | 'maxRss'
+  'heartbeatTimeout' | 'maxRequests' | 'maxRequestsJitter' | 'maxRss' | 'stickyWait' | 'stickyQueue'
 
 /** An integer option that may come from env: the explicit option wins; the error names whichever was used. */
 function integer (
@@ -285,6 +308,18 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     if (port === 0) throw invalid(balanceLabel, balance, '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port')
   }
 
+  const stickyWait = integer(options, env, 'stickyWait', 'NCLUST_STICKY_WAIT', 0, MAX_MS, DEFAULTS.stickyWait)
+  const stickyQueue = integer(options, env, 'stickyQueue', 'NCLUST_STICKY_QUEUE', 0, 1_000_000, DEFAULTS.stickyQueue)
+  const proxyFromOption = options.proxyProtocol !== undefined
+  const proxyRaw: unknown = proxyFromOption ? options.proxyProtocol : (env.NCLUST_PROXY_PROTOCOL === '' ? undefined : env.NCLUST_PROXY_PROTOCOL)
+  const proxyLabel = proxyFromOption ? 'option "proxyProtocol"' : 'env NCLUST_PROXY_PROTOCOL'
+  let proxyProtocol = false
+  if (proxyRaw !== undefined) {
+    if (proxyRaw === true || proxyRaw === '1' || proxyRaw === 'true') proxyProtocol = true
+    else if (!(proxyRaw === false || proxyRaw === '0' || proxyRaw === 'false')) throw invalid(proxyLabel, proxyRaw, proxyFromOption ? 'a boolean' : '1, true, 0 or false')
+    if (proxyProtocol && balance !== 'sticky') throw invalid(proxyLabel, proxyRaw, 'false unless balance is "sticky" (the PROXY protocol is read by the sticky listener)')
+  }
+
   const restartBackoff = policy<BackoffPolicy>('restartBackoff', options.restartBackoff, DEFAULTS.restartBackoff,
     (k, v) => k === 'factor' ? v >= 1 : Number.isInteger(v) && v >= 0 && v <= MAX_MS,
     'a non-negative integer of ms (factor: a number >= 1)')
@@ -335,6 +370,9 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     port,
     host,
     balance,
+    stickyWait,
+    stickyQueue,
+    proxyProtocol,
     shutdownTimeout,
     startTimeout,
     startRetries,

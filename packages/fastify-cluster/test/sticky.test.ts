@@ -2,7 +2,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
 import { createServer, type AddressInfo } from 'node:net'
-import { addressHash, pickSlot } from '../src/primary/sticky.ts'
+import fc from 'fast-check'
+import { addressHash, pickSlot, route, type RouteView } from '../src/primary/sticky.ts'
+import { frameProxyHeader, v6FromBytes, PROXY_V2_MAX } from '../src/primary/proxy-protocol.ts'
 import { isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
 import { fixture, primaryReady, startCluster } from './start-cluster.ts'
 
@@ -39,6 +41,89 @@ test('rendezvous hashing: stable, spread, and a slot going away moves only its o
     if (four[i] !== 2) assert.equal(three[i], four[i], 'an address of another slot never moves')
   }
   assert.equal(pickSlot(1, []), undefined)
+})
+
+/** A view of `configured` slots where `serving` serve, the others down for `downFor` ms, with `queued` waiting on each. */
+function viewOf (configured: number[], serving: number[], downFor = 0, queued = 0): RouteView {
+  return { configured, serving: new Set(serving), downFor: (s) => serving.includes(s) ? 0 : downFor, queued: () => queued }
+}
+const limits = { wait: 10_000, queue: 100 }
+
+test('route: an address goes to its slot among the CONFIGURED slots; while that slot is down it waits, and never goes to another live slot within the wait', () => {
+  fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 1, max: 8 }), fc.integer({ min: 0, max: 9_999 }), (hash, n, down) => {
+    const configured = Array.from({ length: n }, (_, i) => i)
+    const home = pickSlot(hash, configured)!
+    // every slot serving: home
+    assert.deepEqual(route(hash, viewOf(configured, configured), limits), { action: 'hand', slot: home, fallback: false })
+    // home down (starting, restarting, hung) for less than the wait: wait for it, whoever else serves
+    const others = configured.filter((s) => s !== home)
+    const r = route(hash, viewOf(configured, others, down), limits)
+    assert.deepEqual(r, { action: 'wait', slot: home, ms: limits.wait - down })
+  }))
+})
+
+test('route: past the wait, or with the slot\'s queue full, the address falls back to the hash over the serving slots; with none serving it waits for any', () => {
+  fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.integer({ min: 2, max: 8 }), (hash, n) => {
+    const configured = Array.from({ length: n }, (_, i) => i)
+    const home = pickSlot(hash, configured)!
+    const others = configured.filter((s) => s !== home)
+    const fallback = { action: 'hand', slot: pickSlot(hash, others), fallback: true }
+    assert.deepEqual(route(hash, viewOf(configured, others, limits.wait), limits), fallback)
+    assert.deepEqual(route(hash, viewOf(configured, others, 0, limits.queue), limits), fallback)
+    assert.deepEqual(route(hash, viewOf(configured, [], limits.wait + 1), limits), { action: 'wait', slot: home, ms: undefined })
+    assert.equal(route(hash, viewOf(configured, [], limits.wait + 1, limits.queue), limits).action, 'refuse')
+    assert.equal(route(hash, viewOf(configured, [], 5, limits.queue), limits).action, 'refuse')
+  }))
+})
+
+test('route: the slot an address hashes to does not depend on which workers are up, so it never moves while its worker lives', () => {
+  // The issue 27 failure: the hash ran over the READY slots, so addresses of a slot still starting went
+  // elsewhere and moved back once it was ready. Here the home is fixed by the configured slots alone.
+  fc.assert(fc.property(fc.integer({ min: 0, max: 2 ** 32 - 1 }), fc.subarray([0, 1, 2, 3]), (hash, up) => {
+    const r = route(hash, viewOf([0, 1, 2, 3], up, 100), limits)
+    const home = pickSlot(hash, [0, 1, 2, 3])!
+    if (r.action === 'hand') assert.equal(r.slot, home)
+    else assert.deepEqual(r, { action: 'wait', slot: home, ms: limits.wait - 100 })
+  }))
+})
+
+test('PROXY protocol framing: v1 and v2, split anywhere, with the request after it; malformed and oversized headers are refused', () => {
+  const v1 = Buffer.from('PROXY TCP4 203.0.113.7 10.0.0.1 51234 443\r\n', 'latin1')
+  const v1six = Buffer.from('PROXY TCP6 2001:db8::1 2001:db8::2 51234 443\r\n', 'latin1')
+  const v2 = Buffer.concat([
+    Buffer.from([0x0d, 0x0a, 0x0d, 0x0a, 0x00, 0x0d, 0x0a, 0x51, 0x55, 0x49, 0x54, 0x0a, 0x21, 0x11, 0x00, 12 + 7]),
+    Buffer.from([198, 51, 100, 9, 10, 0, 0, 1]), Buffer.from([0xc8, 0x00, 0x01, 0xbb]),
+    Buffer.from([0x04, 0x00, 0x04, 0x61, 0x62, 0x63, 0x64]) // a TLV the sender may add (skipped)
+  ])
+  const request = Buffer.from('GET / HTTP/1.1\r\nhost: x\r\n\r\n')
+  const cases: Array<[Buffer, unknown]> = [
+    [v1, { address: '203.0.113.7', port: 51234, family: 'IPv4' }],
+    [v1six, { address: '2001:db8::1', port: 51234, family: 'IPv6' }],
+    [v2, { address: '198.51.100.9', port: 51200, family: 'IPv4' }]
+  ]
+  for (const [header, peer] of cases) {
+    const all = Buffer.concat([header, request])
+    for (let cut = 0; cut < header.length; cut++) assert.equal(frameProxyHeader(all.subarray(0, cut)).state, 'more', `cut at ${cut}`)
+    assert.deepEqual(frameProxyHeader(all), { state: 'done', peer, length: header.length })
+  }
+  assert.deepEqual(frameProxyHeader(Buffer.from('PROXY UNKNOWN\r\nGET')), { state: 'done', peer: undefined, length: 15 })
+  const local = Buffer.from(v2); local[12] = 0x20 // LOCAL: the proxy's own health check
+  assert.deepEqual(frameProxyHeader(local), { state: 'done', peer: undefined, length: v2.length })
+  for (const bad of ['GET / HTTP/1.1\r\n', 'PROXY TCP4 1.2.3 4.5.6.7 1 2\r\n', 'PROXY TCP4 1.2.3.4 4.5.6.7 1 99999\r\n', 'PROXY TCP9 1.2.3.4 4.5.6.7 1 2\r\n', 'PROXY TCP4 2001:db8::1 4.5.6.7 1 2\r\n', 'PROXZ']) {
+    assert.equal(frameProxyHeader(Buffer.from(bad)).state, 'error', bad)
+  }
+  assert.equal(frameProxyHeader(Buffer.from(`PROXY TCP4 ${'1'.repeat(120)}`)).state, 'error', 'no CRLF within 107 bytes')
+  const long = Buffer.from(v2); long.writeUInt16BE(PROXY_V2_MAX, 14)
+  assert.equal(frameProxyHeader(long).state, 'error', 'a v2 length over the bound is refused before its bytes arrive')
+  const badVersion = Buffer.from(v2); badVersion[12] = 0x31
+  assert.equal(frameProxyHeader(badVersion).state, 'error')
+  // arbitrary bytes: never throws, and never says 'done' past the bounds
+  fc.assert(fc.property(fc.uint8Array({ maxLength: 300 }), (bytes) => {
+    const f = frameProxyHeader(Buffer.from(bytes))
+    if (f.state === 'done') assert.ok(f.length <= PROXY_V2_MAX)
+  }))
+  assert.equal(v6FromBytes([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1]), '::ffff:127.0.0.1')
+  assert.equal(v6FromBytes([0x20, 0x01, 0x0d, 0xb8, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1]), '2001:db8::1:0:0:1')
 })
 
 test('balance sticky: every connection from one address reaches one worker, addresses spread over both, and a reload keeps them sticky with zero failures', async (t) => {
