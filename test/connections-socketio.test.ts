@@ -163,13 +163,13 @@ async function answer (port: number, localAddress: string, ms: number): Promise<
 interface Issue27Run { readyAtStart: number, unknownLive: number, unknownDead: number, sessionWorkers: number, answeredByVictimAfter: number }
 
 /**
- * Issue 27's scenario: 2 workers, slot 1's first worker 3 s slower; 8 clients (127.0.0.2-9, a new
+ * Issue 27's scenario: 2 workers, slot 1's first worker 8 s slower; 8 clients (127.0.0.2-9, a new
  * connection per request) start at the first answer; 3 acked pings each; 3 more once both workers
  * are up; SIGKILL of one worker; 3 more pings each once its replacement is up.
  */
 async function issue27 (t: { after: (fn: () => void | Promise<void>) => void, diagnostic: (s: string) => void }, env: Record<string, string> = {}): Promise<Issue27Run> {
   const port = await freePort()
-  const p = spawnNode(slowFixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: 'sticky', SIO_SLOW_MS: '3000', ...env } })
+  const p = spawnNode(slowFixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: 'sticky', SIO_SLOW_MS: '8000', ...env } })
   t.after(() => p.cleanup())
   const ready = (): number[] => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
   // The first answer, from any of the clients' addresses (each try on a new connection, short).

@@ -1,11 +1,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { request } from 'node:http'
-import { createServer, type AddressInfo } from 'node:net'
+import { connect, createServer, type AddressInfo } from 'node:net'
 import fc from 'fast-check'
 import { addressHash, pickSlot, route, type RouteView } from '../src/primary/sticky.ts'
 import { frameProxyHeader, v6FromBytes, PROXY_V2_MAX } from '../src/primary/proxy-protocol.ts'
-import { isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { resolveOptions } from '../src/options.ts'
+import { freePort, isAlive, spawnNode, spawnProcess, waitFor } from '../../../test/helpers/index.ts'
 import { fixture, primaryReady, startCluster } from './start-cluster.ts'
 
 /** GET `path` on a new connection from `localAddress` (a 127.0.0.x address): the worker that answered. */
@@ -185,22 +189,46 @@ test('balance sticky on a port already taken: the primary says so in one line an
   assert.ok(p.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith(`balance sticky: the primary cannot listen on 127.0.0.1:${port}: listen EADDRINUSE`)), p.output())
 })
 
-test('balance sticky: the addresses of a crashed worker go to the live one meanwhile, and back to its slot once replaced', async (t) => {
-  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 2000 }) }) // the replacement waits 2 s: time to look
+/** Where each address lives now (one request each). */
+async function homes (port: number): Promise<Map<string, { pid: number, workerId: number }>> {
   const home = new Map<string, { pid: number, workerId: number }>()
   for (const a of addresses) home.set(a, await from(port, a))
+  return home
+}
+
+test('balance sticky: the addresses of a crashed worker wait for its replacement (never the live worker within stickyWait); the others never move', async (t) => {
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_STICKY_WAIT: '60000', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 1500 }) })
+  const home = await homes(port)
   const victim = home.get(addresses[0]!)!
   const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
   const stayed = addresses.filter((a) => home.get(a)!.workerId !== victim.workerId)
   assert.ok(stayed.length > 0)
   await from(port, addresses[0]!, '/crash') // answered, then the worker throws
   await waitFor(() => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
-  for (const a of addresses) {
-    const r = await from(port, a) // meanwhile every address is served, by the live slot
-    assert.notEqual(r.workerId, victim.workerId)
+  // Asked while the slot is down (backoff, then the start): each waits and is answered by the replacement.
+  const during = await Promise.all(moved.map(async (a) => await from(port, a)))
+  for (const r of during) {
+    assert.equal(r.workerId, victim.workerId, 'answered by its own slot')
+    assert.notEqual(r.pid, victim.pid)
   }
   for (const a of stayed) assert.equal((await from(port, a)).pid, home.get(a)!.pid, 'the other addresses never moved')
-  await waitFor(() => p.lines.filter(primaryReady).length >= 3, 'the replacement ready', 30_000)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('balance sticky: a slot down past stickyWait falls back to the live worker, and its addresses come home once it is replaced', async (t) => {
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_STICKY_WAIT: '300', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 4000 }) })
+  const home = await homes(port)
+  const victim = home.get(addresses[0]!)!
+  const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
+  await from(port, addresses[0]!, '/crash')
+  await waitFor(() => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
+  const readyBefore = p.lines.filter(primaryReady).length
+  for (const a of moved) {
+    const r = await from(port, a)
+    if (p.lines.filter(primaryReady).length === readyBefore) assert.notEqual(r.workerId, victim.workerId, 'the fallback: the live slot')
+  }
+  await waitFor(() => p.lines.filter(primaryReady).length > readyBefore, 'the replacement ready', 30_000)
   for (const a of moved) {
     const r = await from(port, a)
     assert.equal(r.workerId, victim.workerId, `${a} is back on its slot`)
@@ -208,4 +236,135 @@ test('balance sticky: the addresses of a crashed worker go to the live one meanw
   }
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('balance sticky: a worker declared hung leaves the rotation at once; its addresses wait for the replacement, the others stay', async (t) => {
+  // hangProbe 'always': the stack capture keeps the hung worker alive a while after the verdict; a
+  // connection handed to it then would be reset when it is killed.
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', HEARTBEAT_TIMEOUT: '2000', NCLUST_HANG_PROBE: 'always', NCLUST_STICKY_WAIT: '60000', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 500 }) })
+  const home = await homes(port)
+  const victim = home.get(addresses[0]!)!
+  const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
+  const stayed = addresses.filter((a) => home.get(a)!.workerId !== victim.workerId)
+  await from(port, addresses[0]!, `/block?pid=${victim.pid}`)
+  await waitFor(() => p.lines.some((l) => typeof l.msg === 'string' && l.msg.includes(`(pid ${victim.pid}) hung: no heartbeat`)), 'the hung verdict', 30_000)
+  const killedAt = (): boolean => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid)
+  const stillAlive = !killedAt() // the stack capture runs: the hung worker is still there
+  const during = await Promise.all(moved.map(async (a) => await from(port, a)))
+  for (const r of during) {
+    assert.equal(r.workerId, victim.workerId)
+    assert.notEqual(r.pid, victim.pid, 'never handed to the hung worker')
+  }
+  for (const a of stayed) assert.equal((await from(port, a)).pid, home.get(a)!.pid)
+  t.diagnostic(`hung worker still alive when the addresses asked: ${String(stillAlive)}`)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+/** Open a raw connection, write `data`, and resolve with what came back once the server closes it (or `undefined` at `deadline`). */
+async function rawUntilClosed (port: number, data: string, deadline: number): Promise<{ reply: string, ms: number } | undefined> {
+  return await new Promise((resolve) => {
+    const t0 = Date.now()
+    let reply = ''
+    const socket = connect(port, '127.0.0.1', () => { if (data !== '') socket.write(data) })
+    socket.setEncoding('utf8')
+    socket.on('data', (c: string) => { reply += c })
+    const timer = setTimeout(() => { socket.destroy(); resolve(undefined) }, deadline)
+    socket.on('close', () => { clearTimeout(timer); resolve({ reply, ms: Date.now() - t0 }) })
+    socket.on('error', () => {})
+  })
+}
+
+for (const balance of ['primary', 'sticky']) {
+  test(`balance ${balance}: a partial-header client gets 408 (requestTimeout), an idle keep-alive connection closes (keepAliveTimeout), a silent one closes (Fastify's connectionTimeout)`, async (t) => {
+    const fastify = { requestTimeout: 1000, keepAliveTimeout: 1000, http: { connectionsCheckingInterval: 100 } }
+    const { p, port } = await startCluster(t, { NCLUST_BALANCE: balance, FIXTURE_FASTIFY: JSON.stringify(fastify) })
+    // The deadline is generous (a loaded machine); without the timeouts the server keeps the socket for minutes.
+    const partial = await rawUntilClosed(port, 'GET / HTTP/1.1\r\nHost: x\r\nX-Half: ', 20_000)
+    assert.ok(partial !== undefined, 'the partial-header connection is closed')
+    assert.match(partial.reply, /^HTTP\/1\.1 408 /, `reply: ${partial.reply}`)
+    const keepAlive = await rawUntilClosed(port, 'GET / HTTP/1.1\r\nHost: x\r\n\r\n', 20_000)
+    assert.ok(keepAlive !== undefined, 'the idle keep-alive connection is closed')
+    assert.match(keepAlive.reply, /^HTTP\/1\.1 200 /)
+    t.diagnostic(`${balance}: 408 after ${partial.ms} ms, keep-alive closed after ${keepAlive.ms} ms`)
+    p.child.kill('SIGTERM')
+    assert.equal((await p.waitForExit(30_000)).code, 0)
+
+    const { p: q, port: port2 } = await startCluster(t, { NCLUST_BALANCE: balance, FIXTURE_FASTIFY: JSON.stringify({ connectionTimeout: 1000 }) })
+    const silent = await rawUntilClosed(port2, '', 20_000)
+    assert.ok(silent !== undefined, 'the silent connection is closed')
+    t.diagnostic(`${balance}: silent connection closed after ${silent.ms} ms`)
+    q.child.kill('SIGTERM')
+    assert.equal((await q.waitForExit(30_000)).code, 0)
+  })
+}
+
+test('balance sticky with handleSignals false on a port already taken: the cluster fails through its handle (closed, code 1), the process is not exited', async (t) => {
+  const blocker = createServer()
+  await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
+  t.after(() => { blocker.close() })
+  const port = (blocker.address() as AddressInfo).port
+  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: 'sticky', FIXTURE_HANDLE_SIGNALS: '0' } })
+  t.after(() => p.cleanup())
+  const closed = await p.waitForLine((l) => l.msg === 'fixture saw closed', 60_000, 'the closed event')
+  assert.equal(closed.code, 1)
+  if (p.child.exitCode === null) p.child.kill('SIGTERM') // the embedder's own handler: exit 3
+  const exit = await p.waitForExit(30_000)
+  assert.notEqual(exit.code, 1, `the primary did not call process.exit(1): ${p.output()}`)
+})
+
+const haproxy = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((f) => existsSync(f))
+
+test('proxyProtocol behind a real HAProxy (send-proxy and send-proxy-v2): request.ip is the client\'s, sticky by it; no header, a malformed one or a silent one is closed, and the primary keeps serving', { skip: haproxy === undefined ? 'no haproxy (apt-get install haproxy)' : false }, async (t) => {
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_PROXY_PROTOCOL: '1' })
+  const [v1, v2] = [await freePort(), await freePort()]
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-haproxy-'))
+  t.after(() => { rmSync(dir, { recursive: true, force: true }) })
+  const cfg = join(dir, 'haproxy.cfg')
+  writeFileSync(cfg, [
+    'global', '  maxconn 200',
+    'defaults', '  mode tcp', '  timeout connect 5s', '  timeout client 60s', '  timeout server 60s',
+    'listen v1', `  bind 127.0.0.1:${v1}`, `  server app 127.0.0.1:${port} send-proxy`,
+    'listen v2', `  bind 127.0.0.1:${v2}`, `  server app 127.0.0.1:${port} send-proxy-v2`, ''
+  ].join('\n'))
+  const h = spawnProcess(haproxy!, ['-db', '-f', cfg])
+  t.after(() => h.cleanup())
+  await waitFor(async () => { try { await from(v1, '127.0.0.2', '/ip'); await from(v2, '127.0.0.2', '/ip'); return true } catch { return false } }, 'haproxy up', 30_000, 200)
+  for (const front of [v1, v2]) {
+    const seen = new Map<string, Set<number>>()
+    for (let round = 0; round < 3; round++) {
+      for (const a of addresses) {
+        const r = await from(front, a, '/ip') as unknown as { ip: string, pid: number }
+        assert.equal(r.ip, a, `request.ip through ${front === v1 ? 'send-proxy' : 'send-proxy-v2'}`)
+        if (!seen.has(a)) seen.set(a, new Set())
+        seen.get(a)!.add(r.pid)
+      }
+    }
+    for (const [a, pids] of seen) assert.equal(pids.size, 1, `${a} stays on one worker`)
+    assert.equal(new Set([...seen.values()].map((s) => [...s][0])).size, 2, 'the clients spread over both workers')
+  }
+  // Straight to the port, no header: closed without an answer; the same for a malformed header.
+  const none = await rawUntilClosed(port, 'GET /ip HTTP/1.1\r\nHost: x\r\n\r\n', 20_000)
+  assert.deepEqual(none && none.reply, '')
+  const malformed = await rawUntilClosed(port, 'PROXY TCP4 1.2.3 4.5.6.7 1 2\r\nGET /ip HTTP/1.1\r\nHost: x\r\n\r\n', 20_000)
+  assert.deepEqual(malformed && malformed.reply, '')
+  const direct = await rawUntilClosed(port, 'PROXY TCP4 203.0.113.9 127.0.0.1 4000 80\r\nGET /ip HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 20_000)
+  assert.match(direct?.reply ?? '', /"ip":"203\.0\.113\.9"/, 'a header and the request in one write: the request reaches the worker whole')
+  // A client that sends half a header and nothing more: the primary serves others meanwhile, then closes it.
+  const silent = rawUntilClosed(port, 'PROXY TCP4 ', 30_000)
+  for (const a of addresses.slice(0, 4)) assert.equal(((await from(v2, a, '/ip')) as unknown as { ip: string }).ip, a)
+  const closed = await silent
+  assert.ok(closed !== undefined && closed.reply === '', 'the half header is closed')
+  t.diagnostic(`half a PROXY header closed after ${closed.ms} ms`)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('proxyProtocol: refused without balance sticky, and a bad value names the option', () => {
+  assert.throws(() => resolveOptions({ env: { NCLUST_PROXY_PROTOCOL: '1' } }), /invalid env NCLUST_PROXY_PROTOCOL: got "1", expected false unless balance is "sticky"/)
+  assert.throws(() => resolveOptions({ env: { NCLUST_BALANCE: 'sticky', NCLUST_PROXY_PROTOCOL: 'yes' } }), /invalid env NCLUST_PROXY_PROTOCOL: got "yes", expected 1, true, 0 or false/)
+  assert.equal(resolveOptions({ env: { NCLUST_BALANCE: 'sticky', NCLUST_PROXY_PROTOCOL: 'true' } }).proxyProtocol, true)
+  assert.equal(resolveOptions({ env: {} }).proxyProtocol, false)
+  assert.throws(() => resolveOptions({ env: { NCLUST_STICKY_WAIT: '-1' } }), /invalid env NCLUST_STICKY_WAIT: got "-1"/)
+  assert.equal(resolveOptions({ env: {}, stickyQueue: 5 }).stickyQueue, 5)
 })
