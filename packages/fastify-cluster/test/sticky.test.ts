@@ -368,3 +368,15 @@ test('proxyProtocol: refused without balance sticky, and a bad value names the o
   assert.throws(() => resolveOptions({ env: { NCLUST_STICKY_WAIT: '-1' } }), /invalid env NCLUST_STICKY_WAIT: got "-1"/)
   assert.equal(resolveOptions({ env: {}, stickyQueue: 5 }).stickyQueue, 5)
 })
+
+test('balance sticky without proxyProtocol: 100 connections in a row from one address (a proxy in front) give one warning naming proxyProtocol', async (t) => {
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky' })
+  const warned = (): number => p.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('connections all came from 127.0.0.1') && l.msg.includes('NCLUST_PROXY_PROTOCOL=1')).length
+  for (let i = 0; i < 99; i++) await from(port, '127.0.0.1')
+  assert.equal(warned(), 0, 'not before 100')
+  for (let i = 0; i < 60; i++) await from(port, '127.0.0.1')
+  await waitFor(() => warned() > 0, 'the warning', 10_000)
+  assert.equal(warned(), 1, 'once')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30_000)).code, 0)
+})

@@ -170,6 +170,10 @@ export function startSticky (slots: StickySlots, options: StickyOptions): Sticky
 
   function place (conn: Incoming, hash = addressHash(conn.address), attempt = 0): void {
     if (closed) { conn.socket.destroy(); return }
+    // The common case first, without building the whole view: the address's slot serves (route()'s first rule).
+    const home = pickSlot(hash, slots.configured())
+    const worker = home === undefined ? undefined : slots.serving(home)
+    if (worker !== undefined && home !== undefined) { send(worker, conn, hash, attempt, false); return }
     const r = route(hash, view(), limits)
     if (r.action === 'refuse') { conn.socket.destroy(); return }
     if (r.action === 'wait') {
@@ -180,10 +184,14 @@ export function startSticky (slots: StickySlots, options: StickyOptions): Sticky
       arm(r.ms)
       return
     }
-    const worker = slots.serving(r.slot)
-    if (worker === undefined) { conn.socket.destroy(); return }
+    const target = slots.serving(r.slot)
+    if (target === undefined) { conn.socket.destroy(); return }
+    send(target, conn, hash, attempt, r.fallback)
+  }
+
+  function send (worker: Worker, conn: Incoming, hash: number, attempt: number, fallback: boolean): void {
     handed++
-    if (r.fallback) fallbacks++
+    if (fallback) fallbacks++
     handOver(worker, conn, (err) => {
       if (err === null) return
       // Still ours: the worker died in between. Place it again (its slot is down now), once.
