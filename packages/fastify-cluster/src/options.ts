@@ -28,7 +28,7 @@ export interface ClusterOptions {
   /**
    * balance 'sticky': how long (ms) a connection waits in the primary for its slot's worker while that
    * worker starts or restarts (counted from when the slot went down); past it the slot's addresses
-   * fall back to the serving slots until it serves again. Default 10000. Env `NCLUST_STICKY_WAIT`.
+   * fall back to the serving slots until it serves again. Default 30000 (the default startTimeout: a first start may take that long). Env `NCLUST_STICKY_WAIT`.
    */
   stickyWait?: number
   /** balance 'sticky': connections waiting per slot at most; more fall back at once. Default 1000. Env `NCLUST_STICKY_QUEUE`. */
@@ -154,7 +154,7 @@ export const OPTION_TABLE = [
   { option: 'port', env: 'PORT', default: '3000', allowed: 'an integer from 0 to 65535' },
   { option: 'host', env: 'HOST', default: '0.0.0.0', allowed: 'a non-empty host name or address' },
   { option: 'balance', env: 'NCLUST_BALANCE', default: 'primary', allowed: '"primary", "kernel" (Linux, Node 22.12+/23.1+, a fixed port, not host localhost) or "sticky" (by client address)' },
-  { option: 'stickyWait', env: 'NCLUST_STICKY_WAIT', default: '10000', allowed: `balance sticky: an integer number of ms from 0 to ${MAX_MS}` },
+  { option: 'stickyWait', env: 'NCLUST_STICKY_WAIT', default: '30000', allowed: `balance sticky: an integer number of ms from 0 to ${MAX_MS}` },
   { option: 'stickyQueue', env: 'NCLUST_STICKY_QUEUE', default: '1000', allowed: 'balance sticky: an integer from 0 to 1000000' },
   { option: 'proxyProtocol', env: 'NCLUST_PROXY_PROTOCOL', default: 'false', allowed: 'balance sticky: a boolean (env: 1, true, 0 or false)' },
   { option: 'shutdownTimeout', env: 'SHUTDOWN_TIMEOUT', default: '30000', allowed: `an integer number of ms from 1 to ${MAX_MS}` },
@@ -180,7 +180,7 @@ export const DEFAULTS = {
   port: 3000,
   host: '0.0.0.0',
   balance: 'primary' as Balance,
-  stickyWait: 10000,
+  stickyWait: 30000,
   stickyQueue: 1000,
   shutdownTimeout: 30000,
   startTimeout: 30000,

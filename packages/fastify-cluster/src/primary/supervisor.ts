@@ -87,10 +87,12 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
  * a slot (ready, not asked to exit, not hung by the watchdog's own rule) and the slot changes.
  */
 function stickySlots (m: SlotMachine, fail: (err: Error) => void): StickySlots {
-  const initial = new Set(m.slots.map((s) => s.id))
+  const initial = new Set(m.slots.map((s) => s.id)) // until their first ready: later, a slot counts once it has been ready (a re-added id too)
   const changed: Array<(slotId: number, what: 'ready' | 'down' | 'hung') => void> = []
   const tell = (slotId: number, what: 'ready' | 'down' | 'hung'): void => { for (const fn of changed) fn(slotId, what) }
-  m.events.on('state', (e) => { if (e.to === 'ready') tell(e.workerId, 'ready'); else if (e.from === 'ready') tell(e.workerId, 'down') })
+  m.events.on('state', (e) => {
+    if (e.to === 'ready') { initial.delete(e.workerId); tell(e.workerId, 'ready') } else if (e.from === 'ready') tell(e.workerId, 'down')
+  })
   m.events.on('worker-exit', (e) => tell(e.workerId, 'down'))
   m.events.on('hung', (e) => tell(e.workerId, 'hung'))
   return {
