@@ -5,6 +5,7 @@ import { connect, createServer, type AddressInfo } from 'node:net'
 import fc from 'fast-check'
 import { addressHash, pickSlot, route, type RouteView } from '../src/primary/sticky.ts'
 import { frameProxyHeader, v6FromBytes, PROXY_V2_MAX } from '../src/primary/proxy-protocol.ts'
+import { acceptConnections, type Incoming } from '../src/primary/handover.ts'
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -379,4 +380,29 @@ test('balance sticky without proxyProtocol: 100 connections in a row from one ad
   assert.equal(warned(), 1, 'once')
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30_000)).code, 0)
+})
+
+test('acceptConnections (the reusable hand-over entry): a pluggable chooser gets each connection with the PROXY header\'s client and the bytes after it; bad headers never reach it', async (t) => {
+  const got: Incoming[] = []
+  const refused: string[] = []
+  const server = createServer({ pauseOnConnect: true })
+  acceptConnections(server, { place: (conn) => { got.push(conn); conn.socket.destroy() } }, { proxyProtocol: true, headerTimeout: 300, onRefused: (reason) => refused.push(reason) })
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve))
+  t.after(() => { server.close() })
+  const port = (server.address() as AddressInfo).port
+  const send = async (...parts: Buffer[]): Promise<void> => await new Promise((resolve) => {
+    const c = connect(port, '127.0.0.1', () => { for (const p of parts) c.write(p) })
+    c.on('close', () => resolve())
+    c.on('error', () => {})
+  })
+  await send(Buffer.from('PROXY TCP4 198.51.100.4 127.0.0.1 1234 80\r\nGET / HTTP/1.1\r\n\r\n'))
+  await send(Buffer.from('PROXY TCP6 2001:db8::7 ::1 1234 80\r\n'))
+  await send(Buffer.from(`PROXY TCP4 ${'9'.repeat(200)}`)) // no CRLF within 107 bytes
+  await send(Buffer.from('GET / HTTP/1.1\r\n\r\n')) // no header
+  await send(Buffer.from('PROXY TCP4 ')) // then nothing: closed at headerTimeout
+  assert.deepEqual(got.map((c) => [c.address, c.peer?.port, c.head?.toString()]), [
+    ['198.51.100.4', 1234, 'GET / HTTP/1.1\r\n\r\n'],
+    ['2001:db8::7', 1234, undefined]
+  ])
+  assert.deepEqual(refused, ['PROXY v1 header longer than 107 bytes', 'no PROXY protocol header', 'no PROXY header within 300ms'])
 })
