@@ -95,6 +95,10 @@ export interface ListenerMessage {
 export interface ConnectionMessage {
   nclust: 1
   type: 'connection'
+  /** The client a PROXY protocol header named (proxyProtocol): the worker shows it as the socket's remote address. */
+  peer?: { address: string, port: number, family: 'IPv4' | 'IPv6' }
+  /** Base64 of the bytes read after the PROXY header: the worker's server reads them first. */
+  head?: string
 }
 
 export type WorkerToPrimary = ReadyMessage | FatalMessage | HeartbeatMessage | ReplyMessage | RequestMessage | ListenerMessage

@@ -24,6 +24,12 @@ export interface ClusterOptions {
   host?: string
   /** Who spreads new connections over the workers: `'primary'`, `'kernel'` or `'sticky'` (see the README). */
   balance?: Balance
+  /** balance 'sticky': ms a connection waits in the primary for its slot's worker while it (re)starts. */
+  stickyWait?: number
+  /** balance 'sticky': connections waiting per slot at most. */
+  stickyQueue?: number
+  /** balance 'sticky': every connection starts with a PROXY protocol header (v1 or v2). */
+  proxyProtocol?: boolean
   /** Graceful shutdown deadline in ms; a worker still alive then is SIGKILLed. */
   shutdownTimeout?: number
   /** A worker not ready within this many ms is killed and counts as a failed start. */
@@ -73,6 +79,9 @@ export interface ResolvedOptions {
   port: number
   host: string
   balance: Balance
+  stickyWait: number
+  stickyQueue: number
+  proxyProtocol: boolean
   shutdownTimeout: number
   startTimeout: number
   startRetries: number
@@ -217,6 +226,28 @@ export const SETTINGS = {
     default: 'primary',
     ...oneOf(BALANCE_VALUES),
     doc: '`"primary"`: the primary accepts every connection and hands it to a worker round-robin (node:cluster\'s default); `"kernel"`: each worker listens with `reusePort: true` (SO_REUSEPORT) and the kernel spreads connections by hash. Kernel needs Linux, Node 22.12+/23.1+, a fixed port and an address (not `localhost`), and is refused elsewhere with one line; `"sticky"`: the primary hands every connection from one client address to the same worker (Socket.IO long-polling, in-memory sessions); see [Balancing](#balancing)'
+  }),
+  stickyWait: setting({
+    option: 'stickyWait',
+    env: 'NCLUST_STICKY_WAIT',
+    default: 30000,
+    ...ms(0),
+    doc: 'balance sticky: how long a connection waits in the primary for its slot\'s worker while that worker starts or restarts (counted from when the slot went down); past it the slot\'s addresses fall back to the serving slots until it serves again. The default is the default `startTimeout`: a first start may take that long'
+  }),
+  stickyQueue: setting({
+    option: 'stickyQueue',
+    env: 'NCLUST_STICKY_QUEUE',
+    default: 1000,
+    ...integer(0, 1_000_000),
+    doc: 'balance sticky: connections waiting per slot at most; more fall back at once'
+  }),
+  proxyProtocol: setting({
+    option: 'proxyProtocol',
+    env: 'NCLUST_PROXY_PROTOCOL',
+    default: false,
+    allowed: 'a boolean (env: 1, true, 0 or false)',
+    parse: (raw, ctx) => raw === true || raw === '1' || raw === 'true' ? true : raw === false || raw === '0' || raw === 'false' ? false : ctx.bad(),
+    doc: 'balance sticky: every connection starts with a PROXY protocol header (v1 or v2: nginx `proxy_protocol on`, HAProxy `send-proxy`, cloud network load balancers); the primary hashes the client it names and the worker\'s `request.ip` is that client. A connection without a valid header is closed. Refused unless balance is `"sticky"`'
   }),
   shutdownTimeout: setting({
     option: 'shutdownTimeout',
@@ -402,6 +433,8 @@ export function resolveOptions (options: ClusterOptions = {}, flags: FlagValues 
     if (host === 'localhost') refuse('balance', '"primary" with host localhost (Fastify binds it twice, 127.0.0.1 and ::1): give an address', balance)
     if (port === 0) refuse('balance', '"primary" with port 0: with kernel balancing each worker would get its own random port; give a fixed port', balance)
   }
+  const proxyProtocol = must(get('proxyProtocol'))
+  if (proxyProtocol && balance !== 'sticky') refuse('proxyProtocol', 'false unless balance is "sticky" (the PROXY protocol is read by the sticky listener)', proxyProtocol)
   const restartBackoff = must(get('restartBackoff'))
   if (restartBackoff.maxDelay < restartBackoff.initialDelay) {
     throw invalid('option restartBackoff.maxDelay', `a value >= restartBackoff.initialDelay (${restartBackoff.initialDelay})`, restartBackoff.maxDelay)
@@ -422,6 +455,9 @@ export function resolveOptions (options: ClusterOptions = {}, flags: FlagValues 
     port,
     host,
     balance,
+    stickyWait: must(get('stickyWait')),
+    stickyQueue: must(get('stickyQueue')),
+    proxyProtocol,
     shutdownTimeout,
     startTimeout: must(get('startTimeout')),
     startRetries: must(get('startRetries')),

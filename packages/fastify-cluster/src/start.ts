@@ -5,7 +5,6 @@ import { errors } from './errors.js'
 import { WORKER_ENV } from './messages.js'
 import { resolveAppModule, type AppSource } from './app-module.js'
 import { startSupervisor } from './primary/supervisor.js'
-import { startSticky } from './primary/sticky.js'
 
 /** The app's module URL (checked to exist), or undefined for a `buildApp` function; throws for anything else. */
 export function appModuleOf (app: AppSource): URL | undefined {
@@ -26,7 +25,6 @@ export async function startResolved (app: AppSource, moduleUrl: URL | undefined,
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
     const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault)
     const handle = startSupervisor(resolved)
-    if (resolved.balance === 'sticky') startSticky(handle, resolved)
     control?.serve(handle, resolved)
     return handle
   }

@@ -156,6 +156,9 @@ const TEXT: Partial<Record<SettingName, { good: string, value: unknown, bad: str
   port: { good: '8080', value: 8080, bad: '-0' },
   host: { good: '127.0.0.1', value: '127.0.0.1', bad: ' ' },
   balance: { good: 'sticky', value: 'sticky', bad: 'round-robin' },
+  stickyWait: { good: '5000', value: 5000, bad: '-1' },
+  stickyQueue: { good: '10', value: 10, bad: '1000001' },
+  proxyProtocol: { good: '0', value: false, bad: 'yes' },
   shutdownTimeout: { good: '5000', value: 5000, bad: '5s' },
   startRetries: { good: '5', value: 5, bad: '101' },
   heartbeatTimeout: { good: '0', value: 0, bad: 'soon' },
@@ -243,7 +246,7 @@ test('nclust start: a bad value of every env var and every flag exits 1 with one
       cases += 1
     }
   }
-  assert.equal(cases, 20, 'every env var and flag was tried')
+  assert.equal(cases, 23, 'every env var and flag was tried')
 })
 
 test('one error convention: NCLUST_<PACKAGE>_* codes, one message template, each package README lists its codes', () => {

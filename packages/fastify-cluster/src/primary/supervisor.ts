@@ -1,3 +1,4 @@
+import type { Worker } from 'node:cluster'
 import type { PrimaryHandle, WorkerInfo } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
@@ -6,6 +7,10 @@ import { createReplacer } from './replace.js'
 import { startWatchdog } from './watchdog.js'
 import { startRecycler } from './recycle.js'
 import { createRequests } from './requests.js'
+import { startSticky, type StickySlots } from './sticky.js'
+import { isHung } from './policy.js'
+import type { SlotMachine } from './slots.js'
+import { performance } from 'node:perf_hooks'
 
 /**
  * The primary, assembled: the slot machine (slots.ts: fork, ready, exit, backoff, crash-loop guard,
@@ -48,6 +53,10 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
     `workers: ${options.workers} (${options.workersFrom})`)
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
+  // balance 'sticky': the primary's listener, fed by the slots through a small interface (see sticky.ts).
+  if (options.balance === 'sticky') {
+    startSticky(stickySlots(m, () => { m.fail(); void m.shutdown('fatal', undefined, options.handleSignals) }), options)
+  }
   for (const slot of [...m.slots]) m.fork(slot)
 
   return {
@@ -69,5 +78,39 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     scale: (n) => replacer.scale(n),
     close: () => m.shutdown('close'),
     ready: () => m.ready()
+  }
+}
+
+/**
+ * What the sticky listener reads from the slot machine: the slots its hash runs over (the initial
+ * ones from the start, a slot added by scaling once its first worker is ready), the worker serving
+ * a slot (ready, not asked to exit, not hung by the watchdog's own rule) and the slot changes.
+ */
+function stickySlots (m: SlotMachine, fail: (err: Error) => void): StickySlots {
+  const initial = new Set(m.slots.map((s) => s.id)) // until their first ready: later, a slot counts once it has been ready (a re-added id too)
+  const changed: Array<(slotId: number, what: 'ready' | 'down' | 'hung') => void> = []
+  const tell = (slotId: number, what: 'ready' | 'down' | 'hung'): void => { for (const fn of changed) fn(slotId, what) }
+  m.events.on('state', (e) => {
+    if (e.to === 'ready') { initial.delete(e.workerId); tell(e.workerId, 'ready') } else if (e.from === 'ready') tell(e.workerId, 'down')
+  })
+  m.events.on('worker-exit', (e) => tell(e.workerId, 'down'))
+  m.events.on('hung', (e) => tell(e.workerId, 'hung'))
+  return {
+    configured: () => m.slots.filter((s) => !s.removed && (s.everReady || initial.has(s.id))).map((s) => s.id),
+    serving (slotId) {
+      const at = m.now()
+      let best: { generation: number, worker: Worker } | undefined
+      for (const p of m.procs.values()) {
+        if (p.slot.id !== slotId || p.state !== 'ready' || p.exitAs !== undefined || p.requested) continue
+        if (isHung(p.lastBeat, at, m.options.heartbeatTimeout)) continue
+        if (best === undefined || p.generation > best.generation) best = { generation: p.generation, worker: p.worker }
+      }
+      return best?.worker
+    },
+    onChange: (fn) => { changed.push(fn) },
+    onShutdown: (fn) => { m.events.on('shutdown', () => fn()) },
+    fail,
+    now: () => performance.now(),
+    log: m.log
   }
 }

@@ -24,7 +24,7 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
   if (options.balance === 'sticky' && !ctx.single) {
     // The primary owns the listener and hands this worker its clients' connections: no listen here.
     await app.ready()
-    acceptFromPrimary(app)
+    acceptFromPrimary(app, ctx.logger)
     return { app, address: null }
   }
   if (options.balance === 'kernel' && !ctx.single) {
