@@ -50,12 +50,19 @@ export interface ClusterOptions {
    */
   reportDirectory?: string
   /**
-   * When workers run the hang-probe thread that captures a hung worker's stack (it costs ~10 MB of RSS per
-   * worker): `'after-hang'` (default) from the first hang of this cluster on (that first hung worker is
-   * killed without a stack; every worker forked after it has the probe), `'always'` in every worker,
-   * `'off'` never. The watchdog kills and replaces hung workers in every mode. Env `NCLUST_HANG_PROBE`.
+   * How a hung worker's stack is taken. `'on-hang'` (default): nothing runs until a worker hangs; then the
+   * primary starts that worker's inspector (SIGUSR1; workers are forked with `--inspect-port=127.0.0.1:0`),
+   * pauses it over loopback, reads the frames and a diagnostic report, and SIGKILLs it (the port is open
+   * for that capture only, bounded by 5 s). `'always'`: a hang-probe thread in every worker answers over a
+   * private unix socket (no TCP port; ~10 MB of RSS per worker). `'off'`: no stack. `'after-hang'` is the
+   * former default, now read as `'on-hang'`. The watchdog kills and replaces hung workers in every mode.
+   * Env `NCLUST_HANG_PROBE`.
    */
   hangProbe?: HangProbe
+  /** At most this many nclust report files (hang reports, `nclust diagnose` output) in `reportDirectory`; the oldest are removed first. Default 20. Env `NCLUST_REPORT_MAX_FILES`. */
+  reportMaxFiles?: number
+  /** At most this many bytes of them (the newest file is always kept). Default 536870912 (512 MiB). Env `NCLUST_REPORT_MAX_BYTES`. */
+  reportMaxBytes?: number
   /** Recycle a worker after this many requests (surge-first, like a reload); 0 (default) is off. Env `MAX_REQUESTS`. */
   maxRequests?: number
   /** Add 0..maxRequestsJitter (random, per worker) to `maxRequests` so workers do not all recycle together. */
@@ -88,7 +95,7 @@ export interface ClusterOptions {
   env?: Record<string, string | undefined>
 }
 
-export const HANG_PROBE_VALUES = ['after-hang', 'always', 'off'] as const
+export const HANG_PROBE_VALUES = ['on-hang', 'always', 'off', 'after-hang'] as const
 export type HangProbe = typeof HANG_PROBE_VALUES[number]
 
 export interface ResolvedOptions {
@@ -107,7 +114,10 @@ export interface ResolvedOptions {
   reportDirectory: string
   /** True when {@link reportDirectory} is the private default (then tightened to 0700 if looser). */
   reportDirectoryIsDefault: boolean
-  hangProbe: HangProbe
+  /** `'after-hang'` is resolved to `'on-hang'`. */
+  hangProbe: Exclude<HangProbe, 'after-hang'>
+  reportMaxFiles: number
+  reportMaxBytes: number
   maxRequests: number
   maxRequestsJitter: number
   maxRss: number
@@ -142,7 +152,9 @@ export const OPTION_TABLE = [
   { option: 'heartbeatInterval', env: null, default: '1000', allowed: `an integer number of ms from 10 to ${MAX_MS}` },
   { option: 'heartbeatTimeout', env: 'HEARTBEAT_TIMEOUT', default: '30000', allowed: `0 (off) or an integer number of ms above heartbeatInterval, up to ${MAX_MS}` },
   { option: 'reportDirectory', env: 'NCLUST_REPORT_DIR', default: '$XDG_STATE_HOME/nclust/reports, else ~/.local/state/nclust/reports (private, 0700)', allowed: 'an absolute path' },
-  { option: 'hangProbe', env: 'NCLUST_HANG_PROBE', default: 'after-hang', allowed: '"after-hang", "always" or "off"' },
+  { option: 'hangProbe', env: 'NCLUST_HANG_PROBE', default: 'on-hang', allowed: '"on-hang", "always", "off" or "after-hang" (read as "on-hang")' },
+  { option: 'reportMaxFiles', env: 'NCLUST_REPORT_MAX_FILES', default: '20', allowed: 'an integer from 1 to 100000' },
+  { option: 'reportMaxBytes', env: 'NCLUST_REPORT_MAX_BYTES', default: '536870912', allowed: 'an integer number of bytes from 1 to 2^53-1' },
   { option: 'maxRequests', env: 'MAX_REQUESTS', default: '0', allowed: '0 (off) or a positive integer' },
   { option: 'maxRequestsJitter', env: null, default: '0', allowed: 'a non-negative integer' },
   { option: 'maxRss', env: 'MAX_RSS', default: '0', allowed: 'MB: 0 (off) or a positive integer' },
@@ -168,7 +180,9 @@ export const DEFAULTS = {
   maxRequestsJitter: 0,
   maxRss: 0,
   restartBackoff: { initialDelay: 100, maxDelay: 15000, factor: 2, resetAfter: 60000 },
-  crashLoop: { maxFailures: 10, window: 60000 }
+  crashLoop: { maxFailures: 10, window: 60000 },
+  reportMaxFiles: 20,
+  reportMaxBytes: 512 * 1024 * 1024
 } as const
 
 const KNOWN = new Set<string>(OPTION_TABLE.map((o) => o.option))
@@ -186,7 +200,7 @@ function toInteger (value: unknown): number | undefined {
 }
 
 type IntegerOption = 'workers' | 'port' | 'shutdownTimeout' | 'startTimeout' | 'startRetries' | 'heartbeatInterval' |
-  'heartbeatTimeout' | 'maxRequests' | 'maxRequestsJitter' | 'maxRss'
+  'heartbeatTimeout' | 'maxRequests' | 'maxRequestsJitter' | 'maxRss' | 'reportMaxFiles' | 'reportMaxBytes'
 
 /** An integer option that may come from env: the explicit option wins; the error names whichever was used. */
 function integer (
@@ -255,8 +269,10 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
   const hangFromOption = options.hangProbe !== undefined
   const hangRaw: unknown = hangFromOption ? options.hangProbe : (env.NCLUST_HANG_PROBE === '' ? undefined : env.NCLUST_HANG_PROBE)
   if (hangRaw !== undefined && (typeof hangRaw !== 'string' || !(HANG_PROBE_VALUES as readonly string[]).includes(hangRaw))) {
-    throw invalid(hangFromOption ? 'option "hangProbe"' : 'env NCLUST_HANG_PROBE', hangRaw, '"after-hang", "always" or "off"')
+    throw invalid(hangFromOption ? 'option "hangProbe"' : 'env NCLUST_HANG_PROBE', hangRaw, '"on-hang", "always", "off" or "after-hang"')
   }
+  const reportMaxFiles = integer(options, env, 'reportMaxFiles', 'NCLUST_REPORT_MAX_FILES', 1, 100000, DEFAULTS.reportMaxFiles)
+  const reportMaxBytes = integer(options, env, 'reportMaxBytes', 'NCLUST_REPORT_MAX_BYTES', 1, Number.MAX_SAFE_INTEGER, DEFAULTS.reportMaxBytes)
   const maxRequests = integer(options, env, 'maxRequests', 'MAX_REQUESTS', 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequests)
   const maxRequestsJitter = integer(options, env, 'maxRequestsJitter', null, 0, Number.MAX_SAFE_INTEGER, DEFAULTS.maxRequestsJitter)
   const maxRss = integer(options, env, 'maxRss', 'MAX_RSS', 0, 1024 * 1024, DEFAULTS.maxRss)
@@ -342,7 +358,9 @@ export function resolveOptions (options: ClusterOptions = {}): ResolvedOptions {
     heartbeatTimeout,
     reportDirectory: reportDirectory ?? defaultReportDirectory(env),
     reportDirectoryIsDefault: reportDirectory === undefined,
-    hangProbe: (hangRaw as HangProbe | undefined) ?? 'after-hang',
+    hangProbe: hangRaw === undefined || hangRaw === 'after-hang' ? 'on-hang' : hangRaw as 'always' | 'off' | 'on-hang',
+    reportMaxFiles,
+    reportMaxBytes,
     maxRequests,
     maxRequestsJitter,
     maxRss,

@@ -38,11 +38,16 @@ test('reportDirectory: NCLUST_REPORT_DIR, the option wins, private default under
   assert.throws(() => resolveOptions({ env: {}, reportDirectory: 7 as unknown as string }), /invalid option "reportDirectory": got 7, expected an absolute path/)
 })
 
-test('hangProbe: after-hang by default, NCLUST_HANG_PROBE, the option wins, anything else named', () => {
-  assert.equal(resolveOptions({ env: {} }).hangProbe, 'after-hang')
+test('hangProbe: on-hang by default, after-hang read as on-hang, NCLUST_HANG_PROBE, the option wins, anything else named', () => {
+  assert.equal(resolveOptions({ env: {} }).hangProbe, 'on-hang')
+  assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'after-hang' } }).hangProbe, 'on-hang')
+  assert.equal(resolveOptions({ env: {}, hangProbe: 'after-hang' }).hangProbe, 'on-hang')
   assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' } }).hangProbe, 'always')
   assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' }, hangProbe: 'off' }).hangProbe, 'off')
-  assert.throws(() => resolveOptions({ env: { NCLUST_HANG_PROBE: 'yes' } }), /invalid env NCLUST_HANG_PROBE: got "yes", expected "after-hang", "always" or "off"/)
+  assert.throws(() => resolveOptions({ env: { NCLUST_HANG_PROBE: 'yes' } }), /invalid env NCLUST_HANG_PROBE: got "yes", expected "on-hang", "always", "off" or "after-hang"/)
+  assert.equal(resolveOptions({ env: {} }).reportMaxFiles, 20)
+  assert.equal(resolveOptions({ env: { NCLUST_REPORT_MAX_FILES: '3', NCLUST_REPORT_MAX_BYTES: '4096' } }).reportMaxBytes, 4096)
+  assert.throws(() => resolveOptions({ env: { NCLUST_REPORT_MAX_FILES: '0' } }), /invalid env NCLUST_REPORT_MAX_FILES: got "0"/)
 })
 
 test('env vars are read, and an explicit option wins over its env var', () => {
