@@ -71,7 +71,7 @@ function stateDirectory (t: { after: (fn: () => void) => void }): string {
   return dir
 }
 
-test('every default: the first hang names the blocking function and file:line in the log line and the report; no inspector port before the hang, closed after', async (t) => {
+test('every default: the first hang names the blocking function and file:line in the log line and the report; no inspector port before the hang, the worker (and its port) gone after', async (t) => {
   const heartbeatTimeout = 3000
   const reports = stateDirectory(t)
   const secret = `s3cret-${randomBytes(12).toString('hex')}`
@@ -109,10 +109,11 @@ test('every default: the first hang names the blocking function and file:line in
   assert.equal(modeOf(reports), 0o700)
   const text = readFileSync(report, 'utf8')
   assert.equal(text.includes(secret), false, 'no environment value in the report')
-  const parsed = JSON.parse(text) as { nclustHang: { frames: string[] }, javascriptStack: { stack: string[] }, environmentVariables: Record<string, string> }
+  const parsed = JSON.parse(text) as { nclustHang: { frames: string[] }, javascriptStack: { stack: string[] }, environmentVariables?: Record<string, string> }
   assert.match(parsed.nclustHang.frames[0] ?? '', BLOCKING_FRAME)
   assert.ok(parsed.javascriptStack.stack.some((l) => l.includes('blockTheLoopForever')), 'the report\'s own stack has it')
-  assert.equal(parsed.environmentVariables.NCLUST_TEST_SECRET, '[redacted]')
+  // Node 22.13+ leaves the field out (excludeEnv); older Node: names kept, values redacted.
+  if (parsed.environmentVariables !== undefined) assert.equal(parsed.environmentVariables.NCLUST_TEST_SECRET, '[redacted]')
 
   await waitFor(() => !isAlive(blocked.blocking), 'the hung worker killed', 10000)
   await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 1, 60000, 'the replacement')
