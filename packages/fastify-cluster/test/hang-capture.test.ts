@@ -12,6 +12,8 @@ import { primaryReady, startCluster } from './start-cluster.ts'
 import { PROBE_TIMEOUT } from '../src/primary/watchdog.ts'
 import { INSPECT_PORT_ARG, frameLine, listeningSockets, parseListening } from '../src/primary/hang-capture.ts'
 import { REPORT_FILE, hangReportName, pruneReports, reportsToRemove } from '../src/probe.ts'
+import { diagnose } from '../src/worker/diagnose.ts'
+import type { WorkerContext } from '../src/types.ts'
 
 const modeOf = (path: string): number => statSync(path).mode & 0o777
 const BLOCKING_FRAME = /^at blockTheLoopForever \(file:\/\/\/.*\/test\/fixtures\/app\.mjs:3[5-8]:\d+\)$/
@@ -60,6 +62,21 @@ test('pruneReports: only nclust report and diagnose files are counted and remove
     assert.deepEqual(pruneReports(dir, { maxFiles: 2, maxBytes: 1 << 20 }).sort(), names.slice(0, 3).sort())
     assert.deepEqual(readdirSync(dir).sort(), [...names.slice(3), 'notes.txt'].sort())
   } finally { rmSync(dir, { recursive: true, force: true }) }
+})
+
+test('nclust diagnose into the report folder is capped too (reportMaxFiles), into another --out folder it is not', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-diag-cap-test-'))
+  const out = mkdtempSync(join(tmpdir(), 'nclust-diag-out-test-'))
+  t.after(() => { rmSync(dir, { recursive: true, force: true }); rmSync(out, { recursive: true, force: true }) })
+  const options = { reportDirectory: dir, reportMaxFiles: 2, reportMaxBytes: 1 << 30 }
+  const ctx = (workerId: number): WorkerContext => ({ workerId, workers: 9, generation: 0, single: false, logger: undefined as unknown as WorkerContext['logger'] })
+  const files: string[] = []
+  for (let i = 0; i < 4; i++) {
+    files.push((await diagnose({ kind: 'report', dir }, ctx(i), options)).file)
+    await diagnose({ kind: 'report', dir: out }, ctx(i), options)
+  }
+  assert.deepEqual(readdirSync(dir).sort(), files.slice(-2).map((f) => f.slice(dir.length + 1)).sort(), 'the 2 newest kept')
+  assert.equal(readdirSync(out).length, 4, 'a folder given with --out is the operator\'s: not pruned')
 })
 
 /** A 0700 state folder like systemd's StateDirectory= with StateDirectoryMode=0700 (the unit's `%S/nclust-example`). */
