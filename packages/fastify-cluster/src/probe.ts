@@ -3,7 +3,9 @@ import { homedir } from 'node:os'
 import { isAbsolute, join } from 'node:path'
 
 /**
- * The hang probe: a small thread in each worker (see `worker/hang-probe.ts`) that the primary's
+ * What the hang capture shares: report naming, redaction, the report folder's checks and caps.
+ * `hangProbe: 'on-hang'` (default) is the primary's inspector capture (primary/hang-capture.ts);
+ * `hangProbe: 'always'` is a small thread in each worker (see `worker/hang-probe.ts`) that the primary's
  * watchdog asks, over a unix socket, for the JS stack of a worker whose event loop is blocked.
  * The sockets live in a folder the primary creates with `mkdtemp` (mode 0700, a name nobody can
  * guess or take first) and hands to its workers in {@link PROBE_DIR_ENV}; both sides derive a

@@ -38,6 +38,7 @@ export const INSPECT_PORT_ARG = '--inspect-port=127.0.0.1:0'
 
 /** Fork every later worker with {@link INSPECT_PORT_ARG} (starts nothing by itself). */
 export function armInspectorCapture (): void {
+  if (process.platform !== 'linux') return // the port is found in /proc: see captureStack
   const current = cluster.settings.execArgv ?? process.execArgv
   if (current.includes(INSPECT_PORT_ARG)) return
   cluster.setupPrimary({ execArgv: [INSPECT_PORT_ARG, ...current] })
@@ -130,6 +131,7 @@ export async function captureStack (pid: number, timeout: number): Promise<Captu
   let reportText: string | undefined
   let close = (): void => {}
   const work = (async (): Promise<string | undefined> => {
+    if (process.platform !== 'linux') return 'hangProbe "on-hang" needs Linux (/proc); use hangProbe "always" here'
     const before = new Set(listeningSockets(pid).map((s) => s.inode))
     process.kill(pid, 'SIGUSR1')
     let target: Listening | undefined
