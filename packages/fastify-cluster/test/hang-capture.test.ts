@@ -172,3 +172,28 @@ test('workers that hang again and again: at most reportMaxFiles report files, th
   const exit = await p.waitForExit(30000)
   assert.equal(exit.code, 0, p.lines.slice(-8).map((l) => JSON.stringify(l)).join('\n'))
 })
+
+test('hangProbe off: workers forked without the inspect port, the hung worker killed and replaced without a stack, no report', async (t) => {
+  const heartbeatTimeout = 2000
+  const reports = stateDirectory(t)
+  const { p, port } = await startCluster(t, {
+    NCLUST_REPORT_DIR: reports,
+    NCLUST_HANG_PROBE: 'off',
+    HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
+    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+  })
+  for (const pid of p.lines.filter(primaryReady).map((l) => Number(l.workerPid))) {
+    assert.equal(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(INSPECT_PORT_ARG), false)
+  }
+  const blocked = (await get(port, '/block', { timeout: 10000 })).json() as { blocking: number }
+  const victim = p.lines.find((l) => primaryReady(l) && l.workerPid === blocked.blocking)!
+  const hung = await p.waitForLine((l) => l.workerPid === blocked.blocking && l.silentMs !== undefined && l.frames !== undefined,
+    heartbeatTimeout + 30000, 'the hung line')
+  assert.deepEqual(hung.frames, [])
+  assert.match(String(hung.error), /hangProbe: off/)
+  await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 1, 60000, 'the replacement')
+  assert.deepEqual(readdirSync(reports), [])
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+})
