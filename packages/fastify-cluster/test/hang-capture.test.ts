@@ -101,7 +101,9 @@ test('every default: the first hang names the blocking function and file:line in
   })
   const pids = p.lines.filter(primaryReady).map((l) => Number(l.workerPid))
   for (const pid of pids) {
-    assert.ok(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(INSPECT_PORT_ARG), 'forked with an inspect port of 0')
+    const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0')
+    assert.ok(args.includes(INSPECT_PORT_ARG), 'forked with an inspect port of 0')
+    assert.deepEqual(args.filter((a) => a.startsWith('--inspect-port=') && a !== INSPECT_PORT_ARG), ['--inspect-port=0'], 'node:cluster\'s own port is 0 too, not 9229 + n')
     assert.deepEqual(listeningSockets(pid), [], 'no inspector (no listening socket) in an idle worker')
   }
 
@@ -115,6 +117,9 @@ test('every default: the first hang names the blocking function and file:line in
   assert.match(frames[0] ?? '', BLOCKING_FRAME, JSON.stringify(hung))
   assert.match(String(hung.msg), /at blockTheLoopForever \(file:\/\/\/.*app\.mjs:3[5-8]:\d+\)/, 'the log line itself names it')
   assert.equal(hung.error, undefined)
+  // A port the kernel chose (port 0), not node:cluster's 9229 + n, which may be taken or shared by two clusters.
+  const inspectorPort = Number(hung.inspectorPort)
+  assert.ok(inspectorPort > 0 && (inspectorPort < 9229 || inspectorPort > 9229 + 64), `inspector port ${inspectorPort}`)
   const inspectorMs = Number(hung.inspectorMs)
   assert.ok(inspectorMs > 0 && inspectorMs <= PROBE_TIMEOUT + 500, `the inspector window is bounded: ${inspectorMs} ms`)
   t.diagnostic(`Node ${process.version}: hang → name ${tName - tBlock} ms (heartbeatTimeout ${heartbeatTimeout} ms, silentMs ${String(hung.silentMs)}); ` +

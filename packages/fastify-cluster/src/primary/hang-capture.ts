@@ -36,12 +36,18 @@ import { REPORT_EXPRESSION, ensureReportDirectory, hangReportName, pruneReports,
 /** Added in front of the workers' execArgv: a later `--inspect-port` of the operator's wins. */
 export const INSPECT_PORT_ARG = '--inspect-port=127.0.0.1:0'
 
-/** Fork every later worker with {@link INSPECT_PORT_ARG} (starts nothing by itself). */
+/**
+ * Fork every later worker with {@link INSPECT_PORT_ARG} (starts nothing by itself). node:cluster sees
+ * an inspector flag in execArgv and appends its own `--inspect-port=<9229 + n>` (one more per fork:
+ * ports that may be taken, and that two clusters on a host share): `inspectPort: 0` makes it append
+ * port 0 instead, and the host stays 127.0.0.1. A primary that itself runs with `--inspect` (someone
+ * debugging) is left to node:cluster's own numbering; the capture then finds no new port.
+ */
 export function armInspectorCapture (): void {
   if (process.platform !== 'linux') return // the port is found in /proc: see captureStack
   const current = cluster.settings.execArgv ?? process.execArgv
-  if (current.includes(INSPECT_PORT_ARG)) return
-  cluster.setupPrimary({ execArgv: [INSPECT_PORT_ARG, ...current] })
+  if (current.includes(INSPECT_PORT_ARG) || current.some((a) => /^--(inspect|debug)/.test(a))) return
+  cluster.setupPrimary({ execArgv: [INSPECT_PORT_ARG, ...current], ...(cluster.settings.inspectPort === undefined ? { inspectPort: 0 } : {}) })
 }
 
 /** A listening TCP socket: its inode and where it listens. */
@@ -119,7 +125,7 @@ function getJson (url: string, timeout: number): Promise<unknown> {
 }
 
 /** What {@link captureStack} found: the frames, the report's text, and how long the inspector was open. */
-export interface Capture { frames: string[], reportText?: string, error?: string, inspectorMs: number }
+export interface Capture { frames: string[], reportText?: string, error?: string, inspectorMs: number, inspectorPort?: number }
 
 /**
  * Start the hung worker's inspector and read where its loop is stuck; never rejects, never takes
@@ -130,6 +136,7 @@ export async function captureStack (pid: number, timeout: number): Promise<Captu
   const frames: string[] = []
   let reportText: string | undefined
   let close = (): void => {}
+  let inspectorPort: number | undefined
   const work = (async (): Promise<string | undefined> => {
     if (process.platform !== 'linux') return 'hangProbe "on-hang" needs Linux (/proc); use hangProbe "always" here'
     const before = new Set(listeningSockets(pid).map((s) => s.inode))
@@ -140,6 +147,7 @@ export async function captureStack (pid: number, timeout: number): Promise<Captu
       await sleep(10)
       target = listeningSockets(pid).find((s) => !before.has(s.inode))
     }
+    inspectorPort = target.port
     const base = `http://${target.host}:${target.port}`
     const left = (): number => Math.max(1, Math.ceil(timeout - (performance.now() - t0)))
     const list = await getJson(`${base}/json/list`, left()) as Array<{ webSocketDebuggerUrl?: unknown }>
@@ -192,7 +200,7 @@ export async function captureStack (pid: number, timeout: number): Promise<Captu
   const error = await Promise.race([work, deadline])
   clearTimeout(timer)
   close()
-  return { frames, ...(reportText !== undefined ? { reportText } : {}), ...(error !== undefined ? { error } : {}), inspectorMs: Math.round(performance.now() - t0) }
+  return { frames, ...(reportText !== undefined ? { reportText } : {}), ...(error !== undefined ? { error } : {}), inspectorMs: Math.round(performance.now() - t0), ...(inspectorPort !== undefined ? { inspectorPort } : {}) }
 }
 
 /**
@@ -216,9 +224,9 @@ export function writeHangReport (options: Pick<ResolvedOptions, 'reportDirectory
 }
 
 /** The watchdog's one call: capture, write the report, answer as the probe thread does (plus the inspector's open time). */
-export async function captureHungWorker (pid: number, timeout: number, options: ResolvedOptions): Promise<ProbeReply & { inspectorMs: number }> {
+export async function captureHungWorker (pid: number, timeout: number, options: ResolvedOptions): Promise<ProbeReply & { inspectorMs: number, inspectorPort?: number }> {
   const c = await captureStack(pid, timeout)
   const written = c.reportText !== undefined ? writeHangReport(options, pid, c.reportText, c.frames) : {}
   const error = written.error ?? c.error
-  return { frames: c.frames, ...(written.report !== undefined ? { report: written.report } : {}), ...(error !== undefined ? { error } : {}), inspectorMs: c.inspectorMs }
+  return { frames: c.frames, ...(written.report !== undefined ? { report: written.report } : {}), ...(error !== undefined ? { error } : {}), inspectorMs: c.inspectorMs, ...(c.inspectorPort !== undefined ? { inspectorPort: c.inspectorPort } : {}) }
 }

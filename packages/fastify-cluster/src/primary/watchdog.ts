@@ -67,11 +67,11 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
     const t0 = m.now()
     const dir = unarmed.has(proc.pid) ? undefined : probeDir
     // hang capture (issue 28): before SIGKILLing a hung worker, await captureHungWorker(pid, deadline).
-    const reply: ProbeReply & { inspectorMs?: number } = m.options.hangProbe === 'on-hang'
+    const reply: ProbeReply & { inspectorMs?: number, inspectorPort?: number } = m.options.hangProbe === 'on-hang'
       ? await captureHungWorker(proc.pid, PROBE_TIMEOUT, m.options)
       : dir !== undefined ? await probe(probeSocketPath(dir, proc.pid), PROBE_TIMEOUT) : { frames: [], error: noProbe() }
     if (reply.report !== undefined) pruneReports(m.options.reportDirectory, { maxFiles: m.options.reportMaxFiles, maxBytes: m.options.reportMaxBytes }) // issue 28
-    const fields = { workerPid: proc.pid, silentMs, report: reply.report, frames: reply.frames, captureMs: m.now() - t0, error: reply.error, inspectorMs: reply.inspectorMs }
+    const fields = { workerPid: proc.pid, silentMs, report: reply.report, frames: reply.frames, captureMs: m.now() - t0, error: reply.error, inspectorMs: reply.inspectorMs, inspectorPort: reply.inspectorPort }
     if (reply.report !== undefined) {
       log.error(fields, `hung worker ${proc.slot.id} report: ${reply.report}\n  ${reply.frames.slice(0, 5).join('\n  ')}`)
     } else {
