@@ -1,7 +1,7 @@
 // The same hello-world Fastify app under two supervisors, for bench/cluster.mjs:
 //   node cluster-app.mjs nclust   # @nclust/fastify-cluster (drain registered by default); SIGHUP = rolling reload
 //   node cluster-app.mjs bare     # plain node:cluster, the usual recipe; SIGHUP = fork new, then old.disconnect(), kill after 2 s
-//   node cluster-app.mjs nclust-defaults  # nclust with every default (pino logger at info, watchdog and its probe thread, drain)
+//   node cluster-app.mjs nclust-defaults  # nclust with every default (pino logger at info, watchdog, hang capture on-hang, drain)
 //   node cluster-app.mjs bare-thread      # bare, plus one idle worker thread per worker: what any thread costs
 // Prints "READY <port>" once both workers listen. PORT and WORKERS from env.
 import cluster from 'node:cluster'

@@ -1,9 +1,9 @@
 // Worker memory: RSS and USS of each worker of a 2-worker hello-world cluster, idle (3 s after both
-// serve) and again after a load run, for bare node:cluster and nclust with every default (the
-// watchdog and its hang-probe thread on), and the variants that say where the difference lives:
-// nclust without the watchdog (HEARTBEAT_TIMEOUT=0: no probe thread) and bare node:cluster with one
-// idle worker thread per worker (what any thread costs). Servers pinned to core 0, the load
-// generator (this process) to core 1, as compare.mjs row 2. Rounds alternate the order; medians.
+// serve) and again after a load run, for bare node:cluster and nclust with every default
+// (hangProbe 'on-hang': workers forked with --inspect-port=127.0.0.1:0, nothing started until a hang),
+// then each other hangProbe mode: 'always' (the probe thread in every worker) and 'off'. Servers
+// pinned to core 0, the load generator (this process) to core 1, as compare.mjs row 2. Rounds
+// alternate the order; medians. Prints one RATIO line per mode and figure (idle, after load).
 // Usage: node bench/worker-rss.mjs [rounds=3] [load seconds=5]
 import { spawn } from 'node:child_process'
 import { readFileSync } from 'node:fs'
@@ -17,9 +17,9 @@ const seconds = Number(process.argv[3] ?? 5)
 const app = fileURLToPath(new URL('cluster-app.mjs', import.meta.url))
 const variants = {
   'bare node:cluster': { mode: 'bare' },
-  'nclust, every default': { mode: 'nclust-defaults' },
-  'nclust, HEARTBEAT_TIMEOUT=0 (no probe thread)': { mode: 'nclust-defaults', env: { HEARTBEAT_TIMEOUT: '0' } },
-  'bare + one idle worker thread': { mode: 'bare-thread' }
+  'nclust, every default (hangProbe on-hang)': { mode: 'nclust-defaults' },
+  'nclust, hangProbe always': { mode: 'nclust-defaults', env: { NCLUST_HANG_PROBE: 'always' } },
+  'nclust, hangProbe off': { mode: 'nclust-defaults', env: { NCLUST_HANG_PROBE: 'off' } }
 }
 
 const freePort = () => new Promise((resolve) => { const s = createServer().listen(0, '127.0.0.1', () => { const { port } = s.address(); s.close(() => resolve(port)) }) })

@@ -50,6 +50,20 @@ test('the systemd unit: reload through nclust, SIGTERM to the primary, stop time
   assert.match(help.stdout, /nclust reload \[--timeout <ms>\]/)
 })
 
+test('the systemd unit: hang reports and diagnose files in its private StateDirectory, and nothing in its sandbox that stops the hang capture', () => {
+  const { one, env } = directives()
+  // ProtectSystem=strict leaves the default report folder (~/.local/state) read-only: the unit gives one.
+  const state = one.get('StateDirectory') ?? '?'
+  assert.equal(one.get('StateDirectoryMode'), '0700')
+  assert.equal(env.get('NCLUST_REPORT_DIR'), `%S/${state}`, 'NCLUST_REPORT_DIR points at the StateDirectory')
+  // The capture (hangProbe on-hang) signals the unit's own workers and talks to them over loopback TCP.
+  const families = one.get('RestrictAddressFamilies')
+  if (families !== undefined) assert.match(families, /(^|\s)AF_INET(\s|$)/, 'loopback TCP allowed')
+  if (one.get('IPAddressDeny') !== undefined) assert.match(one.get('IPAddressAllow') ?? '', /localhost|127\.0\.0\.1/)
+  assert.doesNotMatch(one.get('ExecStart') ?? '', /--disable-sigusr1/)
+  assert.notEqual(env.get('NCLUST_HANG_PROBE'), 'off', 'the hang capture is on')
+})
+
 test('systemd-analyze verify accepts the unit without a warning', (t) => {
   if (spawnSync('systemd-analyze', ['--version']).status !== 0) {
     t.skip('systemd-analyze is not installed here')

@@ -42,8 +42,12 @@ export interface ClusterOptions {
   heartbeatTimeout?: number
   /** Folder for the watchdog's diagnostic reports of hung workers (absolute path, private). */
   reportDirectory?: string
-  /** When workers run the hang-probe thread (~10 MB RSS each): `'after-hang'`, `'always'` or `'off'`. */
+  /** How a hung worker's stack is taken: `'on-hang'` (the inspector, started only at a hang), `'always'` (a probe thread) or `'off'`. */
   hangProbe?: HangProbe
+  /** At most this many nclust report files in `reportDirectory`; the oldest are removed first. */
+  reportMaxFiles?: number
+  /** At most this many bytes of them (the newest file is always kept). */
+  reportMaxBytes?: number
   /** Recycle a worker after this many requests (surge-first, like a reload); 0 is off. */
   maxRequests?: number
   /** Add 0..maxRequestsJitter (random, per worker) to `maxRequests` so workers do not all recycle together. */
@@ -69,7 +73,7 @@ export interface ClusterOptions {
   env?: Record<string, string | undefined>
 }
 
-export const HANG_PROBE_VALUES = ['after-hang', 'always', 'off'] as const
+export const HANG_PROBE_VALUES = ['on-hang', 'always', 'off', 'after-hang'] as const
 export type HangProbe = typeof HANG_PROBE_VALUES[number]
 
 export interface ResolvedOptions {
@@ -91,7 +95,10 @@ export interface ResolvedOptions {
   reportDirectory: string
   /** True when {@link reportDirectory} is the private default (then tightened to 0700 if looser). */
   reportDirectoryIsDefault: boolean
-  hangProbe: HangProbe
+  /** `'after-hang'` is resolved to `'on-hang'`. */
+  hangProbe: Exclude<HangProbe, 'after-hang'>
+  reportMaxFiles: number
+  reportMaxBytes: number
   maxRequests: number
   maxRequestsJitter: number
   maxRss: number
@@ -281,13 +288,16 @@ export const SETTINGS = {
     parse: (raw, ctx) => typeof raw === 'string' && isAbsolute(raw) ? raw : ctx.bad(),
     doc: 'where hang reports go (Node\'s `--report-directory` is used when given and this is not). Created 0700 if missing; a folder owned by another user or writable by group/others is refused at report time (the frames are still logged). Reports are 0600 files without environment values'
   }),
-  hangProbe: setting<HangProbe>({
+  hangProbe: setting<Exclude<HangProbe, 'after-hang'>>({
     option: 'hangProbe',
     env: 'NCLUST_HANG_PROBE',
-    default: 'after-hang',
-    ...oneOf(HANG_PROBE_VALUES),
-    doc: 'when workers run the hang-probe thread that captures a hung worker\'s stack (~10 MB RSS per worker): `"after-hang"` from the first hang of the cluster on (that first hung worker is killed without a stack; every worker forked after it has the probe), `"always"`, or `"off"`. The watchdog kills and replaces hung workers in every mode; see [Hang watchdog](#hang-watchdog-how-the-stack-of-a-blocked-loop-is-taken)'
+    default: 'on-hang',
+    allowed: '"on-hang", "always", "off" or "after-hang" (read as "on-hang")',
+    parse: (raw, ctx) => raw === 'after-hang' ? 'on-hang' : typeof raw === 'string' && (HANG_PROBE_VALUES as readonly string[]).includes(raw) ? raw as Exclude<HangProbe, 'after-hang'> : ctx.bad(),
+    doc: 'how a hung worker\'s stack is taken. `"on-hang"`: nothing runs until a worker hangs; then the primary starts that worker\'s inspector (SIGUSR1; workers are forked with `--inspect-port=127.0.0.1:0`, which opens nothing), pauses it over loopback, reads the frames and a diagnostic report, and SIGKILLs it (the port is open for that capture only, at most 5 s; Linux). `"always"`: a hang-probe thread in every worker answers over a private unix socket (no TCP port; ~10 MB RSS per worker). `"off"`: no stack. The watchdog kills and replaces hung workers in every mode; see [Hang watchdog](#hang-watchdog-how-the-stack-of-a-blocked-loop-is-taken)'
   }),
+  reportMaxFiles: setting({ option: 'reportMaxFiles', env: 'NCLUST_REPORT_MAX_FILES', default: 20, ...integer(1, 100000), doc: 'nclust report files (hang reports, `nclust diagnose` output) kept in `reportDirectory`; the oldest are removed first' }),
+  reportMaxBytes: setting({ option: 'reportMaxBytes', env: 'NCLUST_REPORT_MAX_BYTES', default: 512 * 1024 * 1024, ...integer(1, Number.MAX_SAFE_INTEGER, 'an integer number of bytes from 1 to 2^53-1'), doc: 'bytes of those files at most (oldest removed first; the newest is always kept)' }),
   maxRequests: setting({ option: 'maxRequests', env: 'MAX_REQUESTS', default: 0, ...integer(0, Number.MAX_SAFE_INTEGER, '0 (off) or a positive integer'), doc: 'recycle a worker after this many requests (surge-first, like a reload)' }),
   maxRequestsJitter: setting({ option: 'maxRequestsJitter', env: null, default: 0, ...integer(0, Number.MAX_SAFE_INTEGER, 'a non-negative integer'), doc: 'add a random 0..jitter to `maxRequests` per worker, so workers do not all recycle together' }),
   maxRss: setting({ option: 'maxRss', env: 'MAX_RSS', default: 0, ...integer(0, 1024 * 1024, 'MB: 0 (off) or a positive integer'), doc: 'recycle a worker whose RSS passes it (sampled with each heartbeat)' }),
@@ -466,6 +476,8 @@ export function resolveOptions (options: ClusterOptions = {}, flags: FlagValues 
     reportDirectory: reportDirectory ?? defaultReportDirectory(env),
     reportDirectoryIsDefault: reportDirectory === undefined,
     hangProbe: must(get('hangProbe')),
+    reportMaxFiles: must(get('reportMaxFiles')),
+    reportMaxBytes: must(get('reportMaxBytes')),
     maxRequests: must(get('maxRequests')),
     maxRequestsJitter: must(get('maxRequestsJitter')),
     maxRss: must(get('maxRss')),

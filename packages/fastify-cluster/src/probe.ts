@@ -1,9 +1,11 @@
-import { chmodSync, lstatSync, mkdirSync, statSync } from 'node:fs'
+import { chmodSync, lstatSync, mkdirSync, readdirSync, statSync, unlinkSync } from 'node:fs'
 import { homedir } from 'node:os'
 import { isAbsolute, join } from 'node:path'
 
 /**
- * The hang probe: a small thread in each worker (see `worker/hang-probe.ts`) that the primary's
+ * What the hang capture shares: report naming, redaction, the report folder's checks and caps.
+ * `hangProbe: 'on-hang'` (default) is the primary's inspector capture (primary/hang-capture.ts);
+ * `hangProbe: 'always'` is a small thread in each worker (see `worker/hang-probe.ts`) that the primary's
  * watchdog asks, over a unix socket, for the JS stack of a worker whose event loop is blocked.
  * The sockets live in a folder the primary creates with `mkdtemp` (mode 0700, a name nobody can
  * guess or take first) and hands to its workers in {@link PROBE_DIR_ENV}; both sides derive a
@@ -66,4 +68,87 @@ export function parseProbeReply (text: string): ProbeReply | undefined {
   if (report !== undefined && typeof report !== 'string') return undefined
   if (error !== undefined && typeof error !== 'string') return undefined
   return { frames: frames as string[], ...(report !== undefined ? { report } : {}), ...(error !== undefined ? { error } : {}) }
+}
+
+/**
+ * Evaluated in a hung worker's paused frame (by the hang-probe thread or the primary's inspector
+ * capture): the Node.js diagnostic report as JSON text. Where Node has `process.report.excludeEnv`
+ * (22.13+, 23.3+) it is set for this one report, so the environment never leaves the worker; on older
+ * Node the values are removed before anything is written (see {@link redactReport}).
+ */
+export const REPORT_EXPRESSION = `(function nclustHangReport (r) {
+  const had = r.excludeEnv
+  if (typeof had === 'boolean') r.excludeEnv = true
+  try { return JSON.stringify(r.getReport()) } finally { if (typeof had === 'boolean') r.excludeEnv = had }
+})(globalThis.process.report)`
+
+/**
+ * Keep the variables' names (useful: was DATABASE_URL set?), never their values: in the report and in
+ * the sub-report of each worker thread it embeds (`workers[]`: Node reads the process's environment there too).
+ */
+export function redactReport (report: { environmentVariables?: unknown, workers?: unknown }): void {
+  const env = report.environmentVariables
+  if (typeof env === 'object' && env !== null) {
+    report.environmentVariables = Object.fromEntries(Object.keys(env).map((k) => [k, '[redacted]']))
+  } else if (env !== undefined) {
+    delete report.environmentVariables
+  }
+  if (Array.isArray(report.workers)) {
+    for (const w of report.workers) if (typeof w === 'object' && w !== null) redactReport(w as { environmentVariables?: unknown })
+  }
+}
+
+/** The name of a hang report: `report.nclust-hung.<pid>.<ms since epoch>.json`. */
+export function hangReportName (pid: number, at: number): string {
+  return `report.nclust-hung.${pid}.${at}.json`
+}
+
+/**
+ * The files nclust writes into a report folder: hang reports and `nclust diagnose` output
+ * (`nclust-w<slot>-<pid>-<time>.{report.json,heapsnapshot,cpuprofile}`). Only these are counted and removed.
+ */
+export const REPORT_FILE = /^(report\.nclust-hung\.\d+\.\d+\.json|nclust-w\d+-\d+-[0-9TZ-]+\.(report\.json|heapsnapshot|cpuprofile))$/
+
+export interface ReportFile { name: string, size: number, mtimeMs: number }
+export interface ReportLimits { maxFiles: number, maxBytes: number }
+
+/**
+ * Which report files to remove so that at most `maxFiles` files and `maxBytes` bytes remain: the
+ * newest are kept, the oldest removed first (by modification time, then name). The newest file is
+ * always kept, even alone over `maxBytes` (it is the one just written, the one someone is paged for).
+ */
+export function reportsToRemove (files: readonly ReportFile[], limits: ReportLimits): string[] {
+  const newestFirst = [...files].sort((a, b) => b.mtimeMs - a.mtimeMs || (a.name < b.name ? 1 : a.name > b.name ? -1 : 0))
+  const remove: string[] = []
+  let count = 0
+  let bytes = 0
+  for (const f of newestFirst) {
+    if (count === 0 || (count < limits.maxFiles && bytes + f.size <= limits.maxBytes)) {
+      count += 1
+      bytes += f.size
+    } else remove.push(f.name)
+  }
+  return remove
+}
+
+/**
+ * Apply {@link reportsToRemove} to a folder (nclust's files only; anything else there is left alone).
+ * Never throws: a folder that cannot be read is left as it is. Returns the names removed.
+ */
+export function pruneReports (directory: string, limits: ReportLimits): string[] {
+  const files: ReportFile[] = []
+  let names: string[]
+  try { names = readdirSync(directory) } catch { return [] }
+  for (const name of names) {
+    if (!REPORT_FILE.test(name)) continue
+    try {
+      const st = lstatSync(join(directory, name))
+      if (st.isFile()) files.push({ name, size: st.size, mtimeMs: st.mtimeMs })
+    } catch {}
+  }
+  const removed: string[] = []
+  for (const name of reportsToRemove(files, limits)) {
+    try { unlinkSync(join(directory, name)); removed.push(name) } catch {}
+  }
+  return removed
 }

@@ -42,10 +42,16 @@ test('reportDirectory: NCLUST_REPORT_DIR, the option wins, private default under
   assert.match(resolveOptions({ env: { NCLUST_REPORT_DIR: '' } }).reportDirectory, /\/\.local\/state\/nclust\/reports$/)
 })
 
-test('hangProbe: after-hang by default, NCLUST_HANG_PROBE, the option wins, anything else named', () => {
-  assert.equal(resolveOptions({ env: {} }).hangProbe, 'after-hang')
+test('hangProbe: on-hang by default, after-hang read as on-hang, NCLUST_HANG_PROBE, the option wins, anything else named', () => {
+  assert.equal(resolveOptions({ env: {} }).hangProbe, 'on-hang')
+  assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'after-hang' } }).hangProbe, 'on-hang')
+  assert.equal(resolveOptions({ env: {}, hangProbe: 'after-hang' }).hangProbe, 'on-hang')
   assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' } }).hangProbe, 'always')
   assert.equal(resolveOptions({ env: { NCLUST_HANG_PROBE: 'always' }, hangProbe: 'off' }).hangProbe, 'off')
+  assert.throws(() => resolveOptions({ env: { NCLUST_HANG_PROBE: 'yes' } }), /env NCLUST_HANG_PROBE must be "on-hang", "always", "off" or "after-hang" \(read as "on-hang"\), got "yes"/)
+  assert.equal(resolveOptions({ env: {} }).reportMaxFiles, 20)
+  assert.equal(resolveOptions({ env: { NCLUST_REPORT_MAX_FILES: '3', NCLUST_REPORT_MAX_BYTES: '4096' } }).reportMaxBytes, 4096)
+  assert.throws(() => resolveOptions({ env: { NCLUST_REPORT_MAX_FILES: '0' } }), /env NCLUST_REPORT_MAX_FILES must be an integer from 1 to 100000, got "0"/)
 })
 
 test('env vars are read, and an explicit option wins over its env var', () => {
@@ -93,7 +99,7 @@ const bad: Array<[string, Parameters<typeof resolveOptions>[0], RegExp]> = [
   ['MAX_RSS=1.5', { env: { MAX_RSS: '1.5' } }, /^env MAX_RSS must be MB: 0 \(off\) or a positive integer, got "1.5"$/],
   ['NCLUST_REPORT_DIR=reports', { env: { NCLUST_REPORT_DIR: 'reports' } }, /^env NCLUST_REPORT_DIR must be an absolute path, got "reports"$/],
   ['reportDirectory: 7', { env: {}, reportDirectory: 7 as unknown as string }, /^option reportDirectory must be an absolute path, got 7$/],
-  ['NCLUST_HANG_PROBE=yes', { env: { NCLUST_HANG_PROBE: 'yes' } }, /^env NCLUST_HANG_PROBE must be "after-hang", "always" or "off", got "yes"$/]
+  ['NCLUST_HANG_PROBE=yes', { env: { NCLUST_HANG_PROBE: 'yes' } }, /^env NCLUST_HANG_PROBE must be "on-hang", "always", "off" or "after-hang" \(read as "on-hang"\), got "yes"$/]
 ]
 for (const [name, options, message] of bad) {
   test(`invalid: ${name} throws a coded error naming it`, () => {
@@ -164,6 +170,8 @@ const TEXT: Partial<Record<SettingName, { good: string, value: unknown, bad: str
   heartbeatTimeout: { good: '0', value: 0, bad: 'soon' },
   reportDirectory: { good: '/srv/reports', value: '/srv/reports', bad: 'reports' },
   hangProbe: { good: 'always', value: 'always', bad: 'yes' },
+  reportMaxFiles: { good: '5', value: 5, bad: '0' },
+  reportMaxBytes: { good: '4096', value: 4096, bad: '4k' },
   maxRequests: { good: '100', value: 100, bad: '1e3' },
   maxRss: { good: '512', value: 512, bad: '1.5' },
   logger: { good: 'warn', value: { level: 'warn' }, bad: 'loud' },
@@ -246,7 +254,7 @@ test('nclust start: a bad value of every env var and every flag exits 1 with one
       cases += 1
     }
   }
-  assert.equal(cases, 23, 'every env var and flag was tried')
+  assert.equal(cases, 25, 'every env var and flag was tried')
 })
 
 test('one error convention: NCLUST_<PACKAGE>_* codes, one message template, each package README lists its codes', () => {

@@ -160,36 +160,3 @@ test('an oversized answer in place of a hung worker\'s probe: no report, the wor
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
-
-test('hangProbe after-hang (the default): no probe thread until a worker hangs; that one is killed without a stack, the next hang of a worker forked since is reported', async (t) => {
-  const heartbeatTimeout = 2000
-  const home = mkdtempSync(join(tmpdir(), 'nclust-watchdog-test-'))
-  t.after(() => rmSync(home, { recursive: true, force: true }))
-  const { p, port } = await startCluster(t, {
-    NCLUST_REPORT_DIR: join(home, 'reports'),
-    HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
-    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
-  })
-  const first = p.lines.filter(primaryReady).map((l) => Number(l.workerPid))
-  for (const pid of first) {
-    assert.equal(readFileSync(`/proc/${pid}/environ`, 'utf8').includes(`${PROBE_DIR_ENV}=`), false, 'no probe before any hang')
-  }
-  const blocked = (await get(port, '/block', { timeout: 10000 })).json() as { blocking: number }
-  const victim = p.lines.find((l) => primaryReady(l) && l.workerPid === blocked.blocking)!
-  const hung = await p.waitForLine((l) => l.workerPid === blocked.blocking && l.silentMs !== undefined && l.frames !== undefined, heartbeatTimeout + 20000, 'the first hung line')
-  assert.equal(hung.report, undefined)
-  assert.match(String(hung.error), /no hang probe yet \(hangProbe: after-hang\)/)
-  const next = await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 1, 60000, 'the replacement')
-  const pid = Number(next.workerPid)
-  await waitFor(() => existsSync(join(probeDirOf(pid), `${pid}.sock`)), 'the replacement\'s probe listening', 20000)
-  // Block the replacement: it has the probe, so this hang is reported.
-  await waitFor(async () => ((await get(port, `/block?pid=${pid}`, { timeout: 10000 })).json() as { blocking: number | null }).blocking === pid, 'a /block on the replacement', 30000)
-  const second = await p.waitForLine((l) => l.workerPid === pid && l.silentMs !== undefined && l.frames !== undefined, heartbeatTimeout + PROBE_TIMEOUT + 20000, 'the second hung line')
-  assert.equal(String(second.report).startsWith(join(home, 'reports') + '/'), true, `reported into NCLUST_REPORT_DIR: ${String(second.report)}`)
-  assert.equal(modeOf(String(second.report)), 0o600)
-  assert.ok((second.frames as string[]).slice(0, 2).some((f) => f.includes('blockTheLoopForever')), JSON.stringify(second.frames))
-  await p.waitForLine((l) => primaryReady(l) && l.workerId === victim.workerId && l.generation === 2, 60000, 'the second replacement')
-  p.child.kill('SIGTERM')
-  assert.equal((await p.waitForExit(30000)).code, 0)
-})

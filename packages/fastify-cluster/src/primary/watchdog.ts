@@ -5,6 +5,8 @@ import { join } from 'node:path'
 import type { SlotMachine, Proc } from './slots.js'
 import { PROBE_ANSWER_LIMIT, PROBE_DIR_ENV, parseProbeReply, probeSocketPath, type ProbeReply } from '../probe.js'
 import { isHung } from './policy.js'
+import { armInspectorCapture, captureHungWorker } from './hang-capture.js' // hang capture (issue 28)
+import { pruneReports } from '../probe.js' // hang capture (issue 28)
 
 /** How long the watchdog waits for a hung worker's stack before it kills it anyway, ms. */
 export const PROBE_TIMEOUT = 5000
@@ -36,6 +38,8 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
     }
   }
   if (m.options.hangProbe === 'always') arm()
+  // hang capture (issue 28): 'on-hang' forks workers with an inspect port of 0 (starts nothing).
+  if (m.options.hangProbe === 'on-hang') armInspectorCapture()
   const removeDir = (): void => { if (probeDir !== undefined) try { rmSync(probeDir, { recursive: true, force: true }) } catch {} }
   process.once('exit', removeDir)
   // A worker that dies without running its exit handlers (kill -9, a crash in native code) leaves its probe socket behind.
@@ -62,8 +66,12 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
     try { proc.worker.disconnect() } catch {}
     const t0 = m.now()
     const dir = unarmed.has(proc.pid) ? undefined : probeDir
-    const reply = dir !== undefined ? await probe(probeSocketPath(dir, proc.pid), PROBE_TIMEOUT) : { frames: [], error: noProbe() }
-    const fields = { workerPid: proc.pid, silentMs, report: reply.report, frames: reply.frames, captureMs: m.now() - t0, error: reply.error }
+    // hang capture (issue 28): before SIGKILLing a hung worker, await captureHungWorker(pid, deadline).
+    const reply: ProbeReply & { inspectorMs?: number, inspectorPort?: number } = m.options.hangProbe === 'on-hang'
+      ? await captureHungWorker(proc.pid, PROBE_TIMEOUT, m.options)
+      : dir !== undefined ? await probe(probeSocketPath(dir, proc.pid), PROBE_TIMEOUT) : { frames: [], error: noProbe() }
+    if (reply.report !== undefined) pruneReports(m.options.reportDirectory, { maxFiles: m.options.reportMaxFiles, maxBytes: m.options.reportMaxBytes }) // issue 28
+    const fields = { workerPid: proc.pid, silentMs, report: reply.report, frames: reply.frames, captureMs: m.now() - t0, error: reply.error, inspectorMs: reply.inspectorMs, inspectorPort: reply.inspectorPort }
     if (reply.report !== undefined) {
       log.error(fields, `hung worker ${proc.slot.id} report: ${reply.report}\n  ${reply.frames.slice(0, 5).join('\n  ')}`)
     } else {

@@ -1,16 +1,21 @@
 import { closeSync, mkdirSync, openSync, statSync, writeSync } from 'node:fs'
-import { isAbsolute, join } from 'node:path'
+import { isAbsolute, join, resolve } from 'node:path'
 import { Session } from 'node:inspector'
 import type { WorkerContext } from '../types.js'
 import type { DiagnoseRequest, DiagnoseResult } from '../control-protocol.js'
+import type { ResolvedOptions } from '../options.js'
+import { pruneReports } from '../probe.js'
 
 /**
  * `nclust diagnose`: in the worker itself, asked over the IPC request/reply channel, while the
  * other workers serve. A heap snapshot pauses this worker's event loop for as long as it takes to
  * write (about a second per 100 MB of heap); a CPU profile samples for `ms` while it keeps serving;
  * a report is a few milliseconds. Files are created 0600 (O_EXCL) in a folder only their user may write.
+ * In the cluster's report folder (no `--out`), the folder is then capped like hang reports
+ * (`reportMaxFiles`, `reportMaxBytes`: the oldest nclust files removed first, the new one kept).
  */
-export async function diagnose (payload: unknown, ctx: WorkerContext): Promise<DiagnoseResult> {
+export async function diagnose (payload: unknown, ctx: WorkerContext,
+  options?: Pick<ResolvedOptions, 'reportDirectory' | 'reportMaxFiles' | 'reportMaxBytes'>): Promise<DiagnoseResult> {
   const req = payload as Partial<DiagnoseRequest>
   if (typeof req.dir !== 'string' || !isAbsolute(req.dir)) throw new Error('diagnose: dir must be an absolute path')
   privateDir(req.dir)
@@ -38,6 +43,9 @@ export async function diagnose (payload: unknown, ctx: WorkerContext): Promise<D
       break
     }
     default: throw new Error(`diagnose: unknown kind ${JSON.stringify(req.kind)}, expected report, heap or cpu`)
+  }
+  if (options !== undefined && resolve(req.dir) === resolve(options.reportDirectory)) {
+    pruneReports(req.dir, { maxFiles: options.reportMaxFiles, maxBytes: options.reportMaxBytes })
   }
   return { file, bytes, ms: Date.now() - t0, pid: process.pid }
 }

@@ -1,5 +1,5 @@
 /**
- * Runs in a worker_thread of each cluster worker, so it answers while the main thread's event loop
+ * `hangProbe: 'always'`: runs in a worker_thread of each cluster worker, so it answers while the main thread's event loop
  * is blocked. On a connection to its unix socket (the primary's watchdog), it attaches the
  * inspector to the main thread, pauses it where it is stuck, has it take a Node.js diagnostic
  * report from that very frame (so the report's `javascriptStack` is the blocked loop's stack),
@@ -14,7 +14,7 @@ import { unlinkSync, writeFileSync } from 'node:fs'
 import { join } from 'node:path'
 import { Session } from 'node:inspector'
 import { workerData } from 'node:worker_threads'
-import { ensureReportDirectory, type ProbeReply } from '../probe.js'
+import { REPORT_EXPRESSION, ensureReportDirectory, hangReportName, redactReport, type ProbeReply } from '../probe.js'
 
 const { socketPath, directory, defaultDirectory } = workerData as { socketPath: string, directory: string, defaultDirectory: boolean }
 
@@ -25,17 +25,6 @@ function post<T = unknown> (session: Session, method: string, params?: object): 
 }
 
 interface CallFrame { callFrameId: string, functionName: string, location: { lineNumber: number, columnNumber: number } }
-
-/**
- * Evaluated in the paused frame: the report as JSON text. Where Node has `process.report.excludeEnv`
- * (22.13+, 23.3+) it is set for this one report, so the environment never leaves the main thread;
- * on older Node the values are removed here before anything is written (see {@link redact}).
- */
-const REPORT_EXPRESSION = `(function nclustHangReport (r) {
-  const had = r.excludeEnv
-  if (typeof had === 'boolean') r.excludeEnv = true
-  try { return JSON.stringify(r.getReport()) } finally { if (typeof had === 'boolean') r.excludeEnv = had }
-})(globalThis.process.report)`
 
 async function capture (): Promise<ProbeReply> {
   const session = new Session()
@@ -69,13 +58,13 @@ async function capture (): Promise<ProbeReply> {
 /** Write the report privately: a 0600 file created exclusively in a folder only this user can write to. */
 function write (text: string, fallback: string[]): ProbeReply {
   const report = JSON.parse(text) as { javascriptStack?: { stack?: string[] }, environmentVariables?: unknown, workers?: unknown }
-  redact(report)
+  redactReport(report)
   // The report's JS stack, minus the frames of the evaluation that took it.
   const stack = report.javascriptStack?.stack ?? []
   const evalAt = stack.findIndex((l) => l.startsWith('at eval ('))
   const found = stack.slice(evalAt + 1, evalAt + 9).map((f) => f.slice(0, 500))
   const frames = found.length > 0 ? found : fallback
-  const file = join(directory, `report.nclust-hung.${process.pid}.${Date.now()}.json`)
+  const file = join(directory, hangReportName(process.pid, Date.now()))
   try {
     ensureReportDirectory(directory, defaultDirectory)
     writeFileSync(file, JSON.stringify(report, null, 2), { mode: 0o600, flag: 'wx' })
@@ -83,23 +72,6 @@ function write (text: string, fallback: string[]): ProbeReply {
     return { frames, error: `report not written: ${err instanceof Error ? err.message : String(err)}` }
   }
   return { report: file, frames }
-}
-
-/**
- * Keep the variables' names (useful: was DATABASE_URL set?), never their values: in the report and in
- * the sub-report of each worker thread it embeds (`workers[]`, this probe's own thread among them:
- * Node reads the process's environment there too).
- */
-function redact (report: { environmentVariables?: unknown, workers?: unknown }): void {
-  const env = report.environmentVariables
-  if (typeof env === 'object' && env !== null) {
-    report.environmentVariables = Object.fromEntries(Object.keys(env).map((k) => [k, '[redacted]']))
-  } else if (env !== undefined) {
-    delete report.environmentVariables
-  }
-  if (Array.isArray(report.workers)) {
-    for (const w of report.workers) if (typeof w === 'object' && w !== null) redact(w as { environmentVariables?: unknown })
-  }
 }
 
 try { unlinkSync(socketPath) } catch {}

@@ -28,7 +28,7 @@ export async function runWorker (buildApp: BuildApp, options: ResolvedOptions): 
   setCurrentWorker(context)
   installChannel()
   // `nclust diagnose`: node:inspector is loaded only when asked.
-  onPrimaryRequest(DIAGNOSE_CHANNEL, async (payload) => await (await import('./diagnose.js')).diagnose(payload, context))
+  onPrimaryRequest(DIAGNOSE_CHANNEL, async (payload) => await (await import('./diagnose.js')).diagnose(payload, context, options))
 
   const send = (m: ReadyMessage | FatalMessage | HeartbeatMessage, done: () => void = () => {}): void => {
     if (process.connected && process.send !== undefined) process.send(m, undefined, undefined, () => done())
