@@ -5,20 +5,32 @@ export interface RouteSeries {
   method: string
   route: string
   status: string
+  /** `status` as the number `reply.statusCode` gives: compared per request without a conversion. */
+  statusCode: number
   /** Non-cumulative count per bucket; the last slot counts observations above the largest bound. */
   buckets: Float64Array
   sum: number
   count: number
 }
 
+/** Per route pattern: the series its last request went to (almost always the next one's too). */
+interface RouteSlot {
+  last: RouteSeries | undefined
+}
+
 /**
  * Per-route request statistics kept in plain JS structures and copied into prom-client metrics only
- * when the registry is read (`collect()`). The per-request path is a Map lookup, a short bucket scan
- * and three additions: no label validation, no label hashing, no object allocation.
+ * when the registry is read (`collect()`). The per-request path is one Map lookup by the route
+ * pattern (a string Fastify keeps, whose hash V8 caches), two comparisons with the series that
+ * route's previous request went to, a short bucket scan and three additions: no label validation,
+ * no label hashing, no string building, no allocation. Only a request whose (method, status) differs
+ * from its route's previous one builds the `method status route` key and looks it up.
  */
 export class RouteStats {
   readonly bounds: Float64Array
+  /** Every series, in the order first seen (the order prom-client renders them in). */
   readonly series = new Map<string, RouteSeries>()
+  private readonly routes = new Map<string, RouteSlot>()
 
   constructor (buckets: readonly number[]) {
     this.bounds = Float64Array.from(buckets)
@@ -26,18 +38,33 @@ export class RouteStats {
 
   /** Record one finished request of `seconds`. */
   observe (method: string, route: string, status: number, seconds: number): void {
+    let slot = this.routes.get(route)
+    if (slot === undefined) {
+      slot = { last: undefined }
+      this.routes.set(route, slot)
+    }
+    let s = slot.last
+    if (s === undefined || s.statusCode !== status || s.method !== method) {
+      s = this.find(method, route, status)
+      slot.last = s
+    }
+    const bounds = this.bounds
+    const n = bounds.length
+    let i = 0
+    while (i < n && seconds > (bounds[i] as number)) i++
+    s.buckets[i] = (s.buckets[i] as number) + 1
+    s.sum += seconds
+    s.count++
+  }
+
+  private find (method: string, route: string, status: number): RouteSeries {
     const key = method + ' ' + status + ' ' + route
     let s = this.series.get(key)
     if (s === undefined) {
-      s = { method, route, status: String(status), buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 }
+      s = { method, route, status: String(status), statusCode: status, buckets: new Float64Array(this.bounds.length + 1), sum: 0, count: 0 }
       this.series.set(key, s)
     }
-    const bounds = this.bounds
-    let i = 0
-    while (i < bounds.length && seconds > (bounds[i] ?? Infinity)) i++
-    s.buckets[i] = (s.buckets[i] ?? 0) + 1
-    s.sum += seconds
-    s.count++
+    return s
   }
 }
 
