@@ -13,9 +13,13 @@ export interface RouteSeries {
   count: number
 }
 
-/** Per route pattern: the series its last request went to (almost always the next one's too). */
-interface RouteSlot {
+/**
+ * Per route pattern: the series its last request went to (almost always the next one's too), and
+ * whether the route is excluded (the metrics endpoint, `excludeRoutes`): one lookup answers both.
+ */
+export interface RouteSlot {
   last: RouteSeries | undefined
+  readonly excluded: boolean
 }
 
 /**
@@ -36,13 +40,32 @@ export class RouteStats {
     this.bounds = Float64Array.from(buckets)
   }
 
-  /** Record one finished request of `seconds`. */
+  /** Requests of `route` are not counted. */
+  exclude (route: string): void {
+    this.routes.set(route, { last: undefined, excluded: true })
+  }
+
+  /**
+   * A slot of its own, never excluded, for requests that matched no route (recorded under the
+   * not-found label with {@link observeSlot}): an `excludeRoutes` entry equal to that label does not
+   * drop them, as before this slot existed.
+   */
+  slot (): RouteSlot {
+    return { last: undefined, excluded: false }
+  }
+
+  /** Record one finished request of `route` (a pattern), of `seconds`, unless the route is excluded. */
   observe (method: string, route: string, status: number, seconds: number): void {
     let slot = this.routes.get(route)
     if (slot === undefined) {
-      slot = { last: undefined }
+      slot = { last: undefined, excluded: false }
       this.routes.set(route, slot)
-    }
+    } else if (slot.excluded) return
+    this.observeSlot(slot, method, route, status, seconds)
+  }
+
+  /** Record one finished request through `slot` (whose series are labelled `route`). */
+  observeSlot (slot: RouteSlot, method: string, route: string, status: number, seconds: number): void {
     let s = slot.last
     if (s === undefined || s.statusCode !== status || s.method !== method) {
       s = this.find(method, route, status)

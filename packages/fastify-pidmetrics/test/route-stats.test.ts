@@ -78,3 +78,16 @@ test('property: the fast path renders byte-identical text to prom-client observe
     assert.equal(await cheap.metrics(), await ref.metrics())
   }), { numRuns: 300 })
 })
+
+test('excluded routes are not counted; a separate slot (the not-found one) is never excluded', () => {
+  const stats = new RouteStats([0.1])
+  stats.exclude('/metrics')
+  stats.exclude('__not_found__')
+  stats.observe('GET', '/metrics', 200, 0.01)
+  stats.observe('GET', '/x', 200, 0.01)
+  const notFound = stats.slot()
+  stats.observeSlot(notFound, 'GET', '__not_found__', 404, 0.01)
+  stats.observeSlot(notFound, 'GET', '__not_found__', 404, 0.2)
+  assert.deepEqual([...stats.series.keys()], ['GET 200 /x', 'GET 404 __not_found__'])
+  assert.equal(stats.series.get('GET 404 __not_found__')?.count, 2)
+})
