@@ -8,8 +8,8 @@
 //
 // Per variant and repeat: the server starts under `valgrind --tool=callgrind --instr-atstart=no`
 // (nothing counted during start-up), gets `warmup` requests (the JIT settles), then counting is
-// switched on (`callgrind_control -i on`), exactly `requests` requests are sent (autocannon, 10
-// keep-alive connections, this process), counting is switched off and the server exits; the count
+// switched on (`callgrind_control -i on`), exactly `requests` requests are sent (autocannon, one
+// keep-alive connection by default: CONNECTIONS, this process), counting is switched off and the server exits; the count
 // covers every thread of the server (V8's compiler and GC helper threads too). Instructions are not
 // time: a cache miss costs one instruction, and valgrind runs the threads one at a time; the figure
 // is for "what did this change add to the work per request", the req/s bench for how fast it runs.
@@ -25,6 +25,7 @@ const here = fileURLToPath(new URL('.', import.meta.url))
 const REQUESTS = Number(process.argv[2] ?? 4000)
 const WARMUP = Number(process.argv[3] ?? 6000)
 const REPEATS = Number(process.argv[4] ?? 3)
+const CONNECTIONS = Number(process.env.CONNECTIONS ?? 1)
 const VARIANTS = (process.env.VARIANTS ?? 'bare,bare,pidmetrics,drain,both').split(',')
 
 if (spawnSync('valgrind', ['--version']).status !== 0) {
@@ -35,12 +36,14 @@ if (spawnSync('valgrind', ['--version']).status !== 0) {
 // pinned valgrind waits for its one core (valgrind is ~50x slower than node already).
 
 const load = (port, amount) => new Promise((resolve, reject) => {
-  autocannon({ url: `http://127.0.0.1:${port}/`, connections: 10, amount, timeout: 60 }, (err, r) => err ? reject(err) : resolve(r))
+  autocannon({ url: `http://127.0.0.1:${port}/`, connections: CONNECTIONS, amount, timeout: 60 }, (err, r) => err ? reject(err) : resolve(r))
 })
 
 async function count (variant) {
   const dir = mkdtempSync(join(tmpdir(), 'pidmetrics-instr-'))
-  const [cmd, ...args] = ['valgrind', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`, process.execPath, `${here}pidmetrics-server.mjs`, variant]
+  // --predictable: V8 on one thread (no concurrent compiler or GC threads), fixed seeds, so when the
+  // JIT tiers up and when the GC runs follow the instruction stream instead of the scheduler.
+  const [cmd, ...args] = ['valgrind', '--tool=callgrind', '--instr-atstart=no', `--callgrind-out-file=${dir}/cg.%p`, process.execPath, '--predictable', `${here}pidmetrics-server.mjs`, variant]
   const child = spawn(cmd, args, { stdio: ['ignore', 'pipe', 'pipe'], cwd: here })
   let err = ''
   child.stderr.on('data', (d) => { err += d })
@@ -95,13 +98,16 @@ for (let r = 0; r < REPEATS; r++) {
   for (const n of order) {
     const v = n.replace(/ \(again\)$/, '')
     const { total, jit } = await count(v)
-    per[n].push(total - jit)
+    per[n].push({ total, rest: total - jit })
     console.log(`repeat ${r + 1} ${n.padEnd(28)} ${Math.round(total).toLocaleString('en-US').padStart(10)} instructions/request, of which JIT compiler ${Math.round(jit).toLocaleString('en-US')}: ${Math.round(total - jit).toLocaleString('en-US')} without`)
   }
 }
-const base = median(per[names[0]])
-console.log(`\n| variant | instructions/request without the JIT compiler, median (min–max) | over ${names[0]} |\n|---|---|---|`)
-for (const n of names) {
-  const m = median(per[n])
-  console.log(`| ${n} | ${Math.round(m).toLocaleString('en-US')} (${Math.round(Math.min(...per[n])).toLocaleString('en-US')}–${Math.round(Math.max(...per[n])).toLocaleString('en-US')}) | ${m >= base ? '+' : ''}${Math.round(m - base).toLocaleString('en-US')} (${(100 * (m - base) / base).toFixed(1)} %) |`)
+const fmt = (x) => Math.round(x).toLocaleString('en-US')
+const col = (n, k) => {
+  const xs = per[n].map((x) => x[k])
+  const m = median(xs)
+  const b = median(per[names[0]].map((x) => x[k]))
+  return `${fmt(m)}${xs.length > 1 ? ` (${fmt(Math.min(...xs))}–${fmt(Math.max(...xs))})` : ''} | ${m >= b ? '+' : '−'}${fmt(Math.abs(m - b))} (${(100 * (m - b) / b).toFixed(2)} %)`
 }
+console.log(`\n| variant | instructions/request | over ${names[0]} | without V8's compiler | over ${names[0]} |\n|---|---|---|---|---|`)
+for (const n of names) console.log(`| ${n} | ${col(n, 'total')} | ${col(n, 'rest')} |`)

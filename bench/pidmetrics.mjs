@@ -32,7 +32,8 @@ if (VARIANTS[0] !== 'bare') throw new Error('VARIANTS must start with bare (the 
 // A repeated variant gets a label of its own: "bare (A/A)" is the noise floor row.
 const labels = VARIANTS.map((v, i) => VARIANTS.indexOf(v) === i ? v : `${v} (A/A)`)
 
-const pin = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && availableParallelism() >= 2
+const CORES = availableParallelism() // before pinning this process to one core
+const pin = spawnSync('taskset', ['-c', '0', 'true']).status === 0 && CORES >= 2
 if (pin) spawnSync('taskset', ['-p', '-c', '1', String(process.pid)], { stdio: 'ignore' })
 else console.warn('taskset not found or one core: servers and load are NOT pinned; numbers are noisier')
 
@@ -108,7 +109,7 @@ try {
     console.log(`| ${r.l} | ${Math.round(r.rps).toLocaleString('en-US')} | ${median(r.ratios).toFixed(3)} (${range(r.ratios, 2)}) | ${r.us.toFixed(2)} | ${sign(median(r.extra), 2)} (${sign(Math.min(...r.extra), 2)} to ${sign(Math.max(...r.extra), 2)}) | ${median(r.capacity).toFixed(3)} (${range(r.capacity, 2)}) |`)
   }
   const avg = loadavg()
-  console.log(`\nload average at the end: ${avg.map((x) => x.toFixed(2)).join(' ')} on ${availableParallelism()} cores${avg[0] > 2.5 ? ' (other tenants: compare each row with the A/A row)' : ''}`)
+  console.log(`\nload average at the end: ${avg.map((x) => x.toFixed(2)).join(' ')} on ${CORES} cores${avg[0] > 2.5 ? ' (other tenants: compare each row with the A/A row)' : ''}`)
   for (const r of rows.slice(1)) {
     const goal = r.l.endsWith('(A/A)') ? '1.00 (noise floor)' : r.l === 'pidmetrics' || r.l === 'both' ? '>= 0.95 and <= +1 µs' : ''
     ratioLine(`hello world req/s ${r.l} / bare (extra CPU µs/request)`, `${median(r.ratios).toFixed(3)} (${sign(median(r.extra), 2)} µs)`, goal, range(r.ratios, 2))
