@@ -3,7 +3,15 @@
 // (user + system), so the driver measures server CPU per request without counting its own work.
 import Fastify from 'fastify'
 
-const variant = process.argv[2] ?? 'bare'
+// `<variant>-before` (e.g. pidmetrics-before): the same variant with the plugin's previous build, a copy
+// of its dist/ in bench/.cache/pidmetrics-before/ (see bench/README.md), so before and after run side
+// by side in one bench run. PIDMETRICS_MODULE: any other build (a path to its index.js).
+const arg = process.argv[2] ?? 'bare'
+const before = arg.endsWith('-before')
+const variant = before ? arg.slice(0, -'-before'.length) : arg
+const pidmetricsModule = before
+  ? new URL('.cache/pidmetrics-before/dist/index.js', import.meta.url).href
+  : process.env.PIDMETRICS_MODULE ?? '@nclust/fastify-pidmetrics'
 const app = Fastify({ logger: false })
 
 switch (variant) {
@@ -13,12 +21,33 @@ switch (variant) {
     app.addHook('onResponse', (_request, _reply, done) => { done() })
     break
   case 'pidmetrics': {
-    const { pidMetrics } = await import('@nclust/fastify-pidmetrics')
+    const { pidMetrics } = await import(pidmetricsModule)
     await app.register(pidMetrics)
     break
   }
+  case 'drain': {
+    const { default: clusterDrain } = await import('@nclust/fastify-drain')
+    await app.register(clusterDrain)
+    break
+  }
+  case 'both': {
+    // What an nclust app usually runs: the drain and pidMetrics with its defaults.
+    const { default: clusterDrain } = await import('@nclust/fastify-drain')
+    const { pidMetrics } = await import(pidmetricsModule)
+    await app.register(clusterDrain)
+    await app.register(pidMetrics)
+    break
+  }
+  case 'url-hook':
+    // What reading the route pattern costs: Fastify's request.routeOptions getter builds an object.
+    app.addHook('onResponse', (request, _reply, done) => { if (request.routeOptions.url === '') throw new Error(); done() })
+    break
+  case 'elapsed-hook':
+    // What reading the duration costs: reply.elapsedTime (performance.now() - start).
+    app.addHook('onResponse', (_request, reply, done) => { if (reply.elapsedTime < 0) throw new Error(); done() })
+    break
   case 'pidmetrics-no-default': {
-    const { pidMetrics } = await import('@nclust/fastify-pidmetrics')
+    const { pidMetrics } = await import(pidmetricsModule)
     await app.register(pidMetrics, { defaultMetrics: false })
     break
   }

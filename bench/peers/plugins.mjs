@@ -1,6 +1,6 @@
 // Row 2 of bench/compare.mjs: one hello-world Fastify process with the nclust plugins, pinned to one
 // core by the driver. Prints READY <port>. argv[2]:
-//   bare | drain | pidmetrics | both                      (the row)
+//   bare | bare-aa | drain | pidmetrics | both            (the row; bare-aa: a second bare, registers nothing)
 //   empty-hook | pidmetrics-nodefault | both-nodefault     (where the cost is: BENCH_PLUGIN_VARIANTS)
 import clusterDrain from '@nclust/fastify-drain'
 import { pidMetrics } from '@nclust/fastify-pidmetrics'

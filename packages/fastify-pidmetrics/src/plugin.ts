@@ -77,14 +77,16 @@ async function pidMetricsPlugin (fastify: FastifyInstance, rawOptions: PidMetric
     const stats = new RouteStats(opts.buckets)
     registerRouteMetrics(registry, stats, { histogram: ROUTE_HISTOGRAM, counter: ROUTE_COUNTER })
     const notFound = opts.notFoundRoute
-    const excluded = new Set(opts.excludeRoutes)
-    const skip = excluded.size > 0
+    const notFoundSlot = stats.slot()
+    for (const route of opts.excludeRoutes) stats.exclude(route)
+    // One onResponse hook, no onRequest: Fastify already times every response that has an onResponse
+    // hook (reply.elapsedTime reads the start and end it records), so there is no timer of our own.
     fastify.addHook('onResponse', function pidMetricsOnResponse (request: FastifyRequest, reply: FastifyReply, done: HookHandlerDoneFunction) {
       // The route pattern (`/users/:id`), never the raw URL; undefined for the not-found handler.
       const url = request.routeOptions.url
       if (url === undefined) {
-        stats.observe(request.method, notFound, reply.statusCode, reply.elapsedTime / 1000)
-      } else if (!skip || !excluded.has(url)) {
+        stats.observeSlot(notFoundSlot, request.method, notFound, reply.statusCode, reply.elapsedTime / 1000)
+      } else {
         stats.observe(request.method, url, reply.statusCode, reply.elapsedTime / 1000)
       }
       done()
