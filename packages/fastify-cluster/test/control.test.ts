@@ -65,7 +65,7 @@ test('the default socket path: private per-user folder, differs by folder and po
   assert.throws(() => resolveOptions({ control: 42 as unknown as string }), /invalid option "control": got 42/)
 })
 
-test('status lists the serving pids; diagnose under 50 keep-alive clients; one reload at a time; scale; stop', async (t) => {
+test('status lists the serving pids; diagnose under 50 keep-alive clients; a reload asked during one queues one more pass; scale; stop', async (t) => {
   const dir = privateDir()
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const sock = join(dir, 'c.sock')
@@ -150,17 +150,20 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; one r
   assert.ok(inReports.stdout.startsWith(join(reports, '')), `without --out, into the cluster's reportDirectory: ${inReports.stdout}`)
   assert.deepEqual(readdirSync(reports).map((f) => statSync(join(reports, f)).mode & 0o777), [0o600])
 
-  // Two reloads at once: one runs and reports old -> new per slot, the other is refused.
+  // Two reloads at once: the first runs pass 1; the second is queued as one more full pass and
+  // reports the generation each slot ends on (2: the code on disk when it was asked, or newer).
   const first = nclust(['reload'], env)
   await p.waitForLine((l) => l.msg === 'rolling reload: one slot at a time', 20000, 'the reload began')
-  const refused = await nclust(['reload'], env)
-  assert.equal(refused.code, 1)
-  assert.match(refused.stderr, /reload: a reload is already running/)
+  const queued = await nclust(['reload'], env)
   const reload = await first
   assert.equal(reload.code, 0, reload.stderr)
-  const moves = [...reload.stdout.matchAll(/^worker (\d): (\d+) -> (\d+)$/gm)].map((m) => ({ old: Number(m[2]), new: Number(m[3]) }))
-  assert.equal(moves.length, 2, reload.stdout)
-  assert.deepEqual(moves.map((m) => m.old).sort(), [...serving].sort())
+  assert.equal(queued.code, 0, queued.stderr)
+  const movesOf = (out: string): Array<{ old: number, new: number, generation: number }> =>
+    [...out.matchAll(/^worker (\d): (\d+) -> (\d+) \(generation (\d+)\)$/gm)].map((m) => ({ old: Number(m[2]), new: Number(m[3]), generation: Number(m[4]) }))
+  assert.deepEqual(movesOf(reload.stdout).map((m) => m.generation), [1, 1], reload.stdout)
+  assert.deepEqual(movesOf(reload.stdout).map((m) => m.old).sort(), [...serving].sort())
+  const moves = movesOf(queued.stdout)
+  assert.deepEqual(moves.map((m) => m.generation), [2, 2], queued.stdout)
   const after = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
   assert.deepEqual([...after].sort(), moves.map((m) => m.new).sort(), 'the new pids serve')
   for (const pid of serving) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`, 30000)
@@ -174,7 +177,7 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; one r
 
   // A stop during a reload: the reload reports that it was cut short, not a failed start.
   const cut = nclust(['reload'], env)
-  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 2, 'the second reload began', 20000)
+  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 3, 'the third pass began', 20000)
   const stop = await nclust(['stop'], env)
   const cutShort = await cut
   assert.equal(cutShort.code, 1)

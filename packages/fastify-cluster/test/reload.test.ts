@@ -2,8 +2,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Pool } from 'undici'
 import { kernelBalanceUnsupported } from '../src/balance.ts'
-import { distinct, isAlive, waitFor } from '../../../test/helpers/index.ts'
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { distinct, freePort, isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
 import { primaryReady, startCluster } from './start-cluster.ts'
+
+const versionedApp = fileURLToPath(new URL('./fixtures/versioned-app.mjs', import.meta.url))
 
 /**
  * Load until `stop()`, keep-alive or a new connection per request (`Connection: close`, where a reset
@@ -102,4 +108,32 @@ test('SIGTERM during a reload whose new worker starts slowly: the primary still 
   assert.equal(exit.code, 0)
   assert.ok(p.lines.some((l) => l.msg === 'cluster stopped: every worker exited'), 'the primary logged "cluster stopped"')
   for (const pid of p.knownPids()) await waitFor(() => !isAlive(pid), `pid ${pid} gone`)
+})
+
+// Issue 26 §1: two deploys in a row. The second SIGHUP arrives while the first reload runs, after
+// slot 0 already took the first edit: it must queue one more full pass, so every slot ends on the
+// second edit (it used to be merged into the running reload, and slot 0 kept serving edit A).
+test('two SIGHUPs with an edit of the app file between them: every pid serves the second edit', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-deploy-')) // random name, 0700
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const appFile = join(dir, 'version.mjs')
+  const edit = (version: string): void => writeFileSync(appFile, `export const version = ${JSON.stringify(version)}\n`)
+  edit('first')
+  const port = await freePort()
+  const p = spawnNode(versionedApp, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', APP_FILE: appFile, NCLUST_CONTROL: 'false' } })
+  t.after(() => p.cleanup())
+  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 90_000)
+  edit('A')
+  p.child.kill('SIGHUP')
+  // Slot 0's new worker has imported edit A: the deploy of edit B comes now, mid-reload.
+  await p.waitForLine((l) => primaryReady(l) && l.generation === 1, 30000, 'the first new worker ready')
+  edit('B')
+  p.child.kill('SIGHUP')
+  const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done') && l.pass === 2, 60000, 'the second pass')
+  assert.deepEqual((done.slots as Array<{ generation: number }>).map((s) => s.generation), [2, 2], 'both slots end on generation 2')
+  const seen = await distinct(port, '/', (b: { pid: number, version: string }) => `${b.pid}/${b.version}`, 2)
+  assert.deepEqual([...seen].map((s) => s.split('/')[1]), ['B', 'B'], `every pid serves the second edit: ${JSON.stringify([...seen])}`)
+  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done')).length, 2, 'two passes, not three')
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
 })

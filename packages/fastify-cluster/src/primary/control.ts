@@ -88,7 +88,6 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   const usage = new Map<number, Usage>() // by pid, from heartbeats
   const fatals = new Map<number, Fatal>() // by pid, a worker's last words
   const lastExit = new Map<number, WorkerStatus['lastExit']>() // by slot
-  let reloading = false
   let restarts = 0
   let exitAfterReply: number | undefined
 
@@ -106,7 +105,6 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   }
   handle.events.on('worker-exit', onExit)
   handle.events.on('restart', () => { restarts += 1 })
-  handle.events.on('reload', (e) => { reloading = e.phase === 'start' })
   let shuttingDown = false
   handle.events.on('shutdown', () => { shuttingDown = true })
 
@@ -222,8 +220,6 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   }
 
   async function reload (): Promise<ReloadReply> {
-    if (reloading) throw refuse('busy', 'a reload is already running; wait for it (nclust status shows the generations)')
-    reloading = true
     const before = new Map(handle.workers().filter((w) => w.state === 'ready').map((w) => [w.workerId, w.pid]))
     const readyDuring = new Map<number, number>()
     const exits: WorkerExitEvent[] = []
@@ -237,7 +233,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
         ok: r.ok,
         ms: r.ms,
         replaced: r.replaced,
-        slots: [...before].map(([id, old]) => ({ id, old, new: readyDuring.get(id) ?? null })),
+        slots: [...before].map(([id, old]) => ({ id, old, new: readyDuring.get(id) ?? null, generation: r.slots.find((x) => x.workerId === id)?.generation ?? null })),
         serving: handle.workers().filter((w) => w.state === 'ready').map((w) => w.pid)
       }
       const id = r.failedWorkerId
@@ -257,7 +253,6 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
       }
       return out
     } finally {
-      reloading = false
       handle.events.off('worker-ready', onReady)
       handle.events.off('worker-exit', onExitDuring)
       for (const e of exits) fatals.delete(e.pid)

@@ -16,7 +16,12 @@ import { scalePlan } from './policy.js'
  * replacements never overlap and a scale never races a reload.
  */
 export interface Replacer {
-  reload (): Promise<ReloadResult>
+  /** Ask for a rolling reload (the machine starts a pass or queues one); resolves with the pass that covers it. */
+  reload (source?: string): Promise<ReloadResult>
+  /** Run pass `pass` (the machine's `reload` effect). */
+  runPass (pass: number): void
+  /** A queued pass the shutdown cancelled: its waiters get `reason`. */
+  cancelPass (pass: number, reason: string): void
   recycle (proc: Proc, why: RecycleEvent['why'], value: number, limit: number): void
   scale (n: number): Promise<ScaleResult>
   /** Desired worker count: the target of the last scale() (or the slot count). */
@@ -26,7 +31,6 @@ export interface Replacer {
 export function createReplacer (m: SlotMachine): Replacer {
   const { events, log, options, now } = m
   let queue: Promise<unknown> = Promise.resolve()
-  let reloading: Promise<ReloadResult> | undefined
   let desired = m.slots.length
 
   /** Run `op` after every operation queued before it. */
@@ -65,12 +69,38 @@ export function createReplacer (m: SlotMachine): Replacer {
     return 'ready'
   }
 
-  function reload (): Promise<ReloadResult> {
-    if (reloading !== undefined) return reloading
+  /** Waiters of each reload pass, by pass number (the machine says which pass answers a request). */
+  const waiters = new Map<number, Array<(r: ReloadResult) => void>>()
+
+  /** Ask for a reload: resolves with the outcome of the pass that covers this request. */
+  function reload (source?: string): Promise<ReloadResult> {
     const started = now()
-    const result = (fields: Omit<ReloadResult, 'ms'>): ReloadResult => ({ ...fields, ms: now() - started })
-    reloading = serial(async (): Promise<ReloadResult> => {
-      log.info({ workers: m.slots.length }, 'rolling reload: one slot at a time')
+    const answer = m.requestReload(source)
+    if ('refused' in answer) return Promise.resolve({ ok: false, replaced: 0, ms: 0, reason: answer.refused, slots: [] })
+    return new Promise((resolve) => {
+      const list = waiters.get(answer.pass) ?? []
+      list.push((r) => resolve({ ...r, ms: now() - started }))
+      waiters.set(answer.pass, list)
+    })
+  }
+
+  function settle (pass: number, r: ReloadResult): void {
+    const list = waiters.get(pass) ?? []
+    waiters.delete(pass)
+    for (const fn of list) fn(r)
+  }
+
+  /** Where every slot ended: its serving worker's generation and pid. */
+  function ends (): ReloadResult['slots'] {
+    return m.slots.map((slot) => ({ workerId: slot.id, generation: slot.current?.generation ?? null, pid: slot.current?.pid ?? null }))
+  }
+
+  /** One full pass, as the machine ordered it (transitions.ts decides when a pass runs). */
+  function runPass (pass: number): void {
+    const started = now()
+    const result = (fields: Omit<ReloadResult, 'ms' | 'slots'>): ReloadResult => ({ ...fields, ms: now() - started, slots: ends() })
+    void serial(async (): Promise<ReloadResult> => {
+      log.info({ workers: m.slots.length, pass }, 'rolling reload: one slot at a time')
       events.emit('reload', { phase: 'start' })
       let replaced = 0
       for (const slot of [...m.slots]) {
@@ -81,11 +111,12 @@ export function createReplacer (m: SlotMachine): Replacer {
       }
       return result({ ok: true, replaced })
     }).then((r) => {
-      log[r.ok ? 'info' : 'error']({ ...r }, r.ok ? `rolling reload done: ${r.replaced} workers replaced` : 'rolling reload failed')
+      const gens = r.slots.map((x) => `${x.workerId}:${x.generation ?? '-'}`).join(' ')
+      log[r.ok ? 'info' : 'error']({ ...r, pass }, r.ok ? `rolling reload done: ${r.replaced} workers replaced (generations ${gens})` : 'rolling reload failed')
       events.emit('reload', { phase: 'done', ...r })
-      return r
-    }).finally(() => { reloading = undefined })
-    return reloading
+      settle(pass, r)
+      m.reloadDone()
+    })
   }
 
   function recycle (proc: Proc, why: RecycleEvent['why'], value: number, limit: number): void {
@@ -159,6 +190,8 @@ export function createReplacer (m: SlotMachine): Replacer {
 
   return {
     reload,
+    runPass,
+    cancelPass (pass, reason) { settle(pass, { ok: false, replaced: 0, ms: 0, reason, slots: ends() }) },
     recycle,
     scale,
     get desired () { return desired }

@@ -57,6 +57,7 @@ export interface Proc {
 }
 
 export type ShutdownReason = ShutdownEvent['reason']
+export type Operation = Extract<Effect, { type: 'reload' | 'reload-cancelled' | 'scale' }>
 
 export interface SlotMachine {
   readonly options: ResolvedOptions
@@ -84,8 +85,12 @@ export interface SlotMachine {
   settled (proc: Proc): Promise<'ready' | ExitReason>
   onHeartbeat (fn: (proc: Proc, msg: HeartbeatMessage) => void): void
   onMessage (fn: (proc: Proc, msg: WorkerToPrimary) => void): void
-  /** SIGHUP's reload and SIGTTIN / SIGTTOU's scale, when the machine decides they go ahead. */
-  onOperation (fn: (op: { type: 'reload' } | { type: 'scale', n: number }) => void): void
+  /** A reload pass to run (or a queued one cancelled by the shutdown), SIGTTIN / SIGTTOU's scale: as the machine decides. */
+  onOperation (fn: (op: Operation) => void): void
+  /** Ask for a rolling reload: the machine answers with the pass that will cover it, or a refusal. */
+  requestReload (source?: string): { pass: number } | { refused: string }
+  /** The replacer finished the running pass: the machine starts the queued one, if any. */
+  reloadDone (): void
   /** A process signal: TERM / INT shut down (a second one: SIGKILL everyone), HUP / TTIN / TTOU operations. */
   signal (signal: Signal, desired: number): void
   shutdown (reason: ShutdownReason, signal?: NodeJS.Signals, exit?: boolean): Promise<number>
@@ -108,7 +113,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     message: [] as Array<(proc: Proc, msg: WorkerToPrimary) => void>,
     close: [] as Array<() => void | Promise<void>>,
     finish: [] as Array<() => void>,
-    op: [] as Array<(op: { type: 'reload' } | { type: 'scale', n: number }) => void>
+    op: [] as Array<(op: Operation) => void>
   }
   let state: MachineState = initialState(options, options.workers)
   const slots: Slot[] = []
@@ -182,11 +187,12 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     }
   }
 
-  function dispatch (event: MachineEvent): void {
+  function dispatch (event: MachineEvent): Effect[] {
     const next = step(state, event)
     state = next.state
     sync()
     for (const effect of next.effects) apply(effect)
+    return next.effects
   }
 
   const slotLog = (key: number | null): Logger => key === null ? log : (slotViews.get(key)?.view.log ?? log)
@@ -224,8 +230,11 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       }
       case 'finish': return finish(fx.code, fx.killed, fx.exit)
       case 'reload':
+      case 'reload-cancelled':
       case 'scale':
         for (const fn of hooks.op) fn(fx)
+        break
+      case 'reload-answer': break // read by requestReload
     }
   }
 
@@ -275,8 +284,8 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
   function onMessage (proc: Proc, msg: WorkerToPrimary): void {
     const id = proc.worker.id
     switch (msg.type) {
-      case 'ready': return dispatch({ type: 'ready', id, at: now() })
-      case 'fatal': return dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) })
+      case 'ready': dispatch({ type: 'ready', id, at: now() }); return
+      case 'fatal': dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) }); return
       case 'heartbeat':
         dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss })
         for (const fn of hooks.beat) fn(proc, msg)
@@ -345,6 +354,12 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     onHeartbeat (fn) { hooks.beat.push(fn) },
     onMessage (fn) { hooks.message.push(fn) },
     onOperation (fn) { hooks.op.push(fn) },
+    requestReload (source) {
+      const answer = dispatch({ type: 'reload-request', ...(source !== undefined ? { source } : {}) }).find((fx) => fx.type === 'reload-answer')
+      if (answer === undefined || 'refused' in answer) return { refused: answer?.refused ?? 'refused' }
+      return { pass: answer.pass }
+    },
+    reloadDone () { dispatch({ type: 'reload-done' }) },
     signal (signal, desired) { dispatch({ type: 'signal', signal, desired }) },
     shutdown (reason, signal, exit = false) {
       dispatch({ type: 'shutdown', reason, ...(signal !== undefined ? { signal } : {}), exit })

@@ -28,7 +28,11 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
 
   // The machine decides (transitions.ts): shut down, force, reload, scale, or nothing during a shutdown.
   const onSignal = (signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP' | 'SIGTTIN' | 'SIGTTOU'): void => m.signal(signal, replacer.desired)
-  m.onOperation((op) => { void (op.type === 'reload' ? replacer.reload() : replacer.scale(op.n)) })
+  m.onOperation((op) => {
+    if (op.type === 'reload') replacer.runPass(op.pass)
+    else if (op.type === 'reload-cancelled') replacer.cancelPass(op.pass, op.reason)
+    else void replacer.scale(op.n)
+  })
   /** An error in the primary's own code (a user's hook, a metrics server): drain the workers, exit 1. */
   function onFatal (err: unknown): void {
     log.fatal({ err }, 'uncaught error in the primary: shutting the cluster down')
@@ -63,9 +67,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     request,
     requestAll,
     onClose: (fn) => m.onClose(fn),
-    reload: () => m.shuttingDown
-      ? Promise.resolve({ ok: false, replaced: 0, ms: 0, reason: 'shutting down' })
-      : replacer.reload(),
+    reload: () => replacer.reload('handle.reload()'),
     scale: (n) => replacer.scale(n),
     close: () => m.shutdown('close'),
     ready: () => m.ready()

@@ -88,6 +88,12 @@ export interface MachineState {
   exitProcess: boolean
   killed: Array<{ workerId: number, pid: number }>
   finished: boolean
+  /**
+   * Rolling reloads. `pass`: the number of the last pass started (0: none yet); `running`: that
+   * pass is not done; `queued`: one more full pass starts when it is. Every source (SIGHUP,
+   * --watch, `nclust reload`, handle.reload()) asks through `reload-request`: decided here only.
+   */
+  reload: { pass: number, running: boolean, queued: boolean }
 }
 
 export type Signal = 'SIGTERM' | 'SIGINT' | 'SIGHUP' | 'SIGTTIN' | 'SIGTTOU'
@@ -115,6 +121,10 @@ export type MachineEvent =
   /** `desired`: the replacer's worker count, for SIGTTIN / SIGTTOU. */
   | { type: 'signal', signal: Signal, desired: number }
   | { type: 'fail' }
+  /** handle.reload(), `nclust reload`, --watch (SIGHUP comes as a `signal`): start a pass, or queue one. */
+  | { type: 'reload-request', source?: string }
+  /** The replacer finished the running pass (whatever its outcome). */
+  | { type: 'reload-done' }
 
 type Emit = { [K in keyof SupervisorEvents]: { type: 'emit', name: K, payload: SupervisorEvents[K][0] } }[keyof SupervisorEvents]
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
@@ -133,10 +143,16 @@ export type Effect =
   | { type: 'close-listener', slotId: number } | { type: 'close-listeners' }
   | { type: 'ready-waiters', ok: true } | { type: 'ready-waiters', ok: false, reason: string }
   | { type: 'finish', code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean }
-  | { type: 'reload' } | { type: 'scale', n: number }
+  /** Run rolling-reload pass number `pass` (every slot, surge-first). */
+  | { type: 'reload', pass: number }
+  /** The answer to a reload request: it ends with pass `pass`, or is refused. */
+  | { type: 'reload-answer', pass: number } | { type: 'reload-answer', refused: string }
+  /** A queued pass that will never run (the shutdown began): its waiters get `reason`. */
+  | { type: 'reload-cancelled', pass: number, reason: string }
+  | { type: 'scale', n: number }
 
 export function initialState (config: MachineConfig, workers: number): MachineState {
-  let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false }
+  let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false, reload: { pass: 0, running: false, queued: false } }
   for (let i = 0; i < workers; i++) s = step(s, { type: 'add-slot' }).state
   return s
 }
@@ -146,7 +162,8 @@ function clone (s: MachineState): MachineState {
     ...s,
     slots: s.slots.map((x) => ({ ...x, failures: [...x.failures] })),
     procs: new Map([...s.procs].map(([k, p]) => [k, { ...p }])),
-    killed: [...s.killed]
+    killed: [...s.killed],
+    reload: { ...s.reload }
   }
 }
 
@@ -204,6 +221,10 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     for (const p of s.procs.values()) if (p.state !== 'draining') ask(p, reason)
     fx.push({ type: 'close-listeners' })
     fx.push({ type: 'kill-timer', ms: cfg.shutdownTimeout })
+    if (s.reload.queued) {
+      s.reload.queued = false
+      fx.push({ type: 'reload-cancelled', pass: s.reload.pass + 1, reason: 'shutting down' })
+    }
     if (s.procs.size === 0) finish()
   }
 
@@ -212,6 +233,36 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     s.finished = true
     fx.push({ type: 'clear-kill-timer' })
     fx.push({ type: 'finish', code: s.exitCode, killed: [...s.killed], exit: s.exitProcess })
+  }
+
+  /**
+   * The one decision on a reload request, whoever asks: refused during a shutdown; else a pass
+   * starts now, or (one already runs) exactly one more full pass is queued behind it, and every
+   * further request joins that queued pass. So every slot ends on code at least as new as the
+   * newest request.
+   */
+  function requestReload (source: string): void {
+    if (s.shutdown !== undefined) {
+      log('warn', null, { source }, `reload (${source}) refused: the cluster is shutting down`)
+      fx.push({ type: 'reload-answer', refused: 'shutting down' })
+      return
+    }
+    if (!s.reload.running) {
+      startPass()
+    } else if (!s.reload.queued) {
+      s.reload.queued = true
+      log('info', null, { source, running: s.reload.pass }, `reload (${source}) queued: one more full pass after the running one`)
+    } else {
+      log('info', null, { source, running: s.reload.pass }, `reload (${source}) joins the pass already queued`)
+    }
+    fx.push({ type: 'reload-answer', pass: s.reload.running && s.reload.queued ? s.reload.pass + 1 : s.reload.pass })
+  }
+
+  function startPass (): void {
+    s.reload.pass += 1
+    s.reload.running = true
+    s.reload.queued = false
+    fx.push({ type: 'reload', pass: s.reload.pass })
   }
 
   function killAll (): void {
@@ -374,14 +425,21 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
         shutdown('signal', sig, true)
         break
       }
+      if (sig === 'SIGHUP') { requestReload('SIGHUP'); break }
       if (s.shutdown !== undefined) break
-      if (sig === 'SIGHUP') fx.push({ type: 'reload' })
-      else if (sig === 'SIGTTIN') fx.push({ type: 'scale', n: event.desired + 1 })
+      if (sig === 'SIGTTIN') fx.push({ type: 'scale', n: event.desired + 1 })
       else if (event.desired > 1) fx.push({ type: 'scale', n: event.desired - 1 })
       else log('warn', null, { workers: 1 }, 'SIGTTOU: already at 1 worker, never fewer')
       break
     }
     case 'fail': s.exitCode = 1; break
+    case 'reload-request': requestReload(event.source ?? 'request'); break
+    case 'reload-done': {
+      if (!s.reload.running) break
+      s.reload.running = false
+      if (s.reload.queued && s.shutdown === undefined) startPass()
+      break
+    }
   }
   return { state: s, effects: fx }
 }
