@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { isHung, requestLimit, rssDecision, RSS_POLICY, scalePlan, startGivesUp, type RssHold } from '../src/primary/policy.ts'
+import { isHung, reloadBound, reloadDrainLimit, requestLimit, rssDecision, RSS_POLICY, scalePlan, startGivesUp, type RssHold } from '../src/primary/policy.ts'
 
 test('requestLimit: maxRequests plus 0..jitter, Infinity when off', () => {
   assert.equal(requestLimit(0, 50, () => 0.99), Infinity)
@@ -53,4 +53,13 @@ test('scalePlan: new slot ids going up, the highest slots first going down, neve
   assert.deepEqual(scalePlan(4, 1), { add: [], remove: [3, 2, 1] })
   assert.deepEqual(scalePlan(2, 2), { add: [], remove: [] })
   assert.deepEqual(scalePlan(3, 0), { add: [], remove: [2, 1] })
+})
+
+test('reload drain limit and bound: at most 2 drain deadlines per pass, whatever N', () => {
+  assert.deepEqual([1, 2, 3, 4, 8, 9, 64].map(reloadDrainLimit), [2, 2, 2, 2, 4, 5, 32])
+  for (const n of [1, 2, 3, 4, 5, 8, 9, 16, 17, 64, 1024]) {
+    assert.ok(Math.ceil(n / reloadDrainLimit(n)) <= 2, `N=${n}`)
+    assert.equal(reloadBound(n, 1000, 30_000), n * 1000 + Math.ceil(n / reloadDrainLimit(n)) * 30_000)
+  }
+  assert.equal(reloadBound(8, 2000, 30_000), 76_000)
 })

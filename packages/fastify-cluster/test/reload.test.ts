@@ -2,7 +2,9 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Pool } from 'undici'
 import { kernelBalanceUnsupported } from '../src/balance.ts'
+import { drainTimeoutFor } from '../src/options.ts'
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { connect } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -136,4 +138,42 @@ test('two SIGHUPs with an edit of the app file between them: every pid serves th
   assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done')).length, 2, 'two passes, not three')
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
+})
+
+// Issue 26 §2: one client per worker that never reads its response holds that worker's drain until
+// its deadline. A reload used to wait for each old worker in turn: N × the drain deadline. Now the
+// old workers drain concurrently (⌈N/2⌉ at most): about N × start + 2 × shutdownTimeout.
+test('a reload with a client per worker that never reads its response takes less than N drain deadlines', async (t) => {
+  const workers = Number(process.env.NCLUST_SLOW_READER_WORKERS ?? 4)
+  const shutdownTimeout = 10_000
+  const drainDeadline = drainTimeoutFor(shutdownTimeout)
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-deploy-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const appFile = join(dir, 'version.mjs')
+  writeFileSync(appFile, 'export const version = "A"\n')
+  const port = await freePort()
+  const p = spawnNode(versionedApp, {
+    env: { WORKER_COUNT: String(workers), PORT: String(port), HOST: '127.0.0.1', APP_FILE: appFile, NCLUST_CONTROL: 'false', SHUTDOWN_TIMEOUT: String(shutdownTimeout) }
+  })
+  t.after(() => p.cleanup())
+  await waitFor(() => p.lines.filter(primaryReady).length >= workers, `${workers} workers ready`, 120_000)
+  // Two connections per worker (round-robin), each asking for an endless body it never reads.
+  const sockets = Array.from({ length: 2 * workers }, () => {
+    const s = connect(port, '127.0.0.1', () => { s.write('GET /stream HTTP/1.1\r\nHost: x\r\n\r\n') })
+    s.pause()
+    s.on('error', () => {})
+    return s
+  })
+  t.after(() => { for (const s of sockets) s.destroy() })
+  const streaming = (): Set<number> => new Set(p.lines.filter((l) => l.msg === 'incoming request' && (l.req as { url?: string } | undefined)?.url === '/stream').map((l) => l.pid as number))
+  await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 2 * workers, 'every slow request received', 30_000)
+  t.diagnostic(`slow readers on ${streaming().size} of ${workers} workers`)
+  p.child.kill('SIGHUP')
+  const done = await p.waitForLine((l) => typeof l.msg === 'string' && (l.msg.startsWith('rolling reload done') || l.msg === 'rolling reload failed'), workers * shutdownTimeout * 2, 'the reload')
+  t.diagnostic(`reload of ${workers} workers with slow readers: ${String(done.ms)} ms (drain deadline ${drainDeadline} ms)`)
+  assert.equal(done.ok, true, String(done.msg))
+  assert.ok((done.ms as number) >= drainDeadline, 'the slow readers did hold the old workers until the drain deadline')
+  assert.ok((done.ms as number) < workers * drainDeadline, `${String(done.ms)} ms: less than ${workers} drain deadlines of ${drainDeadline} ms`)
+  p.child.kill('SIGTERM')
+  await p.waitForExit(30000)
 })

@@ -73,3 +73,19 @@ export function scalePlan (from: number, to: number): { add: number[], remove: n
   if (target >= from) return { add: Array.from({ length: target - from }, (_, i) => from + i), remove: [] }
   return { add: [], remove: Array.from({ length: from - target }, (_, i) => from - 1 - i) }
 }
+
+/**
+ * Old workers a rolling reload lets drain at once: ⌈workers / 2⌉, at least 2. Once a slot's new
+ * worker is ready, its old one drains while the next slot's new worker starts; with at most K old
+ * workers draining (and one new worker starting) the cluster runs at most N + K + 1 processes,
+ * and a pass takes at most N × (one worker's start) + ⌈N / K⌉ × shutdownTimeout, which is
+ * N × start + 2 × shutdownTimeout: whatever the clients do, never N × the drain deadline.
+ */
+export function reloadDrainLimit (workers: number): number {
+  return Math.max(2, Math.ceil(workers / 2))
+}
+
+/** The bound above, ms: what a caller of `nclust reload --timeout` should wait at most. */
+export function reloadBound (workers: number, startMs: number, shutdownTimeout: number): number {
+  return workers * startMs + Math.ceil(workers / reloadDrainLimit(workers)) * shutdownTimeout
+}

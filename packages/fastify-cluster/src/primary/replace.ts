@@ -1,7 +1,7 @@
 import type { ExitReason, RecycleEvent, ReloadResult, ScaleResult } from '../types.js'
 import type { ShutdownMessage } from '../messages.js'
 import type { Proc, Slot, SlotMachine } from './slots.js'
-import { scalePlan } from './policy.js'
+import { reloadDrainLimit, scalePlan } from './policy.js'
 
 /**
  * Every policy that changes which workers serve goes through here, one operation at a time:
@@ -11,8 +11,10 @@ import { scalePlan } from './policy.js'
  *   scale(n)        up: fork candidates into new slots, wait ready; down: retire the highest slots
  *
  * `replace(slot)` is the one surge-first path: fork the slot's next generation beside the serving
- * worker, wait until it is ready, then drain the old one (SIGKILL at shutdownTimeout). A new worker
- * that fails to start leaves the old one serving. Operations queue behind each other, so two
+ * worker, wait until it is ready, then drain the old one (SIGKILL at shutdownTimeout). A reload
+ * goes on to the next slot while the old worker drains, with at most `reloadDrainLimit(N)` old
+ * workers draining at once (policy.ts states the time bound). A new worker that fails to start
+ * leaves the old one serving. Operations queue behind each other, so two
  * replacements never overlap and a scale never races a reload.
  */
 export interface Replacer {
@@ -52,8 +54,11 @@ export function createReplacer (m: SlotMachine): Replacer {
     return gone.finally(() => clearTimeout(timer))
   }
 
-  /** The surge-first replacement of one slot's worker. */
-  async function replace (slot: Slot, why: 'reload' | 'recycle'): Promise<'ready' | ExitReason> {
+  /**
+   * The surge-first replacement of one slot's worker. With `draining`, the old worker's drain is
+   * added to that set instead of awaited: a reload starts the next slot while it drains.
+   */
+  async function replace (slot: Slot, why: 'reload' | 'recycle', draining?: Set<Promise<void>>): Promise<'ready' | ExitReason> {
     const old = slot.current
     const next = m.fork(slot, true)
     if (next === undefined) return 'requested' // the shutdown began: no fork after that
@@ -65,7 +70,13 @@ export function createReplacer (m: SlotMachine): Replacer {
       m.refill(slot)
       return outcome
     }
-    if (old !== undefined) await retire(old, why, why === 'recycle' ? 'recycle' : 'requested')
+    if (old === undefined) return 'ready'
+    const gone = retire(old, why, why === 'recycle' ? 'recycle' : 'requested')
+    if (draining === undefined) await gone
+    else {
+      const entry: Promise<void> = gone.finally(() => draining.delete(entry))
+      draining.add(entry)
+    }
     return 'ready'
   }
 
@@ -100,16 +111,26 @@ export function createReplacer (m: SlotMachine): Replacer {
     const started = now()
     const result = (fields: Omit<ReloadResult, 'ms' | 'slots'>): ReloadResult => ({ ...fields, ms: now() - started, slots: ends() })
     void serial(async (): Promise<ReloadResult> => {
-      log.info({ workers: m.slots.length, pass }, 'rolling reload: one slot at a time')
+      // Old workers drain concurrently (up to the limit): one slow client per worker costs one drain
+      // deadline per ⌈N / limit⌉ slots, not one per slot (bound in policy.ts, reloadDrainLimit).
+      const limit = reloadDrainLimit(m.slots.length)
+      const draining = new Set<Promise<void>>()
+      log.info({ workers: m.slots.length, pass, drainLimit: limit }, 'rolling reload: one slot at a time')
       events.emit('reload', { phase: 'start' })
       let replaced = 0
-      for (const slot of [...m.slots]) {
-        if (m.shuttingDown) return result({ ok: false, replaced, reason: 'shutdown began' })
-        const outcome = await replace(slot, 'reload')
-        if (outcome !== 'ready') return result({ ok: false, replaced, failedWorkerId: slot.id, reason: outcome })
-        replaced += 1
+      try {
+        for (const slot of [...m.slots]) {
+          while (draining.size >= limit) await Promise.race(draining)
+          if (m.shuttingDown) return result({ ok: false, replaced, reason: 'shutdown began' })
+          const outcome = await replace(slot, 'reload', draining)
+          if (outcome !== 'ready') return result({ ok: false, replaced, failedWorkerId: slot.id, reason: outcome })
+          replaced += 1
+        }
+        await Promise.all(draining) // its old workers gone: counted in the pass's time
+        return result({ ok: true, replaced })
+      } finally {
+        await Promise.all(draining) // the pass is over once its old workers are gone, whatever its outcome
       }
-      return result({ ok: true, replaced })
     }).then((r) => {
       const gens = r.slots.map((x) => `${x.workerId}:${x.generation ?? '-'}`).join(' ')
       log[r.ok ? 'info' : 'error']({ ...r, pass }, r.ok ? `rolling reload done: ${r.replaced} workers replaced (generations ${gens})` : 'rolling reload failed')
