@@ -9,14 +9,30 @@ export function requestLimit (max: number, jitter: number, random: () => number 
   return max + Math.floor(random() * (Math.max(0, jitter) + 1))
 }
 
-/** A ready worker whose last heartbeat is older than `timeout` ms is hung (never when timeout is 0). */
-export function isHung (lastBeat: number, now: number, timeout: number): boolean {
-  return timeout > 0 && now - lastBeat > timeout
+/**
+ * A ready worker whose last heartbeat is older than `timeout` ms is hung (never when timeout is 0).
+ * `baseline`: the watchdog's last re-baseline (see {@link watchdogTick}): no worker is judged on
+ * silence from before it. Times are on a monotonic clock (see `monotonicNow` in slots.ts).
+ */
+export function isHung (lastBeat: number, now: number, timeout: number, baseline = -Infinity): boolean {
+  return timeout > 0 && now - Math.max(lastBeat, baseline) > timeout
+}
+
+/**
+ * One watchdog tick. The tick is due every `interval` ms; one that fires more than 2 × interval
+ * after the previous one means the primary itself did not run (its loop stalled, the VM was paused
+ * or restored): the workers' heartbeats are waiting unread in the IPC pipes, so their ages say
+ * nothing. Such a tick re-baselines (`baseline`: now) and judges nobody; an on-time one keeps the
+ * baseline it had.
+ */
+export function watchdogTick (previousTick: number, now: number, interval: number, baseline: number): { late: boolean, baseline: number } {
+  const late = now - previousTick > 2 * interval
+  return { late, baseline: late ? now : baseline }
 }
 
 /** Per-slot memory of workers found over maxRss right after they started. */
 export interface RssHold {
-  /** No maxRss recycle of this slot before this time (ms since epoch). */
+  /** No maxRss recycle of this slot before this time (ms, the machine's monotonic clock). */
   until: number
   /** The last hold's length, ms: doubles with each fresh worker over the limit. */
   delay: number

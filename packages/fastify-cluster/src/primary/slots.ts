@@ -61,6 +61,7 @@ export type Operation = Extract<Effect, { type: 'reload' | 'reload-cancelled' | 
 
 export interface SlotMachine {
   readonly options: ResolvedOptions
+  /** The monotonic clock of every liveness time (ms, not since the epoch). */
   readonly now: () => number
   readonly events: EventEmitter<SupervisorEvents>
   /** Cluster-wide logger (`workerId: null`). */
@@ -103,7 +104,17 @@ export interface SlotMachine {
   ready (): Promise<void>
 }
 
-export function createSlotMachine (options: ResolvedOptions, now: () => number = Date.now): SlotMachine {
+/**
+ * Milliseconds on a monotonic clock (process.hrtime: the global `performance` would load perf_hooks
+ * into the lean primary). Every liveness time (heartbeat ages, the watchdog, backoff and crash-loop
+ * windows, RSS holds) is on it: a wall-clock step (NTP, a VM restore) must not make every worker
+ * look silent for an hour and get it SIGKILLed as hung.
+ */
+export function monotonicNow (): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000
+}
+
+export function createSlotMachine (options: ResolvedOptions, now: () => number = monotonicNow): SlotMachine {
   const root = createLogger(options.logger, 'primary', options.logFormat)
   const log = root.child({ workerId: null })
   const events = new EventEmitter<SupervisorEvents>()

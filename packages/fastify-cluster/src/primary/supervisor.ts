@@ -1,7 +1,7 @@
 import type { PrimaryHandle, WorkerInfo } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
-import { createSlotMachine } from './slots.js'
+import { createSlotMachine, monotonicNow } from './slots.js'
 import { createReplacer } from './replace.js'
 import { startWatchdog } from './watchdog.js'
 import { startRecycler } from './recycle.js'
@@ -18,7 +18,7 @@ import { createRequests } from './requests.js'
  *   SIGHUP            rolling reload
  *   SIGTTIN / SIGTTOU one worker more / less
  */
-export function startSupervisor (options: ResolvedOptions, now: () => number = Date.now): PrimaryHandle {
+export function startSupervisor (options: ResolvedOptions, now: () => number = monotonicNow): PrimaryHandle {
   const m = createSlotMachine(options, now)
   const { log } = m
   const replacer = createReplacer(m)
@@ -61,7 +61,8 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     events: m.events,
     workers (): WorkerInfo[] {
       return [...m.procs.values()].map((p) => ({
-        workerId: p.slot.id, pid: p.pid, state: p.state, generation: p.generation, startedAt: p.startedAt, restarts: p.slot.restarts
+        // startedAt on the wall clock for people, from the monotonic age (uptime stays right across a clock step).
+        workerId: p.slot.id, pid: p.pid, state: p.state, generation: p.generation, startedAt: Date.now() - (m.now() - p.startedAt), restarts: p.slot.restarts
       })).sort((a, b) => a.workerId - b.workerId || a.generation - b.generation)
     },
     request,
