@@ -177,3 +177,48 @@ test('a reload with a client per worker that never reads its response takes less
   p.child.kill('SIGTERM')
   await p.waitForExit(30000)
 })
+
+// Issue 26, smaller items: a primary close hook that never settles, and a scale up by 8.
+async function startVersioned (t: { after: (fn: () => void | Promise<void>) => void }, env: Record<string, string>, workers = 2): Promise<{ p: ReturnType<typeof spawnNode>, port: number }> {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-deploy-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const appFile = join(dir, 'version.mjs')
+  writeFileSync(appFile, 'export const version = "A"\n')
+  const port = await freePort()
+  const p = spawnNode(versionedApp, { env: { WORKER_COUNT: String(workers), PORT: String(port), HOST: '127.0.0.1', APP_FILE: appFile, NCLUST_CONTROL: 'false', ...env } })
+  t.after(() => p.cleanup())
+  await waitFor(() => p.lines.filter(primaryReady).length >= workers, `${workers} workers ready`, 120_000)
+  return { p, port }
+}
+
+test('a primary close hook that never settles: the primary exits after shutdownTimeout, or at once on a second SIGTERM', async (t) => {
+  const bounded = await startVersioned(t, { FIXTURE_PRIMARY_CLOSE_HANGS: '1', SHUTDOWN_TIMEOUT: '3000' })
+  bounded.p.child.kill('SIGTERM')
+  const exit = await bounded.p.waitForExit(30_000) // it used to stay alive for good
+  assert.equal(exit.code, 1)
+  assert.ok(bounded.p.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('onClose hooks not settled within 3000ms')))
+
+  const forced = await startVersioned(t, { FIXTURE_PRIMARY_CLOSE_HANGS: '1', SHUTDOWN_TIMEOUT: '120000' })
+  forced.p.child.kill('SIGTERM')
+  await waitFor(() => forced.p.lines.filter((l) => l.msg === 'worker exited').length >= 2, 'both workers gone', 30_000)
+  forced.p.child.kill('SIGTERM')
+  const second = await forced.p.waitForExit(30_000) // far below the 120 s deadline
+  assert.equal(second.code, 1)
+  assert.ok(forced.p.lines.some((l) => l.msg === 'second signal: not waiting for the onClose hooks any longer'))
+})
+
+test('a scale up by 8 prints no MaxListenersExceededWarning', async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-control-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const sock = join(dir, 'c.sock')
+  const { p } = await startVersioned(t, { NCLUST_CONTROL: sock }, 2)
+  // `nclust scale 10` on the control socket: 8 new workers at once, each one waited for.
+  const s = connect(sock, () => s.write(JSON.stringify({ v: 1, cmd: 'scale', args: { n: 10 } }) + '\n'))
+  s.on('error', () => {})
+  s.resume()
+  t.after(() => { s.destroy() })
+  await waitFor(() => p.lines.filter(primaryReady).length >= 10, '10 workers ready', 180_000)
+  assert.doesNotMatch(p.stderr(), /MaxListenersExceededWarning/)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(60_000)).code, 0)
+})

@@ -246,6 +246,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
         for (const fn of hooks.op) fn(fx)
         break
       case 'reload-answer': break // read by requestReload
+      case 'force-close': forceClose(); break
     }
   }
 
@@ -306,10 +307,31 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     }
   }
 
+  /** Ends the wait for the close hooks (a second signal): set while they run. */
+  let forceClose: () => void = () => {}
+
   function finish (code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean): void {
     void (async () => {
-      for (const hook of hooks.close) {
-        try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
+      // The close hooks get the shutdown deadline, together: one that never settles must not keep
+      // the primary alive forever; a second SIGTERM / SIGINT stops the wait at once (exit 1).
+      let timer: NodeJS.Timeout | undefined
+      const cut = new Promise<'timeout' | 'forced'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), options.shutdownTimeout)
+        forceClose = () => resolve('forced')
+      })
+      const hooksDone = (async () => {
+        for (const hook of hooks.close) {
+          try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
+        }
+        return 'done' as const
+      })()
+      const outcome = await Promise.race([hooksDone, cut])
+      clearTimeout(timer)
+      if (outcome !== 'done') {
+        log.error({ shutdownTimeout: options.shutdownTimeout, outcome }, outcome === 'forced'
+          ? 'second signal: not waiting for the onClose hooks any longer'
+          : `onClose hooks not settled within ${options.shutdownTimeout}ms: stopping without them`)
+        code = 1
       }
       for (const fn of hooks.finish) fn()
       log.info({ code, killed }, killed.length > 0
@@ -327,18 +349,23 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     return lastForked
   }
 
+  // Waiters of settled(), by pid: two listeners for the whole machine, not two per waiting process
+  // (a scale up by 8 used to add 16 and print MaxListenersExceededWarning).
+  const settleWaiters = new Map<number, Array<(outcome: 'ready' | ExitReason) => void>>()
+  const settle = (pid: number, outcome: 'ready' | ExitReason): void => {
+    const list = settleWaiters.get(pid)
+    settleWaiters.delete(pid)
+    for (const fn of list ?? []) fn(outcome)
+  }
+  events.on('worker-ready', (e) => settle(e.pid, 'ready'))
+  events.on('worker-exit', (e) => settle(e.pid, e.reason))
+
   function settled (proc: Proc): Promise<'ready' | ExitReason> {
     if (proc.state === 'ready') return Promise.resolve('ready')
     return new Promise((resolve) => {
-      const onReadyEvent = (e: { pid: number }): void => { if (e.pid === proc.pid) done('ready') }
-      const onExitEvent = (e: { pid: number, reason: ExitReason }): void => { if (e.pid === proc.pid) done(e.reason) }
-      function done (outcome: 'ready' | ExitReason): void {
-        events.off('worker-ready', onReadyEvent)
-        events.off('worker-exit', onExitEvent)
-        resolve(outcome)
-      }
-      events.on('worker-ready', onReadyEvent)
-      events.on('worker-exit', onExitEvent)
+      const list = settleWaiters.get(proc.pid) ?? []
+      list.push(resolve)
+      settleWaiters.set(proc.pid, list)
     })
   }
 

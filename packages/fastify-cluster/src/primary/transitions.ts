@@ -150,6 +150,8 @@ export type Effect =
   /** A queued pass that will never run (the shutdown began): its waiters get `reason`. */
   | { type: 'reload-cancelled', pass: number, reason: string }
   | { type: 'scale', n: number }
+  /** A second TERM / INT once every worker is gone: stop waiting for the primary's close hooks. */
+  | { type: 'force-close' }
 
 export function initialState (config: MachineConfig, workers: number): MachineState {
   let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false, reload: { pass: 0, running: false, queued: false } }
@@ -419,6 +421,7 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
           log('warn', null, { signal: sig, workers: s.procs.size }, 'second signal during shutdown: killing every worker now')
           s.exitCode = 1
           killAll()
+          if (s.finished) fx.push({ type: 'force-close' }) // only the close hooks are left: stop waiting for them
           break
         }
         log('info', null, { signal: sig }, `${sig} received`)
