@@ -173,3 +173,12 @@ test('a reload asked during the shutdown is refused, and a queued pass is cancel
   assert.deepEqual(answer(w, { type: 'reload-request' }), [{ refused: 'shutting down' }])
   assert.equal(w.state.reload.queued, false)
 })
+
+test('a worker\'s fatal message and stack are kept capped (4 KiB, 16 KiB)', () => {
+  const w = new World(1)
+  const [id] = [...w.live.keys()]
+  w.send({ type: 'fatal', id: id as number, reason: 'uncaughtException', message: 'x'.repeat(1_000_000), stack: 'y'.repeat(1_000_000) })
+  const p = w.state.procs.get(id as number)
+  assert.equal(p?.fatal?.length, 4096)
+  assert.equal(p?.fatalStack?.length, 16384)
+})

@@ -17,7 +17,17 @@ import { onExit } from './exits.js'
  *
  * A *candidate* (forked by a replacement or a scale-up) takes its slot only once ready; if it dies
  * first, nothing restarts it: the policy that forked it reports the failure (and `refill`s the slot).
+ *
+ * Glossary. *slot*: a place for one serving worker; `key` never reused, `id` (0..n-1, reused after
+ * a scale down) is the public `workerId` of events, logs and `nclust status`. *worker id* (`id` of
+ * a ProcState, the `id` of every event here): node:cluster's worker.id, unique per fork. *pid*:
+ * the OS process id, for people and signals only. *generation*: forks into a slot, from 0.
+ * *pass*: one rolling reload over every slot; a reload asked during one queues the next pass.
  */
+
+/** A worker's fatal message and stack, as kept by the primary, chars. */
+export const MAX_FATAL_MESSAGE = 4 * 1024
+export const MAX_FATAL_STACK = 16 * 1024
 
 export interface MachineConfig {
   shutdownTimeout: number
@@ -356,8 +366,9 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     case 'fatal': {
       const p = s.procs.get(event.id)
       if (p === undefined) break
-      p.fatal = event.message
-      p.fatalStack = event.stack
+      // A worker decides their size; the primary keeps them (in its logs, events, `nclust reload`): capped.
+      p.fatal = event.message.slice(0, MAX_FATAL_MESSAGE)
+      p.fatalStack = event.stack?.slice(0, MAX_FATAL_STACK)
       // A failed start is reported once per try at the exit, and with its stack once at the verdict.
       if (event.reason !== 'startFailed') log('error', p.slot, { workerPid: p.pid, reason: event.reason, error: event.message }, 'worker reported a fatal error')
       break
