@@ -72,7 +72,8 @@ export async function runControl (argv: string[], out: NodeJS.WritableStream = p
       noExtra(0)
       const timeout = positiveInt('--timeout', values.timeout)
       const r = await call<ReloadReply>(path, 'reload', {}, timeout)
-      for (const s of r.slots) write(s.new !== null ? `worker ${s.id}: ${s.old ?? '-'} -> ${s.new}` : `worker ${s.id}: ${s.old ?? '-'} (not replaced)`)
+      const gen = (s: ReloadReply['slots'][number]): string => s.generation !== null && s.generation !== undefined ? ` (generation ${s.generation})` : ''
+      for (const s of r.slots) write(s.new !== null ? `worker ${s.id}: ${s.old ?? '-'} -> ${s.new}${gen(s)}` : `worker ${s.id}: ${s.old ?? '-'} (not replaced)${gen(s)}`)
       if (r.ok) {
         write(`reloaded ${r.replaced} workers in ${(r.ms / 1000).toFixed(1)}s`)
         return 0

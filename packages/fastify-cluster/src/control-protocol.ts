@@ -79,7 +79,7 @@ export interface ReloadReply {
   ms: number
   replaced: number
   /** One per slot as it was when the reload began: new is null where the old worker still serves. */
-  slots: Array<{ id: number, old: number | null, new: number | null }>
+  slots: Array<{ id: number, old: number | null, new: number | null, generation: number | null }>
   failed?: { id: number, pid: number | null, reason: string, message?: string, stack?: string }
   /** Why it did not finish when no new worker failed (a shutdown began). */
   reason?: string

@@ -84,6 +84,8 @@ export interface ReloadResult {
   /** The slot whose new worker failed to start, and why. */
   failedWorkerId?: number
   reason?: string
+  /** Where each slot ended: the generation (and pid) of its serving worker, null where none serves. */
+  slots: Array<{ workerId: number, generation: number | null, pid: number | null }>
 }
 export type ReloadEvent = { phase: 'start' } | ({ phase: 'done' } & ReloadResult)
 
@@ -131,7 +133,10 @@ export interface PrimaryHandle {
   /**
    * Rolling reload (also on SIGHUP): for each slot in turn, fork its next generation, wait until it
    * is ready, then drain and stop the old worker; stop at the first new worker that fails to start
-   * and keep the old ones serving. A reload already running is joined, not restarted.
+   * and keep the old ones serving. Asked while one runs (here, SIGHUP, --watch or `nclust reload`):
+   * exactly one more full pass runs after it (further asks join that pass), and the promise resolves
+   * with the pass that covers this ask, so every slot ends on code at least as new as the ask.
+   * Refused (ok: false) once the shutdown began.
    */
   reload (): Promise<ReloadResult>
   /**

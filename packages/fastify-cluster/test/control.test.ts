@@ -12,6 +12,7 @@ import { fixture, startCluster } from './start-cluster.ts'
 import { load } from './load.ts'
 import { resolveOptions } from '../src/options.ts'
 import { defaultControlPath } from '../src/control-protocol.ts'
+import { claimControl } from '../src/primary/control.ts'
 
 const bin = fileURLToPath(new URL('../bin/nclust.js', import.meta.url))
 
@@ -65,7 +66,7 @@ test('the default socket path: private per-user folder, differs by folder and po
   assert.throws(() => resolveOptions({ control: 42 as unknown as string }), /option control must be .*, got 42$/)
 })
 
-test('status lists the serving pids; diagnose under 50 keep-alive clients; one reload at a time; scale; stop', async (t) => {
+test('status lists the serving pids; diagnose under 50 keep-alive clients; a reload asked during one queues one more pass; scale; stop', async (t) => {
   const dir = privateDir()
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const sock = join(dir, 'c.sock')
@@ -150,17 +151,20 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; one r
   assert.ok(inReports.stdout.startsWith(join(reports, '')), `without --out, into the cluster's reportDirectory: ${inReports.stdout}`)
   assert.deepEqual(readdirSync(reports).map((f) => statSync(join(reports, f)).mode & 0o777), [0o600])
 
-  // Two reloads at once: one runs and reports old -> new per slot, the other is refused.
+  // Two reloads at once: the first runs pass 1; the second is queued as one more full pass and
+  // reports the generation each slot ends on (2: the code on disk when it was asked, or newer).
   const first = nclust(['reload'], env)
   await p.waitForLine((l) => l.msg === 'rolling reload: one slot at a time', 20000, 'the reload began')
-  const refused = await nclust(['reload'], env)
-  assert.equal(refused.code, 1)
-  assert.match(refused.stderr, /reload: a reload is already running/)
+  const queued = await nclust(['reload'], env)
   const reload = await first
   assert.equal(reload.code, 0, reload.stderr)
-  const moves = [...reload.stdout.matchAll(/^worker (\d): (\d+) -> (\d+)$/gm)].map((m) => ({ old: Number(m[2]), new: Number(m[3]) }))
-  assert.equal(moves.length, 2, reload.stdout)
-  assert.deepEqual(moves.map((m) => m.old).sort(), [...serving].sort())
+  assert.equal(queued.code, 0, queued.stderr)
+  const movesOf = (out: string): Array<{ old: number, new: number, generation: number }> =>
+    [...out.matchAll(/^worker (\d): (\d+) -> (\d+) \(generation (\d+)\)$/gm)].map((m) => ({ old: Number(m[2]), new: Number(m[3]), generation: Number(m[4]) }))
+  assert.deepEqual(movesOf(reload.stdout).map((m) => m.generation), [1, 1], reload.stdout)
+  assert.deepEqual(movesOf(reload.stdout).map((m) => m.old).sort(), [...serving].sort())
+  const moves = movesOf(queued.stdout)
+  assert.deepEqual(moves.map((m) => m.generation), [2, 2], queued.stdout)
   const after = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
   assert.deepEqual([...after].sort(), moves.map((m) => m.new).sort(), 'the new pids serve')
   for (const pid of serving) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`, 30000)
@@ -174,7 +178,7 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; one r
 
   // A stop during a reload: the reload reports that it was cut short, not a failed start.
   const cut = nclust(['reload'], env)
-  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 2, 'the second reload began', 20000)
+  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 3, 'the third pass began', 20000)
   const stop = await nclust(['stop'], env)
   const cutShort = await cut
   assert.equal(cutShort.code, 1)
@@ -198,7 +202,7 @@ test('a reload of code that throws exits 1 naming the error while the old pids s
   assert.equal(broken.code, 1)
   assert.match(broken.stdout, /reload failed: worker 0's new generation \(pid \d+\) did not start \(start-failed\)/)
   assert.match(broken.stdout, /Error: the new generation cannot start \(fixture\)\n\s+at /)
-  for (const pid of before) assert.match(broken.stdout, new RegExp(`^worker \\d: ${pid} \\(not replaced\\)$`, 'm'))
+  for (const pid of before) assert.match(broken.stdout, new RegExp(`^worker \\d: ${pid} \\(not replaced\\) \\(generation 0\\)$`, 'm'))
   assert.match(broken.stdout, new RegExp(`the old workers still serve: ${[...before].join(', ').replace(/\d+/g, '\\d+')}`))
   assert.ok(broken.ms < 30000, 'within the start budget')
   assert.deepEqual([...await distinct(port, '/', (b: { pid: number }) => b.pid, 2)].sort(), [...before].sort(), 'the old pids serve')
@@ -266,4 +270,61 @@ test('a default control folder out of reach (HOME=/ in a container, read-only ro
   t.after(() => bad.cleanup())
   assert.equal((await bad.waitForExit(20000)).code, 1)
   assert.match(bad.stderr(), /control socket folder .*not-a-folder.* cannot be created/)
+})
+
+// Issue 26 §4: one request per connection, read up to its first line, closed after the reply;
+// over the connection limit a client is told `busy`; a group-writable folder is refused.
+test('the control socket: only the first line runs, the connection is closed after the reply, over the limit a client hears busy', async (t) => {
+  const dir = privateDir()
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  const sock = join(dir, 'c.sock')
+  const { p } = await startCluster(t, { NCLUST_CONTROL: sock }, 2)
+  const line = (cmd: string): string => JSON.stringify({ v: 1, cmd }) + '\n'
+
+  // `status`, `stop` and `reload` in one write: only `status` runs.
+  const first = await raw(sock, line('status') + line('stop') + line('reload'))
+  assert.equal(first.answer.ok, true)
+  assert.equal(first.answer.result.workers.length, 2, 'the answer is the status')
+  const again = await raw(sock, line('status'))
+  assert.equal(again.answer.ok, true, 'the cluster still answers: stop did not run')
+  assert.ok(!p.lines.some((l) => l.msg === 'rolling reload: one slot at a time' || (typeof l.msg === 'string' && l.msg.startsWith('shutting down'))), 'neither stop nor reload ran')
+
+  // 16 clients that ask, get their answer and never close their side: the primary closes them (LINGER_MS).
+  const clients = Array.from({ length: 16 }, () => {
+    const s = createConnection(sock)
+    s.on('error', () => {})
+    s.on('connect', () => s.write(line('hello')))
+    s.resume()
+    return { s, closed: new Promise<void>((resolve) => s.on('close', () => resolve())) }
+  })
+  t.after(() => { for (const c of clients) c.s.destroy() })
+  await Promise.all(clients.map(async (c) => await c.closed))
+  const after = await raw(sock, line('hello'))
+  assert.equal(after.answer.result.pid, p.child.pid, 'the 17th client is served')
+
+  // 16 clients that say nothing hold every connection for IDLE_TIMEOUT_MS: the 17th hears `busy`.
+  const silent = Array.from({ length: 16 }, () => {
+    const s = createConnection(sock)
+    s.on('error', () => {})
+    return { s, connected: new Promise<void>((resolve) => s.on('connect', () => resolve())) }
+  })
+  t.after(() => { for (const c of silent) c.s.destroy() })
+  await Promise.all(silent.map(async (c) => await c.connected))
+  const busy = await raw(sock, line('status'))
+  assert.equal(busy.answer.ok, false)
+  assert.equal(busy.answer.error.code, 'busy')
+  for (const c of silent) c.s.destroy()
+  await waitFor(async () => (await raw(sock, line('hello')).catch(() => undefined))?.answer.ok === true, 'served again once they left', 10000)
+  p.child.kill('SIGTERM')
+  assert.equal((await p.waitForExit(30000)).code, 0)
+})
+
+test('a group-writable control folder is refused, naming it', async (t) => {
+  const dir = privateDir()
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  chmodSync(dir, 0o770)
+  await assert.rejects(claimControl(join(dir, 'c.sock')), new RegExp(`control socket folder ${dir} is writable by its group`))
+  chmodSync(dir, 0o700)
+  const server = await claimControl(join(dir, 'c.sock'))
+  await new Promise((resolve) => server.close(resolve))
 })

@@ -57,6 +57,10 @@ export class World {
   unclean: string[] = []
   failed = false
   log: string[] = []
+  /** Reload passes the machine ordered, in order; the replacer's model runs each once nothing else runs. */
+  passesOrdered: number[] = []
+  passesDone: number[] = []
+  private passRunning: number | undefined
 
   constructor (workers: number) {
     this.state = initialState(config, workers)
@@ -100,7 +104,7 @@ export class World {
       case 'kill-timer': this.killTimer = true; return
       case 'clear-kill-timer': this.killTimer = false; return
       case 'finish': this.finishes.push({ code: fx.code }); return
-      case 'reload': this.startOp('reload'); return
+      case 'reload': this.passesOrdered.push(fx.pass); return
       case 'scale': this.startScale(fx.n); return
       case 'emit':
         if (fx.name === 'worker-ready') this.onReady(fx.payload.pid - 10_000)
@@ -283,7 +287,7 @@ export class World {
         break
       case 'close': this.send({ type: 'shutdown', reason: 'close' }); break
       case 'primary-error': if (this.finishes.length === 0) this.failed = true; this.send({ type: 'fail' }); this.send({ type: 'shutdown', reason: 'fatal', exit: true }); break
-      case 'reload': this.startOp('reload'); break
+      case 'reload': this.send({ type: 'reload-request' }); break
       case 'recycle': {
         const slot = this.pick(this.state.slots.filter((s) => s.current !== undefined && this.state.procs.get(s.current)?.state === 'ready'), c.n)
         if (slot !== undefined) this.startOp('recycle', slot.key)
@@ -292,13 +296,37 @@ export class World {
       case 'scale': this.startScale(c.n); break
       case 'tick': this.at += c.ms; break
     }
+    this.settleReload()
     this.check()
+  }
+
+  /** The replacer's serial queue: a pass the machine ordered runs once no other operation does; its end is reported. */
+  settleReload (): void {
+    for (let i = 0; i < 100; i++) {
+      if (this.op !== undefined) return
+      if (this.passRunning !== undefined) {
+        this.passesDone.push(this.passRunning)
+        this.passRunning = undefined
+        this.send({ type: 'reload-done' })
+        continue
+      }
+      const next = this.passesOrdered.find((p) => !this.passesDone.includes(p))
+      if (next === undefined) return
+      this.passRunning = next
+      this.startOp('reload')
+    }
+    throw new Error('reload passes never settle')
   }
 
   // ── invariants ───────────────────────────────────────────────────────────────────────────
   check (): void {
     const s = this.state
     if (this.finishes.length > 1) throw new Error('the shutdown finished twice')
+    if (s.reload.queued && !s.reload.running) throw new Error('a reload pass is queued behind none')
+    if (s.reload.queued && s.shutdown !== undefined) throw new Error('a reload pass is still queued during the shutdown')
+    if (s.reload.running !== (this.passRunning !== undefined || this.passesOrdered.some((p) => !this.passesDone.includes(p)))) {
+      throw new Error(`the machine says a reload pass runs: ${String(s.reload.running)}, the replacer disagrees`)
+    }
     for (const id of s.procs.keys()) if (!this.live.has(id)) throw new Error(`the machine tracks ${id}, which is gone`)
     for (const id of this.live.keys()) if (!s.procs.has(id)) throw new Error(`process ${id} is alive and untracked`)
     for (const slot of s.slots) {

@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { isHung, requestLimit, rssDecision, RSS_POLICY, scalePlan, startGivesUp, type RssHold } from '../src/primary/policy.ts'
+import { monotonicNow } from '../src/primary/slots.ts'
+import { isHung, reloadBound, watchdogTick, reloadDrainLimit, requestLimit, rssDecision, RSS_POLICY, scalePlan, startGivesUp, type RssHold } from '../src/primary/policy.ts'
 
 test('requestLimit: maxRequests plus 0..jitter, Infinity when off', () => {
   assert.equal(requestLimit(0, 50, () => 0.99), Infinity)
@@ -53,4 +54,53 @@ test('scalePlan: new slot ids going up, the highest slots first going down, neve
   assert.deepEqual(scalePlan(4, 1), { add: [], remove: [3, 2, 1] })
   assert.deepEqual(scalePlan(2, 2), { add: [], remove: [] })
   assert.deepEqual(scalePlan(3, 0), { add: [], remove: [2, 1] })
+})
+
+test('reload drain limit and bound: at most 2 drain deadlines per pass, whatever N', () => {
+  assert.deepEqual([1, 2, 3, 4, 8, 9, 64].map(reloadDrainLimit), [2, 2, 2, 2, 4, 5, 32])
+  for (const n of [1, 2, 3, 4, 5, 8, 9, 16, 17, 64, 1024]) {
+    assert.ok(Math.ceil(n / reloadDrainLimit(n)) <= 2, `N=${n}`)
+    assert.equal(reloadBound(n, 1000, 30_000), n * 1000 + Math.ceil(n / reloadDrainLimit(n)) * 30_000)
+  }
+  assert.equal(reloadBound(8, 2000, 30_000), 76_000)
+})
+
+test('watchdog: a tick that fired very late (the primary stalled, the VM paused) re-baselines instead of judging', () => {
+  const timeout = 30_000
+  const every = 1000
+  let baseline = -Infinity
+  let previous = 0
+  const lastBeat = 1900 // the worker's last heartbeat the primary read before it stalled
+  const tick = (at: number): boolean => {
+    const t = watchdogTick(previous, at, every, baseline)
+    previous = at
+    baseline = t.baseline
+    return !t.late && isHung(lastBeat, at, timeout, baseline)
+  }
+  for (let at = 1000; at <= 3000; at += 1000) assert.equal(tick(at), false)
+  // 40 s without a tick: the worker's heartbeats wait unread in its pipe; its age says nothing.
+  assert.equal(watchdogTick(3000, 43_000, every, baseline).late, true)
+  assert.equal(tick(43_000), false, 'the late tick kills nobody')
+  assert.equal(baseline, 43_000)
+  assert.equal(tick(44_000), false, 'the next tick judges from the new baseline, not from the old heartbeat')
+  // Still silent a whole timeout after the re-baseline: hung, as always.
+  for (let at = 45_000; at <= 73_000; at += 1000) assert.equal(tick(at), false, `at ${at}`)
+  assert.equal(tick(74_000), true)
+  // An on-time tick keeps the baseline; without one the old rule stands.
+  assert.deepEqual(watchdogTick(1000, 2000, every, 500), { late: false, baseline: 500 })
+  assert.equal(isHung(1000, 31_001, 30_000, 20_000), false)
+  assert.equal(isHung(1000, 50_001, 30_000, 20_000), true)
+})
+
+test('liveness times are on a monotonic clock: a wall-clock step of an hour does not age a heartbeat', () => {
+  const realNow = Date.now
+  const t0 = monotonicNow()
+  Date.now = () => realNow() + 3_600_000
+  try {
+    const t1 = monotonicNow()
+    assert.ok(t1 - t0 >= 0 && t1 - t0 < 60_000, `the clock moved ${t1 - t0} ms`)
+    assert.equal(isHung(t0, t1, 30_000), false)
+  } finally {
+    Date.now = realNow
+  }
 })

@@ -16,6 +16,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { World, type Command, type ExitKind } from './machine-world.ts'
+import { step, type MachineEvent } from '../src/primary/transitions.ts'
 
 const NUM_RUNS = Number(process.env.NCLUST_PROPERTY_RUNS ?? 10_000)
 
@@ -125,4 +126,59 @@ test('a start failure during a reload does not count against the start verdict o
   }
   assert.equal(w.state.shutdown, undefined, 'five failed reloads: the old worker serves on')
   assert.equal(w.live.size, 1)
+})
+
+// ── issue 26 §1: a reload asked while one runs ────────────────────────────────────────────────
+
+/** Every `reload-answer` effect of one event. */
+function answer (w: World, event: MachineEvent): Array<{ pass: number } | { refused: string }> {
+  const { effects } = step(w.state, event)
+  w.send(event)
+  return effects.flatMap((fx) => fx.type === 'reload-answer' ? [('refused' in fx ? { refused: fx.refused } : { pass: fx.pass })] : [])
+}
+
+test('a reload asked while one runs queues exactly one more full pass, whatever the source; further asks join it', () => {
+  const w = new World(2)
+  w.run({ type: 'ready', n: 0 })
+  w.run({ type: 'ready', n: 0 })
+  assert.deepEqual(answer(w, { type: 'reload-request' }), [{ pass: 1 }])
+  w.settleReload()
+  assert.deepEqual(w.passesOrdered, [1])
+  // The same answer from the handle, SIGHUP and a second handle call: one pass queued, pass 2.
+  assert.deepEqual(answer(w, { type: 'signal', signal: 'SIGHUP', desired: 2 }), [{ pass: 2 }])
+  assert.deepEqual(answer(w, { type: 'reload-request', source: 'nclust reload' }), [{ pass: 2 }])
+  assert.deepEqual(answer(w, { type: 'reload-request', source: 'watch' }), [{ pass: 2 }])
+  assert.deepEqual(w.passesOrdered, [1], 'nothing starts while pass 1 runs')
+  assert.deepEqual(w.state.reload, { pass: 1, running: true, queued: true })
+  // Pass 1 runs to its end (every slot replaced), then pass 2 starts: a full pass of its own.
+  while (w.passesDone.length < 1) { w.run({ type: 'ready', n: 0 }); w.run({ type: 'obey', n: 0 }) }
+  assert.deepEqual(w.passesOrdered, [1, 2])
+  while (w.passesDone.length < 2) { w.run({ type: 'ready', n: 0 }); w.run({ type: 'obey', n: 0 }) }
+  assert.deepEqual(w.state.slots.map((s) => s.generation), [2, 2], 'generation 0, then 1 (pass 1), then 2: pass 2 forked every slot once more')
+  assert.deepEqual(w.state.reload, { pass: 2, running: false, queued: false })
+  assert.deepEqual(w.passesOrdered, [1, 2], 'three asks during pass 1 made one pass, not three')
+})
+
+test('a reload asked during the shutdown is refused, and a queued pass is cancelled by it', () => {
+  const w = new World(2)
+  w.run({ type: 'ready', n: 0 })
+  w.run({ type: 'ready', n: 0 })
+  answer(w, { type: 'reload-request' })
+  w.settleReload()
+  answer(w, { type: 'reload-request' })
+  const { effects } = step(w.state, { type: 'signal', signal: 'SIGTERM', desired: 2 })
+  assert.ok(effects.some((fx) => fx.type === 'reload-cancelled' && fx.pass === 2), 'the queued pass 2 is cancelled')
+  w.send({ type: 'signal', signal: 'SIGTERM', desired: 2 })
+  assert.deepEqual(answer(w, { type: 'signal', signal: 'SIGHUP', desired: 2 }), [{ refused: 'shutting down' }])
+  assert.deepEqual(answer(w, { type: 'reload-request' }), [{ refused: 'shutting down' }])
+  assert.equal(w.state.reload.queued, false)
+})
+
+test('a worker\'s fatal message and stack are kept capped (4 KiB, 16 KiB)', () => {
+  const w = new World(1)
+  const [id] = [...w.live.keys()]
+  w.send({ type: 'fatal', id: id as number, reason: 'uncaughtException', message: 'x'.repeat(1_000_000), stack: 'y'.repeat(1_000_000) })
+  const p = w.state.procs.get(id as number)
+  assert.equal(p?.fatal?.length, 4096)
+  assert.equal(p?.fatalStack?.length, 16384)
 })

@@ -1,6 +1,6 @@
 /**
  * Restart delays and the crash-loop guard, as pure functions of their inputs and the time you
- * pass in: the supervisor injects `Date.now()`, tests inject numbers, nobody sleeps.
+ * pass in: the supervisor injects its monotonic clock (`monotonicNow`, slots.ts), tests inject numbers, nobody sleeps.
  */
 
 export interface BackoffPolicy {

@@ -31,8 +31,9 @@ export async function claimControl (path: string): Promise<Server> {
     throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} cannot be created: ${(err as Error).message}`)
   }
   const st = statSync(dir)
-  if ((st.mode & 0o002) !== 0) {
-    throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} is writable by every user; give a private folder (--control / NCLUST_CONTROL), or false`)
+  if ((st.mode & 0o022) !== 0) {
+    // Group-writable is as bad as world-writable: a member of the group can replace the socket.
+    throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} is writable by ${(st.mode & 0o002) !== 0 ? 'every user' : 'its group'}; give a private folder (--control / NCLUST_CONTROL), or false`)
   }
   if (typeof process.getuid === 'function' && st.uid !== process.getuid() && st.uid !== 0) {
     throw new errors.NCLUST_CLUSTER_CONTROL_PATH(`control socket folder ${dir} belongs to uid ${st.uid}, not to this user; give a private folder`)
@@ -82,13 +83,22 @@ function probe (path: string): Promise<HelloResult | 'stale' | undefined> {
 interface Usage { rss: number, requests: number, cpu: number | null, elu: number | null }
 interface Fatal { message: string, stack?: string }
 
+/** A worker's fatal message and stack are capped: a worker decides their size, the primary keeps them. */
+export const MAX_FATAL_MESSAGE = 4 * 1024
+export const MAX_FATAL_STACK = 16 * 1024
+/** After the reply: a client that does not read it (or never closes its side) is cut after this long, ms. */
+export const LINGER_MS = 2000
+
+export function cap (text: string, max: number): string {
+  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`
+}
+
 export function serveControl (server: Server, path: string, handle: PrimaryHandle, options: ResolvedOptions): void {
   const log = handle.logger
   const startedAt = Date.now()
   const usage = new Map<number, Usage>() // by pid, from heartbeats
   const fatals = new Map<number, Fatal>() // by pid, a worker's last words
   const lastExit = new Map<number, WorkerStatus['lastExit']>() // by slot
-  let reloading = false
   let restarts = 0
   let exitAfterReply: number | undefined
 
@@ -97,16 +107,21 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
     const pid = worker.process.pid
     if (pid === undefined || !isWorkerMessage(raw)) return
     if (raw.type === 'heartbeat') usage.set(pid, { rss: raw.rss, requests: raw.requests, cpu: raw.cpu ?? null, elu: raw.elu ?? null })
-    else if (raw.type === 'fatal') fatals.set(pid, { message: raw.message, ...(raw.stack !== undefined ? { stack: raw.stack } : {}) })
+    else if (raw.type === 'fatal') fatals.set(pid, { message: cap(raw.message, MAX_FATAL_MESSAGE), ...(raw.stack !== undefined ? { stack: cap(raw.stack, MAX_FATAL_STACK) } : {}) })
   }
+  /** Reloads in progress, told of every exit with the worker's last words (which are then dropped). */
+  const exitWatchers = new Set<(e: WorkerExitEvent, fatal: Fatal | undefined) => void>()
   cluster.on('message', onClusterMessage)
   const onExit = (e: WorkerExitEvent): void => {
+    // Every per-pid entry goes with its worker: the maps hold live workers (and one exit per slot) only.
+    const fatal = fatals.get(e.pid)
     usage.delete(e.pid)
-    if (e.reason !== 'requested') lastExit.set(e.workerId, { pid: e.pid, reason: e.reason, code: e.code, signal: e.signal, ...(e.error !== undefined ? { error: e.error } : {}) })
+    fatals.delete(e.pid)
+    for (const watch of exitWatchers) watch(e, fatal)
+    if (e.reason !== 'requested') lastExit.set(e.workerId, { pid: e.pid, reason: e.reason, code: e.code, signal: e.signal, ...(e.error !== undefined ? { error: cap(e.error, MAX_FATAL_MESSAGE) } : {}) })
   }
   handle.events.on('worker-exit', onExit)
   handle.events.on('restart', () => { restarts += 1 })
-  handle.events.on('reload', (e) => { reloading = e.phase === 'start' })
   let shuttingDown = false
   handle.events.on('shutdown', () => { shuttingDown = true })
 
@@ -124,32 +139,56 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   process.once('exit', removeSocket)
   log.info({ control: path }, `control socket: ${path}`)
 
-  server.maxConnections = MAX_CONNECTIONS
   server.on('error', (err) => log.error({ err }, 'control socket error'))
-  server.on('connection', (socket) => { serve(socket) })
+  // Not server.maxConnections: over it node drops the connection without a word. Counted here, so
+  // a client over the limit is told `busy`.
+  let open = 0
+  server.on('connection', (socket) => {
+    open += 1
+    socket.once('close', () => { open -= 1 })
+    serve(socket, open > MAX_CONNECTIONS)
+  })
 
-  function serve (socket: Socket): void {
+  /**
+   * One request per connection: the first line is the request; nothing after it is parsed
+   * (`status\nstop\n` in one write runs only `status`), and is closed once the reply is out.
+   * Timers: IDLE_TIMEOUT_MS for the request line, LINGER_MS for the client to take the reply.
+   */
+  function serve (socket: Socket, busy: boolean): void {
     let answered = false
+    let timer: NodeJS.Timeout | undefined
+    const arm = (ms: number, fn: () => void): void => { clearTimeout(timer); timer = setTimeout(fn, ms); timer.unref() }
+    socket.on('error', () => {})
+    socket.on('close', () => clearTimeout(timer))
     const reply = (body: object): void => {
       if (answered) return
       answered = true
+      stopReading()
+      // Closed once the client closes too (at the end of the reply, as every client does), or
+      // after LINGER_MS: a client that never reads it or never closes its side does not keep the slot.
+      // Not destroyed at once: unread request bytes would reset the connection and lose the reply.
+      arm(LINGER_MS, () => socket.destroy())
       socket.end(encode({ v: PROTOCOL_VERSION, ...body }), () => {
         if (exitAfterReply !== undefined) process.exit(exitAfterReply)
       })
     }
     const fail = (code: ControlError['code'], message: string): void => reply({ ok: false, error: { code, message } })
-    socket.on('error', () => {})
-    // A client that connects and says nothing (or dribbles) does not hold the primary.
-    const idle = setTimeout(() => { fail('idle', `no complete request within ${IDLE_TIMEOUT_MS}ms`); socket.destroy() }, IDLE_TIMEOUT_MS)
-    socket.on('close', () => clearTimeout(idle))
-    socket.on('data', lineSplitter(MAX_REQUEST_BYTES, (line) => {
-      clearTimeout(idle)
-      socket.pause()
+    const onData = lineSplitter(MAX_REQUEST_BYTES, (line) => {
+      if (answered || timer === undefined) return // the first line only
+      clearTimeout(timer)
+      timer = undefined
+      stopReading()
       void dispatch(line).then((result) => reply({ ok: true, result }), (err: Error) => fail(err instanceof ControlRefusal ? err.controlCode : 'failed', err.message))
-    }, () => {
-      clearTimeout(idle)
-      fail('too-large', `request over ${MAX_REQUEST_BYTES} bytes`)
-    }))
+    }, () => fail('too-large', `request over ${MAX_REQUEST_BYTES} bytes`))
+    /** Whatever comes after the first line is read and thrown away (never parsed, never run). */
+    function stopReading (): void {
+      socket.off('data', onData)
+      socket.on('data', () => {})
+    }
+    if (busy) { fail('busy', `${MAX_CONNECTIONS} control connections are open; try again`); return }
+    // A client that connects and says nothing (or never finishes its line) does not hold the primary.
+    arm(IDLE_TIMEOUT_MS, () => fail('idle', `no complete request within ${IDLE_TIMEOUT_MS}ms`))
+    socket.on('data', onData)
   }
 
   function refuse (code: string, message: string): Error {
@@ -222,22 +261,20 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   }
 
   async function reload (): Promise<ReloadReply> {
-    if (reloading) throw refuse('busy', 'a reload is already running; wait for it (nclust status shows the generations)')
-    reloading = true
     const before = new Map(handle.workers().filter((w) => w.state === 'ready').map((w) => [w.workerId, w.pid]))
     const readyDuring = new Map<number, number>()
-    const exits: WorkerExitEvent[] = []
+    const exits: Array<WorkerExitEvent & { fatal: Fatal | undefined }> = []
     const onReady = (e: { workerId: number, pid: number }): void => { readyDuring.set(e.workerId, e.pid) }
-    const onExitDuring = (e: WorkerExitEvent): void => { exits.push(e) }
+    const onExitDuring = (e: WorkerExitEvent, fatal: Fatal | undefined): void => { exits.push({ ...e, fatal }) }
     handle.events.on('worker-ready', onReady)
-    handle.events.on('worker-exit', onExitDuring)
+    exitWatchers.add(onExitDuring)
     try {
       const r = await handle.reload()
       const out: ReloadReply = {
         ok: r.ok,
         ms: r.ms,
         replaced: r.replaced,
-        slots: [...before].map(([id, old]) => ({ id, old, new: readyDuring.get(id) ?? null })),
+        slots: [...before].map(([id, old]) => ({ id, old, new: readyDuring.get(id) ?? null, generation: r.slots.find((x) => x.workerId === id)?.generation ?? null })),
         serving: handle.workers().filter((w) => w.state === 'ready').map((w) => w.pid)
       }
       const id = r.failedWorkerId
@@ -245,7 +282,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
       if (!r.ok && (id === undefined || shuttingDown)) out.reason = shuttingDown ? 'the cluster is shutting down' : r.reason ?? 'unknown'
       else if (!r.ok && id !== undefined) {
         const exit = exits.find((e) => e.workerId === id && e.reason !== 'requested' && e.pid !== before.get(id))
-        const fatal = exit !== undefined ? fatals.get(exit.pid) : undefined
+        const fatal = exit?.fatal
         const message = fatal?.message ?? exit?.error
         out.failed = {
           id,
@@ -257,10 +294,8 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
       }
       return out
     } finally {
-      reloading = false
       handle.events.off('worker-ready', onReady)
-      handle.events.off('worker-exit', onExitDuring)
-      for (const e of exits) fatals.delete(e.pid)
+      exitWatchers.delete(onExitDuring)
     }
   }
 

@@ -9,14 +9,30 @@ export function requestLimit (max: number, jitter: number, random: () => number 
   return max + Math.floor(random() * (Math.max(0, jitter) + 1))
 }
 
-/** A ready worker whose last heartbeat is older than `timeout` ms is hung (never when timeout is 0). */
-export function isHung (lastBeat: number, now: number, timeout: number): boolean {
-  return timeout > 0 && now - lastBeat > timeout
+/**
+ * A ready worker whose last heartbeat is older than `timeout` ms is hung (never when timeout is 0).
+ * `baseline`: the watchdog's last re-baseline (see {@link watchdogTick}): no worker is judged on
+ * silence from before it. Times are on a monotonic clock (see `monotonicNow` in slots.ts).
+ */
+export function isHung (lastBeat: number, now: number, timeout: number, baseline = -Infinity): boolean {
+  return timeout > 0 && now - Math.max(lastBeat, baseline) > timeout
+}
+
+/**
+ * One watchdog tick. The tick is due every `interval` ms; one that fires more than 2 × interval
+ * after the previous one means the primary itself did not run (its loop stalled, the VM was paused
+ * or restored): the workers' heartbeats are waiting unread in the IPC pipes, so their ages say
+ * nothing. Such a tick re-baselines (`baseline`: now) and judges nobody; an on-time one keeps the
+ * baseline it had.
+ */
+export function watchdogTick (previousTick: number, now: number, interval: number, baseline: number): { late: boolean, baseline: number } {
+  const late = now - previousTick > 2 * interval
+  return { late, baseline: late ? now : baseline }
 }
 
 /** Per-slot memory of workers found over maxRss right after they started. */
 export interface RssHold {
-  /** No maxRss recycle of this slot before this time (ms since epoch). */
+  /** No maxRss recycle of this slot before this time (ms, the machine's monotonic clock). */
   until: number
   /** The last hold's length, ms: doubles with each fresh worker over the limit. */
   delay: number
@@ -72,4 +88,20 @@ export function scalePlan (from: number, to: number): { add: number[], remove: n
   const target = Math.max(1, Math.floor(to))
   if (target >= from) return { add: Array.from({ length: target - from }, (_, i) => from + i), remove: [] }
   return { add: [], remove: Array.from({ length: from - target }, (_, i) => from - 1 - i) }
+}
+
+/**
+ * Old workers a rolling reload lets drain at once: ⌈workers / 2⌉, at least 2. Once a slot's new
+ * worker is ready, its old one drains while the next slot's new worker starts; with at most K old
+ * workers draining (and one new worker starting) the cluster runs at most N + K + 1 processes,
+ * and a pass takes at most N × (one worker's start) + ⌈N / K⌉ × shutdownTimeout, which is
+ * N × start + 2 × shutdownTimeout: whatever the clients do, never N × the drain deadline.
+ */
+export function reloadDrainLimit (workers: number): number {
+  return Math.max(2, Math.ceil(workers / 2))
+}
+
+/** The bound above, ms: what a caller of `nclust reload --timeout` should wait at most. */
+export function reloadBound (workers: number, startMs: number, shutdownTimeout: number): number {
+  return workers * startMs + Math.ceil(workers / reloadDrainLimit(workers)) * shutdownTimeout
 }

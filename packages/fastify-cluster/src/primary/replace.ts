@@ -1,7 +1,7 @@
 import type { ExitReason, RecycleEvent, ReloadResult, ScaleResult } from '../types.js'
 import type { ShutdownMessage } from '../messages.js'
 import type { Proc, Slot, SlotMachine } from './slots.js'
-import { scalePlan } from './policy.js'
+import { reloadDrainLimit, scalePlan } from './policy.js'
 import { MAX_WORKERS } from '../options.js'
 
 /**
@@ -12,12 +12,19 @@ import { MAX_WORKERS } from '../options.js'
  *   scale(n)        up: fork candidates into new slots, wait ready; down: retire the highest slots
  *
  * `replace(slot)` is the one surge-first path: fork the slot's next generation beside the serving
- * worker, wait until it is ready, then drain the old one (SIGKILL at shutdownTimeout). A new worker
- * that fails to start leaves the old one serving. Operations queue behind each other, so two
+ * worker, wait until it is ready, then drain the old one (SIGKILL at shutdownTimeout). A reload
+ * goes on to the next slot while the old worker drains, with at most `reloadDrainLimit(N)` old
+ * workers draining at once (policy.ts states the time bound). A new worker that fails to start
+ * leaves the old one serving. Operations queue behind each other, so two
  * replacements never overlap and a scale never races a reload.
  */
 export interface Replacer {
-  reload (): Promise<ReloadResult>
+  /** Ask for a rolling reload (the machine starts a pass or queues one); resolves with the pass that covers it. */
+  reload (source?: string): Promise<ReloadResult>
+  /** Run pass `pass` (the machine's `reload` effect). */
+  runPass (pass: number): void
+  /** A queued pass the shutdown cancelled: its waiters get `reason`. */
+  cancelPass (pass: number, reason: string): void
   recycle (proc: Proc, why: RecycleEvent['why'], value: number, limit: number): void
   scale (n: number): Promise<ScaleResult>
   /** Desired worker count: the target of the last scale() (or the slot count). */
@@ -27,7 +34,6 @@ export interface Replacer {
 export function createReplacer (m: SlotMachine): Replacer {
   const { events, log, options, now } = m
   let queue: Promise<unknown> = Promise.resolve()
-  let reloading: Promise<ReloadResult> | undefined
   let desired = m.slots.length
 
   /** Run `op` after every operation queued before it. */
@@ -49,8 +55,11 @@ export function createReplacer (m: SlotMachine): Replacer {
     return gone.finally(() => clearTimeout(timer))
   }
 
-  /** The surge-first replacement of one slot's worker. */
-  async function replace (slot: Slot, why: 'reload' | 'recycle'): Promise<'ready' | ExitReason> {
+  /**
+   * The surge-first replacement of one slot's worker. With `draining`, the old worker's drain is
+   * added to that set instead of awaited: a reload starts the next slot while it drains.
+   */
+  async function replace (slot: Slot, why: 'reload' | 'recycle', draining?: Set<Promise<void>>): Promise<'ready' | ExitReason> {
     const old = slot.current
     const next = m.fork(slot, true)
     if (next === undefined) return 'requested' // the shutdown began: no fork after that
@@ -62,31 +71,74 @@ export function createReplacer (m: SlotMachine): Replacer {
       m.refill(slot)
       return outcome
     }
-    if (old !== undefined) await retire(old, why, why === 'recycle' ? 'recycle' : 'requested')
+    if (old === undefined) return 'ready'
+    const gone = retire(old, why, why === 'recycle' ? 'recycle' : 'requested')
+    if (draining === undefined) await gone
+    else {
+      const entry: Promise<void> = gone.finally(() => draining.delete(entry))
+      draining.add(entry)
+    }
     return 'ready'
   }
 
-  function reload (): Promise<ReloadResult> {
-    if (reloading !== undefined) return reloading
+  /** Waiters of each reload pass, by pass number (the machine says which pass answers a request). */
+  const waiters = new Map<number, Array<(r: ReloadResult) => void>>()
+
+  /** Ask for a reload: resolves with the outcome of the pass that covers this request. */
+  function reload (source?: string): Promise<ReloadResult> {
     const started = now()
-    const result = (fields: Omit<ReloadResult, 'ms'>): ReloadResult => ({ ...fields, ms: now() - started })
-    reloading = serial(async (): Promise<ReloadResult> => {
-      log.info({ workers: m.slots.length }, 'rolling reload: one slot at a time')
+    const answer = m.requestReload(source)
+    if ('refused' in answer) return Promise.resolve({ ok: false, replaced: 0, ms: 0, reason: answer.refused, slots: [] })
+    return new Promise((resolve) => {
+      const list = waiters.get(answer.pass) ?? []
+      list.push((r) => resolve({ ...r, ms: now() - started }))
+      waiters.set(answer.pass, list)
+    })
+  }
+
+  function settle (pass: number, r: ReloadResult): void {
+    const list = waiters.get(pass) ?? []
+    waiters.delete(pass)
+    for (const fn of list) fn(r)
+  }
+
+  /** Where every slot ended: its serving worker's generation and pid. */
+  function ends (): ReloadResult['slots'] {
+    return m.slots.map((slot) => ({ workerId: slot.id, generation: slot.current?.generation ?? null, pid: slot.current?.pid ?? null }))
+  }
+
+  /** One full pass, as the machine ordered it (transitions.ts decides when a pass runs). */
+  function runPass (pass: number): void {
+    const started = now()
+    const result = (fields: Omit<ReloadResult, 'ms' | 'slots'>): ReloadResult => ({ ...fields, ms: now() - started, slots: ends() })
+    void serial(async (): Promise<ReloadResult> => {
+      // Old workers drain concurrently (up to the limit): one slow client per worker costs one drain
+      // deadline per ⌈N / limit⌉ slots, not one per slot (bound in policy.ts, reloadDrainLimit).
+      const limit = reloadDrainLimit(m.slots.length)
+      const draining = new Set<Promise<void>>()
+      log.info({ workers: m.slots.length, pass, drainLimit: limit }, 'rolling reload: one slot at a time')
       events.emit('reload', { phase: 'start' })
       let replaced = 0
-      for (const slot of [...m.slots]) {
-        if (m.shuttingDown) return result({ ok: false, replaced, reason: 'shutdown began' })
-        const outcome = await replace(slot, 'reload')
-        if (outcome !== 'ready') return result({ ok: false, replaced, failedWorkerId: slot.id, reason: outcome })
-        replaced += 1
+      try {
+        for (const slot of [...m.slots]) {
+          while (draining.size >= limit) await Promise.race(draining)
+          if (m.shuttingDown) return result({ ok: false, replaced, reason: 'shutdown began' })
+          const outcome = await replace(slot, 'reload', draining)
+          if (outcome !== 'ready') return result({ ok: false, replaced, failedWorkerId: slot.id, reason: outcome })
+          replaced += 1
+        }
+        await Promise.all(draining) // its old workers gone: counted in the pass's time
+        return result({ ok: true, replaced })
+      } finally {
+        await Promise.all(draining) // the pass is over once its old workers are gone, whatever its outcome
       }
-      return result({ ok: true, replaced })
     }).then((r) => {
-      log[r.ok ? 'info' : 'error']({ ...r }, r.ok ? `rolling reload done: ${r.replaced} workers replaced` : 'rolling reload failed')
+      const gens = r.slots.map((x) => `${x.workerId}:${x.generation ?? '-'}`).join(' ')
+      log[r.ok ? 'info' : 'error']({ ...r, pass }, r.ok ? `rolling reload done: ${r.replaced} workers replaced (generations ${gens})` : 'rolling reload failed')
       events.emit('reload', { phase: 'done', ...r })
-      return r
-    }).finally(() => { reloading = undefined })
-    return reloading
+      settle(pass, r)
+      m.reloadDone()
+    })
   }
 
   function recycle (proc: Proc, why: RecycleEvent['why'], value: number, limit: number): void {
@@ -160,6 +212,8 @@ export function createReplacer (m: SlotMachine): Replacer {
 
   return {
     reload,
+    runPass,
+    cancelPass (pass, reason) { settle(pass, { ok: false, replaced: 0, ms: 0, reason, slots: ends() }) },
     recycle,
     scale,
     get desired () { return desired }

@@ -57,9 +57,11 @@ export interface Proc {
 }
 
 export type ShutdownReason = ShutdownEvent['reason']
+export type Operation = Extract<Effect, { type: 'reload' | 'reload-cancelled' | 'scale' }>
 
 export interface SlotMachine {
   readonly options: ResolvedOptions
+  /** The monotonic clock of every liveness time (ms, not since the epoch). */
   readonly now: () => number
   readonly events: EventEmitter<SupervisorEvents>
   /** Cluster-wide logger (`workerId: null`). */
@@ -84,8 +86,12 @@ export interface SlotMachine {
   settled (proc: Proc): Promise<'ready' | ExitReason>
   onHeartbeat (fn: (proc: Proc, msg: HeartbeatMessage) => void): void
   onMessage (fn: (proc: Proc, msg: WorkerToPrimary) => void): void
-  /** SIGHUP's reload and SIGTTIN / SIGTTOU's scale, when the machine decides they go ahead. */
-  onOperation (fn: (op: { type: 'reload' } | { type: 'scale', n: number }) => void): void
+  /** A reload pass to run (or a queued one cancelled by the shutdown), SIGTTIN / SIGTTOU's scale: as the machine decides. */
+  onOperation (fn: (op: Operation) => void): void
+  /** Ask for a rolling reload: the machine answers with the pass that will cover it, or a refusal. */
+  requestReload (source?: string): { pass: number } | { refused: string }
+  /** The replacer finished the running pass: the machine starts the queued one, if any. */
+  reloadDone (): void
   /** A process signal: TERM / INT shut down (a second one: SIGKILL everyone), HUP / TTIN / TTOU operations. */
   signal (signal: Signal, desired: number): void
   shutdown (reason: ShutdownReason, signal?: NodeJS.Signals, exit?: boolean): Promise<number>
@@ -98,7 +104,17 @@ export interface SlotMachine {
   ready (): Promise<void>
 }
 
-export function createSlotMachine (options: ResolvedOptions, now: () => number = Date.now): SlotMachine {
+/**
+ * Milliseconds on a monotonic clock (process.hrtime: the global `performance` would load perf_hooks
+ * into the lean primary). Every liveness time (heartbeat ages, the watchdog, backoff and crash-loop
+ * windows, RSS holds) is on it: a wall-clock step (NTP, a VM restore) must not make every worker
+ * look silent for an hour and get it SIGKILLed as hung.
+ */
+export function monotonicNow (): number {
+  return Number(process.hrtime.bigint() / 1000n) / 1000
+}
+
+export function createSlotMachine (options: ResolvedOptions, now: () => number = monotonicNow): SlotMachine {
   const root = createLogger(options.logger, 'primary', options.logFormat)
   const log = root.child({ workerId: null })
   const events = new EventEmitter<SupervisorEvents>()
@@ -108,7 +124,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     message: [] as Array<(proc: Proc, msg: WorkerToPrimary) => void>,
     close: [] as Array<() => void | Promise<void>>,
     finish: [] as Array<() => void>,
-    op: [] as Array<(op: { type: 'reload' } | { type: 'scale', n: number }) => void>
+    op: [] as Array<(op: Operation) => void>
   }
   let state: MachineState = initialState(options, options.workers)
   const slots: Slot[] = []
@@ -182,11 +198,12 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     }
   }
 
-  function dispatch (event: MachineEvent): void {
+  function dispatch (event: MachineEvent): Effect[] {
     const next = step(state, event)
     state = next.state
     sync()
     for (const effect of next.effects) apply(effect)
+    return next.effects
   }
 
   const slotLog = (key: number | null): Logger => key === null ? log : (slotViews.get(key)?.view.log ?? log)
@@ -224,8 +241,12 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       }
       case 'finish': return finish(fx.code, fx.killed, fx.exit)
       case 'reload':
+      case 'reload-cancelled':
       case 'scale':
         for (const fn of hooks.op) fn(fx)
+        break
+      case 'reload-answer': break // read by requestReload
+      case 'force-close': forceClose(); break
     }
   }
 
@@ -275,8 +296,8 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
   function onMessage (proc: Proc, msg: WorkerToPrimary): void {
     const id = proc.worker.id
     switch (msg.type) {
-      case 'ready': return dispatch({ type: 'ready', id, at: now() })
-      case 'fatal': return dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) })
+      case 'ready': dispatch({ type: 'ready', id, at: now() }); return
+      case 'fatal': dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) }); return
       case 'heartbeat':
         dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss })
         for (const fn of hooks.beat) fn(proc, msg)
@@ -286,10 +307,31 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     }
   }
 
+  /** Ends the wait for the close hooks (a second signal): set while they run. */
+  let forceClose: () => void = () => {}
+
   function finish (code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean): void {
     void (async () => {
-      for (const hook of hooks.close) {
-        try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
+      // The close hooks get the shutdown deadline, together: one that never settles must not keep
+      // the primary alive forever; a second SIGTERM / SIGINT stops the wait at once (exit 1).
+      let timer: NodeJS.Timeout | undefined
+      const cut = new Promise<'timeout' | 'forced'>((resolve) => {
+        timer = setTimeout(() => resolve('timeout'), options.shutdownTimeout)
+        forceClose = () => resolve('forced')
+      })
+      const hooksDone = (async () => {
+        for (const hook of hooks.close) {
+          try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
+        }
+        return 'done' as const
+      })()
+      const outcome = await Promise.race([hooksDone, cut])
+      clearTimeout(timer)
+      if (outcome !== 'done') {
+        log.error({ shutdownTimeout: options.shutdownTimeout, outcome }, outcome === 'forced'
+          ? 'second signal: not waiting for the onClose hooks any longer'
+          : `onClose hooks not settled within ${options.shutdownTimeout}ms: stopping without them`)
+        code = 1
       }
       for (const fn of hooks.finish) fn()
       log.info({ code, killed }, killed.length > 0
@@ -307,18 +349,23 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     return lastForked
   }
 
+  // Waiters of settled(), by pid: two listeners for the whole machine, not two per waiting process
+  // (a scale up by 8 used to add 16 and print MaxListenersExceededWarning).
+  const settleWaiters = new Map<number, Array<(outcome: 'ready' | ExitReason) => void>>()
+  const settle = (pid: number, outcome: 'ready' | ExitReason): void => {
+    const list = settleWaiters.get(pid)
+    settleWaiters.delete(pid)
+    for (const fn of list ?? []) fn(outcome)
+  }
+  events.on('worker-ready', (e) => settle(e.pid, 'ready'))
+  events.on('worker-exit', (e) => settle(e.pid, e.reason))
+
   function settled (proc: Proc): Promise<'ready' | ExitReason> {
     if (proc.state === 'ready') return Promise.resolve('ready')
     return new Promise((resolve) => {
-      const onReadyEvent = (e: { pid: number }): void => { if (e.pid === proc.pid) done('ready') }
-      const onExitEvent = (e: { pid: number, reason: ExitReason }): void => { if (e.pid === proc.pid) done(e.reason) }
-      function done (outcome: 'ready' | ExitReason): void {
-        events.off('worker-ready', onReadyEvent)
-        events.off('worker-exit', onExitEvent)
-        resolve(outcome)
-      }
-      events.on('worker-ready', onReadyEvent)
-      events.on('worker-exit', onExitEvent)
+      const list = settleWaiters.get(proc.pid) ?? []
+      list.push(resolve)
+      settleWaiters.set(proc.pid, list)
     })
   }
 
@@ -345,6 +392,12 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     onHeartbeat (fn) { hooks.beat.push(fn) },
     onMessage (fn) { hooks.message.push(fn) },
     onOperation (fn) { hooks.op.push(fn) },
+    requestReload (source) {
+      const answer = dispatch({ type: 'reload-request', ...(source !== undefined ? { source } : {}) }).find((fx) => fx.type === 'reload-answer')
+      if (answer === undefined || 'refused' in answer) return { refused: answer?.refused ?? 'refused' }
+      return { pass: answer.pass }
+    },
+    reloadDone () { dispatch({ type: 'reload-done' }) },
     signal (signal, desired) { dispatch({ type: 'signal', signal, desired }) },
     shutdown (reason, signal, exit = false) {
       dispatch({ type: 'shutdown', reason, ...(signal !== undefined ? { signal } : {}), exit })

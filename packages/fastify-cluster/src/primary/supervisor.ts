@@ -2,7 +2,7 @@ import type { Worker } from 'node:cluster'
 import type { PrimaryHandle, WorkerInfo } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { tcpMigrateReq, TCP_MIGRATE_WARNING } from '../balance.js'
-import { createSlotMachine } from './slots.js'
+import { createSlotMachine, monotonicNow } from './slots.js'
 import { createReplacer } from './replace.js'
 import { startWatchdog } from './watchdog.js'
 import { startRecycler } from './recycle.js'
@@ -23,7 +23,7 @@ import { performance } from 'node:perf_hooks'
  *   SIGHUP            rolling reload
  *   SIGTTIN / SIGTTOU one worker more / less
  */
-export function startSupervisor (options: ResolvedOptions, now: () => number = Date.now): PrimaryHandle {
+export function startSupervisor (options: ResolvedOptions, now: () => number = monotonicNow): PrimaryHandle {
   const m = createSlotMachine(options, now)
   const { log } = m
   const replacer = createReplacer(m)
@@ -33,7 +33,11 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
 
   // The machine decides (transitions.ts): shut down, force, reload, scale, or nothing during a shutdown.
   const onSignal = (signal: 'SIGTERM' | 'SIGINT' | 'SIGHUP' | 'SIGTTIN' | 'SIGTTOU'): void => m.signal(signal, replacer.desired)
-  m.onOperation((op) => { void (op.type === 'reload' ? replacer.reload() : replacer.scale(op.n)) })
+  m.onOperation((op) => {
+    if (op.type === 'reload') replacer.runPass(op.pass)
+    else if (op.type === 'reload-cancelled') replacer.cancelPass(op.pass, op.reason)
+    else void replacer.scale(op.n)
+  })
   /** An error in the primary's own code (a user's hook, a metrics server): drain the workers, exit 1. */
   function onFatal (err: unknown): void {
     log.fatal({ err }, 'uncaught error in the primary: shutting the cluster down')
@@ -66,15 +70,14 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     events: m.events,
     workers (): WorkerInfo[] {
       return [...m.procs.values()].map((p) => ({
-        workerId: p.slot.id, pid: p.pid, state: p.state, generation: p.generation, startedAt: p.startedAt, restarts: p.slot.restarts
+        // startedAt on the wall clock for people, from the monotonic age (uptime stays right across a clock step).
+        workerId: p.slot.id, pid: p.pid, state: p.state, generation: p.generation, startedAt: Date.now() - (m.now() - p.startedAt), restarts: p.slot.restarts
       })).sort((a, b) => a.workerId - b.workerId || a.generation - b.generation)
     },
     request,
     requestAll,
     onClose: (fn) => m.onClose(fn),
-    reload: () => m.shuttingDown
-      ? Promise.resolve({ ok: false, replaced: 0, ms: 0, reason: 'shutting down' })
-      : replacer.reload(),
+    reload: () => replacer.reload('handle.reload()'),
     scale: (n) => replacer.scale(n),
     close: () => m.shutdown('close'),
     ready: () => m.ready()

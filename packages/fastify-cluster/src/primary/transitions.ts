@@ -17,7 +17,17 @@ import { onExit } from './exits.js'
  *
  * A *candidate* (forked by a replacement or a scale-up) takes its slot only once ready; if it dies
  * first, nothing restarts it: the policy that forked it reports the failure (and `refill`s the slot).
+ *
+ * Glossary. *slot*: a place for one serving worker; `key` never reused, `id` (0..n-1, reused after
+ * a scale down) is the public `workerId` of events, logs and `nclust status`. *worker id* (`id` of
+ * a ProcState, the `id` of every event here): node:cluster's worker.id, unique per fork. *pid*:
+ * the OS process id, for people and signals only. *generation*: forks into a slot, from 0.
+ * *pass*: one rolling reload over every slot; a reload asked during one queues the next pass.
  */
+
+/** A worker's fatal message and stack, as kept by the primary, chars. */
+export const MAX_FATAL_MESSAGE = 4 * 1024
+export const MAX_FATAL_STACK = 16 * 1024
 
 export interface MachineConfig {
   shutdownTimeout: number
@@ -88,6 +98,12 @@ export interface MachineState {
   exitProcess: boolean
   killed: Array<{ workerId: number, pid: number }>
   finished: boolean
+  /**
+   * Rolling reloads. `pass`: the number of the last pass started (0: none yet); `running`: that
+   * pass is not done; `queued`: one more full pass starts when it is. Every source (SIGHUP,
+   * --watch, `nclust reload`, handle.reload()) asks through `reload-request`: decided here only.
+   */
+  reload: { pass: number, running: boolean, queued: boolean }
 }
 
 export type Signal = 'SIGTERM' | 'SIGINT' | 'SIGHUP' | 'SIGTTIN' | 'SIGTTOU'
@@ -115,6 +131,10 @@ export type MachineEvent =
   /** `desired`: the replacer's worker count, for SIGTTIN / SIGTTOU. */
   | { type: 'signal', signal: Signal, desired: number }
   | { type: 'fail' }
+  /** handle.reload(), `nclust reload`, --watch (SIGHUP comes as a `signal`): start a pass, or queue one. */
+  | { type: 'reload-request', source?: string }
+  /** The replacer finished the running pass (whatever its outcome). */
+  | { type: 'reload-done' }
 
 type Emit = { [K in keyof SupervisorEvents]: { type: 'emit', name: K, payload: SupervisorEvents[K][0] } }[keyof SupervisorEvents]
 export type LogLevel = 'debug' | 'info' | 'warn' | 'error' | 'fatal'
@@ -133,10 +153,18 @@ export type Effect =
   | { type: 'close-listener', slotId: number } | { type: 'close-listeners' }
   | { type: 'ready-waiters', ok: true } | { type: 'ready-waiters', ok: false, reason: string }
   | { type: 'finish', code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean }
-  | { type: 'reload' } | { type: 'scale', n: number }
+  /** Run rolling-reload pass number `pass` (every slot, surge-first). */
+  | { type: 'reload', pass: number }
+  /** The answer to a reload request: it ends with pass `pass`, or is refused. */
+  | { type: 'reload-answer', pass: number } | { type: 'reload-answer', refused: string }
+  /** A queued pass that will never run (the shutdown began): its waiters get `reason`. */
+  | { type: 'reload-cancelled', pass: number, reason: string }
+  | { type: 'scale', n: number }
+  /** A second TERM / INT once every worker is gone: stop waiting for the primary's close hooks. */
+  | { type: 'force-close' }
 
 export function initialState (config: MachineConfig, workers: number): MachineState {
-  let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false }
+  let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false, reload: { pass: 0, running: false, queued: false } }
   for (let i = 0; i < workers; i++) s = step(s, { type: 'add-slot' }).state
   return s
 }
@@ -146,7 +174,8 @@ function clone (s: MachineState): MachineState {
     ...s,
     slots: s.slots.map((x) => ({ ...x, failures: [...x.failures] })),
     procs: new Map([...s.procs].map(([k, p]) => [k, { ...p }])),
-    killed: [...s.killed]
+    killed: [...s.killed],
+    reload: { ...s.reload }
   }
 }
 
@@ -204,6 +233,10 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     for (const p of s.procs.values()) if (p.state !== 'draining') ask(p, reason)
     fx.push({ type: 'close-listeners' })
     fx.push({ type: 'kill-timer', ms: cfg.shutdownTimeout })
+    if (s.reload.queued) {
+      s.reload.queued = false
+      fx.push({ type: 'reload-cancelled', pass: s.reload.pass + 1, reason: 'shutting down' })
+    }
     if (s.procs.size === 0) finish()
   }
 
@@ -212,6 +245,36 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     s.finished = true
     fx.push({ type: 'clear-kill-timer' })
     fx.push({ type: 'finish', code: s.exitCode, killed: [...s.killed], exit: s.exitProcess })
+  }
+
+  /**
+   * The one decision on a reload request, whoever asks: refused during a shutdown; else a pass
+   * starts now, or (one already runs) exactly one more full pass is queued behind it, and every
+   * further request joins that queued pass. So every slot ends on code at least as new as the
+   * newest request.
+   */
+  function requestReload (source: string): void {
+    if (s.shutdown !== undefined) {
+      log('warn', null, { source }, `reload (${source}) refused: the cluster is shutting down`)
+      fx.push({ type: 'reload-answer', refused: 'shutting down' })
+      return
+    }
+    if (!s.reload.running) {
+      startPass()
+    } else if (!s.reload.queued) {
+      s.reload.queued = true
+      log('info', null, { source, running: s.reload.pass }, `reload (${source}) queued: one more full pass after the running one`)
+    } else {
+      log('info', null, { source, running: s.reload.pass }, `reload (${source}) joins the pass already queued`)
+    }
+    fx.push({ type: 'reload-answer', pass: s.reload.running && s.reload.queued ? s.reload.pass + 1 : s.reload.pass })
+  }
+
+  function startPass (): void {
+    s.reload.pass += 1
+    s.reload.running = true
+    s.reload.queued = false
+    fx.push({ type: 'reload', pass: s.reload.pass })
   }
 
   function killAll (): void {
@@ -303,8 +366,9 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     case 'fatal': {
       const p = s.procs.get(event.id)
       if (p === undefined) break
-      p.fatal = event.message
-      p.fatalStack = event.stack
+      // A worker decides their size; the primary keeps them (in its logs, events, `nclust reload`): capped.
+      p.fatal = event.message.slice(0, MAX_FATAL_MESSAGE)
+      p.fatalStack = event.stack?.slice(0, MAX_FATAL_STACK)
       // A failed start is reported once per try at the exit, and with its stack once at the verdict.
       if (event.reason !== 'startFailed') log('error', p.slot, { workerPid: p.pid, reason: event.reason, error: event.message }, 'worker reported a fatal error')
       break
@@ -368,20 +432,28 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
           log('warn', null, { signal: sig, workers: s.procs.size }, 'second signal during shutdown: killing every worker now')
           s.exitCode = 1
           killAll()
+          if (s.finished) fx.push({ type: 'force-close' }) // only the close hooks are left: stop waiting for them
           break
         }
         log('info', null, { signal: sig }, `${sig} received`)
         shutdown('signal', sig, true)
         break
       }
+      if (sig === 'SIGHUP') { requestReload('SIGHUP'); break }
       if (s.shutdown !== undefined) break
-      if (sig === 'SIGHUP') fx.push({ type: 'reload' })
-      else if (sig === 'SIGTTIN') fx.push({ type: 'scale', n: event.desired + 1 })
+      if (sig === 'SIGTTIN') fx.push({ type: 'scale', n: event.desired + 1 })
       else if (event.desired > 1) fx.push({ type: 'scale', n: event.desired - 1 })
       else log('warn', null, { workers: 1 }, 'SIGTTOU: already at 1 worker, never fewer')
       break
     }
     case 'fail': s.exitCode = 1; break
+    case 'reload-request': requestReload(event.source ?? 'request'); break
+    case 'reload-done': {
+      if (!s.reload.running) break
+      s.reload.running = false
+      if (s.reload.queued && s.shutdown === undefined) startPass()
+      break
+    }
   }
   return { state: s, effects: fx }
 }

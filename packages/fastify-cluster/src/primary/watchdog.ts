@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import type { SlotMachine, Proc } from './slots.js'
 import { PROBE_ANSWER_LIMIT, PROBE_DIR_ENV, parseProbeReply, probeSocketPath, type ProbeReply } from '../probe.js'
-import { isHung } from './policy.js'
+import { isHung, watchdogTick } from './policy.js'
 import { armInspectorCapture, captureHungWorker } from './hang-capture.js' // hang capture (issue 28)
 import { pruneReports } from '../probe.js' // hang capture (issue 28)
 
@@ -47,12 +47,20 @@ export function startWatchdog (m: SlotMachine): { stop: () => void } {
     unarmed.delete(e.pid)
     if (e.signal !== null && probeDir !== undefined) { try { unlinkSync(probeSocketPath(probeDir, e.pid)) } catch {} }
   })
+  const every = Math.min(heartbeatInterval, 1000)
+  let previousTick = m.now()
+  let baseline = -Infinity
   const timer = setInterval(() => {
     const at = m.now()
+    const tick = watchdogTick(previousTick, at, every, baseline)
+    if (tick.late) m.log.warn({ lateMs: at - previousTick - every }, `watchdog tick ${at - previousTick}ms after the previous one (due every ${every}ms): the primary did not run; judging no worker on that silence`)
+    previousTick = at
+    baseline = tick.baseline
+    if (tick.late) return
     for (const proc of m.procs.values()) {
-      if (proc.state === 'ready' && proc.exitAs === undefined && isHung(proc.lastBeat, at, heartbeatTimeout)) void onHung(proc, at - proc.lastBeat)
+      if (proc.state === 'ready' && proc.exitAs === undefined && isHung(proc.lastBeat, at, heartbeatTimeout, baseline)) void onHung(proc, at - proc.lastBeat)
     }
-  }, Math.min(heartbeatInterval, 1000))
+  }, every)
   timer.unref()
   return { stop () { clearInterval(timer); removeDir(); process.removeListener('exit', removeDir) } }
 
