@@ -6,6 +6,7 @@ import { createReplacer } from './replace.js'
 import { startWatchdog } from './watchdog.js'
 import { startRecycler } from './recycle.js'
 import { createRequests } from './requests.js'
+import { closeOrphanedHandoffs } from './handoffs.js'
 
 /**
  * The primary, assembled: the slot machine (slots.ts: fork, ready, exit, backoff, crash-loop guard,
@@ -40,7 +41,9 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
     ['uncaughtException', onFatal], ['unhandledRejection', onFatal]
   ]
   if (options.handleSignals) for (const [name, fn] of handlers) process.on(name, fn)
+  const stopHandoffs = closeOrphanedHandoffs() // connections handed to a worker that died first: reset, not hung
   m.onFinish(() => {
+    stopHandoffs()
     watchdog.stop()
     for (const [name, fn] of handlers) process.removeListener(name, fn)
   })
