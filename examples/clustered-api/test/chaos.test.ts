@@ -146,7 +146,11 @@ before(async () => {
     REDIS_URL: redisProxy.rewrite(REDIS_URL),
     RATE_LIMIT_MAX: '10000000',
     SHUTDOWN_TIMEOUT: '10000',
-    HEALTH_TIMEOUT: '500'
+    HEALTH_TIMEOUT: '500',
+    // A new Postgres connection took over the 2 s default on a loaded 2-core machine (load average
+    // 20+): a 503 for a write no fault caused. 10 s is far longer than a connection takes, and
+    // still shorter than the client's 15 s.
+    PG_CONNECT_TIMEOUT: '10000'
   }))
   await server.start()
 })
