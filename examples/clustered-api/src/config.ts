@@ -57,6 +57,8 @@ export interface Config {
   healthCacheTtl: number
   /** How long a starting worker waits for Redis before giving up (the supervisor retries it), ms. */
   redisStartTimeout: number
+  /** ms a Redis command may take before the request fails with 503 (Redis too slow counts as away). */
+  redisCommandTimeout: number
   /** Idle lifetime of a cart in seconds. */
   cartTtl: number
   /** Distinct SKUs one cart may hold. */
@@ -85,6 +87,7 @@ const schema = {
     REDIS_URL: { type: 'string', pattern: '^rediss?://' },
     REDIS_PREFIX: { type: 'string', maxLength: 64, default: 'nclust:' },
     REDIS_START_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 },
+    REDIS_COMMAND_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 1000 },
     JWT_SECRET: { type: 'string', minLength: 32 },
     JWT_EXPIRES_IN: { type: 'integer', minimum: 1, maximum: 2592000, default: 3600 },
     TRUST_PROXY: { type: 'string', maxLength: 2000 },
@@ -122,6 +125,7 @@ interface RawEnv {
   REDIS_URL: string
   REDIS_PREFIX: string
   REDIS_START_TIMEOUT: number
+  REDIS_COMMAND_TIMEOUT: number
   JWT_SECRET: string
   JWT_EXPIRES_IN: number
   TRUST_PROXY?: string
@@ -213,6 +217,7 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     redisUrl: raw.REDIS_URL,
     redisPrefix: raw.REDIS_PREFIX,
     redisStartTimeout: raw.REDIS_START_TIMEOUT,
+    redisCommandTimeout: raw.REDIS_COMMAND_TIMEOUT,
     jwtSecret: raw.JWT_SECRET,
     jwtExpiresIn: raw.JWT_EXPIRES_IN,
     trustProxy,
