@@ -7,6 +7,7 @@ import { startWatchdog } from './watchdog.js'
 import { startRecycler } from './recycle.js'
 import { createRequests } from './requests.js'
 import { closeOrphanedHandoffs } from './handoffs.js'
+import { startReaper } from './reaper.js'
 
 /**
  * The primary, assembled: the slot machine (slots.ts: fork, ready, exit, backoff, crash-loop guard,
@@ -42,13 +43,16 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = D
   ]
   if (options.handleSignals) for (const [name, fn] of handlers) process.on(name, fn)
   const stopHandoffs = closeOrphanedHandoffs() // connections handed to a worker that died first: reset, not hung
+  // Kills the workers a SIGKILLed primary leaves behind (a blocked one never notices): see reaper.ts.
+  const reaper = startReaper(options.shutdownTimeout, (err) => log.debug({ err }, 'no reaper: the workers of a killed primary exit on their own only'))
   m.onFinish(() => {
     stopHandoffs()
+    reaper.stop()
     watchdog.stop()
     for (const [name, fn] of handlers) process.removeListener(name, fn)
   })
 
-  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
+  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance, reaperPid: reaper.pid },
     `workers: ${options.workers} (${options.workersFrom})`)
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
   for (const slot of [...m.slots]) m.fork(slot)
