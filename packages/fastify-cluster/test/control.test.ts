@@ -59,6 +59,11 @@ test('the default socket path: private per-user folder, differs by folder and po
   assert.equal(a, defaultControlPath(3000, env, '/srv/a', ['app.js']), 'stable')
   assert.match(defaultControlPath(3000, {}, '/srv/a', ['app.js']), /\/\.nclust\/run\/[0-9a-f]{16}\.sock$/)
   assert.ok(!defaultControlPath(3000, {}, '/srv/a', []).startsWith(tmpdir()), 'never the shared temp folder')
+  // A relative XDG_RUNTIME_DIR is ignored (XDG Base Directory spec): the socket path is never relative.
+  for (const runtime of ['run/user/1000', './x', '']) {
+    const path = defaultControlPath(3000, { XDG_RUNTIME_DIR: runtime }, '/srv/a', ['app.js'])
+    assert.match(path, /^\/.*\/\.nclust\/run\/[0-9a-f]{16}\.sock$/, `XDG_RUNTIME_DIR=${JSON.stringify(runtime)} gives ${path}`)
+  }
   assert.equal(resolveOptions({ env: { NCLUST_CONTROL: 'false' } }).control, false)
   assert.equal(resolveOptions({ control: false }).control, false)
   assert.equal(resolveOptions({ env: { NCLUST_CONTROL: '/x/y.sock' } }).control, '/x/y.sock')
