@@ -13,10 +13,18 @@ const linux = process.platform === 'linux'
 function reaper (grace: string): ChildProcess {
   return spawn('/bin/sh', ['-c', REAPER_SCRIPT, 'nclust-reaper', grace], { stdio: ['pipe', 'ignore', 'inherit'] })
 }
+const sleepers = new Map<number, ChildProcess>()
 function sleeper (t: { after: (fn: () => void) => void }): number {
   const c = spawn('sleep', ['600'], { stdio: 'ignore' })
   t.after(() => { c.kill('SIGKILL') })
+  sleepers.set(c.pid as number, c)
   return c.pid as number
+}
+/** The signal that ended our child `pid` (its exit is reaped by us: a zombie still answers kill 0). */
+const endedBy = async (pid: number): Promise<NodeJS.Signals | null> => {
+  const c = sleepers.get(pid) as ChildProcess
+  await waitFor(() => c.exitCode !== null || c.signalCode !== null, `process ${pid} to end`, 10000)
+  return c.signalCode
 }
 const exited = (c: ChildProcess): Promise<number | null> => new Promise((resolve) => {
   if (c.exitCode !== null) resolve(c.exitCode)
@@ -35,7 +43,7 @@ test('at end of input, after the grace, it SIGKILLs the listed processes that ar
   r.kill('SIGTERM')
   r.stdin?.end()
   assert.equal(await exited(r), 0)
-  assert.ok(!isAlive(listed), 'the listed process was killed')
+  assert.equal(await endedBy(listed), 'SIGKILL', 'the listed process was killed')
   assert.ok(isAlive(gone), 'a process reported gone (its pid may be someone else\'s now) is left alone')
   assert.ok(isAlive(reused), 'a pid with another start time is left alone')
 })
