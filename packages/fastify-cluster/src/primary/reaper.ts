@@ -71,7 +71,9 @@ export interface Reaper {
 
 export function startReaper (shutdownTimeout: number, onError: (err: Error) => void = () => {}): Reaper {
   const none: Reaper = { pid: undefined, stop: () => {} }
-  if (process.platform !== 'linux' || !existsSync('/bin/sh') || !existsSync('/proc/self/stat')) return none
+  // PID 1 (node as a container's init): when it dies, the kernel kills every process of its PID
+  // namespace, blocked workers included; no reaper needed.
+  if (process.platform !== 'linux' || process.pid === 1 || !existsSync('/bin/sh') || !existsSync('/proc/self/stat')) return none
   let child: ChildProcess
   try {
     const grace = ((shutdownTimeout + 2000) / 1000).toFixed(3)
