@@ -13,7 +13,7 @@
 //   scale up (SIGTTIN), new slot slow           |  0   |  .  |     1      |  .  |      0       |   no orphan
 //   scale down (SIGTTOU), retired worker spins  |  0   |  .  |     .      |  0  |      .       |   no orphan
 //   recycle (maxRequests), new generation slow  |  0   |  .  |     1      |  .  |      0       |   .
-//   watchdog: a worker blocked, not yet killed  |  1 * |  .  |     .      |  .  |      .       |   todo **
+//   watchdog: a worker blocked, not yet killed  |  1 * |  .  |     .      |  .  |      .       |   no orphan **
 //   watchdog kill done, slot restarting         |  0   |  .  |     .      |  .  |      .       |   .
 //   crash restart, in its backoff               |  0   |  0  |     .      |  .  |      .       |   no orphan
 //   crash restart, restarted worker slow        |  0   |  .  |     .      |  0  |      .       |   .
@@ -22,7 +22,8 @@
 //     did not drain). "." = not run: the cell repeats one above (INT is TERM's path) or cannot
 //     happen (a second signal after everything already drained). A HUP or a worker crash is not
 //     a shutdown: the operation settles, then SIGTERM must still end the cluster with 0.
-//   ** fails today (see ORPHAN below): kept as a todo cell so the run reports it without failing.
+//   ** the blocked worker never sees its channel close: the primary's reaper (src/primary/reaper.ts)
+//     SIGKILLs it once the drain deadline has passed (SHUTDOWN_TIMEOUT + 2 s), then exits itself.
 //   The slow cells interrupt once the new worker logged "fixture slow start": it is inside its
 //   synchronous buildApp with its SIGTERM listener installed, the interleaving of issue 22.
 import { test } from 'node:test'
@@ -148,16 +149,13 @@ const ops: Record<string, Op> = {
 }
 
 // [operation, interruption, expected exit code (null: the primary is SIGKILLed)]
-// Known, not this module's: a worker whose event loop is blocked never sees its channel close, so
-// it outlives a SIGKILLed primary (burning a core) until someone kills it. Kept as a todo cell.
-const ORPHAN = 'a blocked worker outlives a kill -9 of its primary (worker side: nothing watches the parent off the event loop)'
-const cells: Array<[keyof typeof ops, Interrupt, number | null, string?]> = [
+const cells: Array<[keyof typeof ops, Interrupt, number | null]> = [
   ['start', 'SIGTERM', 0], ['start', 'second', 1], ['start', 'SIGHUP', 0], ['start', 'worker-crash', 0], ['start', 'kill-9', null],
   ['reload', 'SIGTERM', 0], ['reload', 'SIGINT', 0], ['reload', 'second', 1], ['reload', 'SIGHUP', 0], ['reload', 'worker-crash', 0], ['reload', 'kill-9', null],
   ['scale up', 'SIGTERM', 0], ['scale up', 'second', 1], ['scale up', 'worker-crash', 0], ['scale up', 'kill-9', null],
   ['scale down', 'SIGTERM', 0], ['scale down', 'SIGHUP', 0], ['scale down', 'kill-9', null],
   ['recycle', 'SIGTERM', 0], ['recycle', 'second', 1], ['recycle', 'worker-crash', 0],
-  ['watchdog, blocked', 'SIGTERM', 1], ['watchdog, blocked', 'kill-9', null, ORPHAN],
+  ['watchdog, blocked', 'SIGTERM', 1], ['watchdog, blocked', 'kill-9', null],
   ['watchdog, restarting', 'SIGTERM', 0],
   ['crash restart, backoff', 'SIGTERM', 0], ['crash restart, backoff', 'SIGINT', 0], ['crash restart, backoff', 'kill-9', null],
   ['crash restart, slow', 'SIGTERM', 0], ['crash restart, slow', 'SIGHUP', 0]
@@ -166,8 +164,8 @@ const cells: Array<[keyof typeof ops, Interrupt, number | null, string?]> = [
 /** How long the primary may take to exit once interrupted: the drain deadline, a slow start, a margin. */
 const DEADLINE = SHUTDOWN_TIMEOUT + SLOW_MS + 4000
 
-for (const [name, interrupt, expected, todo] of cells) {
-  test(`${name} x ${interrupt}: ${expected === null ? 'every worker follows the SIGKILLed primary' : `exit ${expected}`}, no process left`, { todo }, async (t) => {
+for (const [name, interrupt, expected] of cells) {
+  test(`${name} x ${interrupt}: ${expected === null ? 'every worker follows the SIGKILLed primary' : `exit ${expected}`}, no process left`, async (t) => {
     const op = ops[name] as Op
     const port = await freePort()
     const p = spawnNode(fixture, {
@@ -203,9 +201,13 @@ for (const [name, interrupt, expected, todo] of cells) {
     if (expected === null) assert.equal(exit.signal, 'SIGKILL')
     else assert.equal(exit.code, expected, `exit code (output tail:\n${p.output().slice(-3000)})`)
     // Every pid it ever logged (workers included) is gone; after a kill -9 of the primary, the
-    // workers notice the closed channel on their own (a slow one once its synchronous work ends).
-    const pids = p.knownPids()
+    // workers notice the closed channel on their own (a slow one once its synchronous work ends),
+    // and a blocked one is killed by the reaper, which is gone too.
+    const reaper = p.lines.find((l) => typeof l.reaperPid === 'number')?.reaperPid as number | undefined
+    if (reaper !== undefined) p.track(reaper)
+    const pids = [...p.knownPids(), ...(reaper === undefined ? [] : [reaper])]
     await waitFor(() => pids.every((pid) => !isAlive(pid)), `no process left (alive: ${pids.filter(isAlive).join(', ')})`, expected === null ? SLOW_MS + 8000 : 3000)
     if (expected !== null) assert.ok(p.lines.some((l) => msg(l).startsWith('cluster stopped')), 'the primary logged "cluster stopped"')
+    assert.ok(reaper !== undefined, 'the primary logged its reaper\'s pid')
   })
 }

@@ -136,12 +136,12 @@ async function setUp (app: FastifyInstance, ctx: AppContext, config: Config): Pr
 
   const poolMax = poolSizePerWorker(config.pgPoolTotal, ctx.workers)
   app.log.info({ poolMax, workers: ctx.workers, pgPoolTotal: config.pgPoolTotal }, `postgres pool: ${poolMax} connections in this worker (${ctx.workers} worker(s), budget ${config.pgPoolTotal})`)
-  await app.register(fastifyPostgres, poolOptions(config.databaseUrl, poolMax))
+  await app.register(fastifyPostgres, poolOptions(config.databaseUrl, poolMax, config.pgConnectTimeout))
   // An idle pooled connection that dies (Postgres restarted, network cut) is reported here; without a
   // listener the 'error' event would crash the worker. The pool drops it and opens a new one on demand.
   app.pg.pool.on('error', (err) => app.log.warn({ err: err.message }, 'postgres pool: idle connection lost'))
 
-  const redis = createRedis(config.redisUrl, config.redisPrefix, app.log)
+  const redis = createRedis(config.redisUrl, config.redisPrefix, app.log, config.redisCommandTimeout)
   // @fastify/redis decorates app.redis with our client. We close it ourselves: its QUIT would be
   // refused while Redis is away (no offline queue) and the client would keep reconnecting forever,
   // holding the worker open after a shutdown. The hook comes first, so a failed build closes it too.

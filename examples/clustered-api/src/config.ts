@@ -20,6 +20,8 @@ export interface Config {
   pgSchema: string
   /** Total Postgres connections all workers of this machine may open together. */
   pgPoolTotal: number
+  /** ms to wait for a new Postgres connection before the request fails with 503. */
+  pgConnectTimeout: number
   redisUrl: string
   /** Prefix of every Redis key this app writes (the tests use a throwaway one per run). */
   redisPrefix: string
@@ -55,6 +57,8 @@ export interface Config {
   healthCacheTtl: number
   /** How long a starting worker waits for Redis before giving up (the supervisor retries it), ms. */
   redisStartTimeout: number
+  /** ms a Redis command may take before the request fails with 503 (Redis too slow counts as away). */
+  redisCommandTimeout: number
   /** Idle lifetime of a cart in seconds. */
   cartTtl: number
   /** Distinct SKUs one cart may hold. */
@@ -79,9 +83,11 @@ const schema = {
     DATABASE_URL: { type: 'string', pattern: '^postgres(ql)?://' },
     PG_SCHEMA: { type: 'string', pattern: '^[a-z_][a-z0-9_]{0,62}$', default: 'public' },
     PG_POOL_TOTAL: { type: 'integer', minimum: 1, maximum: 10000, default: 80 },
+    PG_CONNECT_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 2000 },
     REDIS_URL: { type: 'string', pattern: '^rediss?://' },
     REDIS_PREFIX: { type: 'string', maxLength: 64, default: 'nclust:' },
     REDIS_START_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 10000 },
+    REDIS_COMMAND_TIMEOUT: { type: 'integer', minimum: 100, maximum: 600000, default: 1000 },
     JWT_SECRET: { type: 'string', minLength: 32 },
     JWT_EXPIRES_IN: { type: 'integer', minimum: 1, maximum: 2592000, default: 3600 },
     TRUST_PROXY: { type: 'string', maxLength: 2000 },
@@ -115,9 +121,11 @@ interface RawEnv {
   DATABASE_URL: string
   PG_SCHEMA: string
   PG_POOL_TOTAL: number
+  PG_CONNECT_TIMEOUT: number
   REDIS_URL: string
   REDIS_PREFIX: string
   REDIS_START_TIMEOUT: number
+  REDIS_COMMAND_TIMEOUT: number
   JWT_SECRET: string
   JWT_EXPIRES_IN: number
   TRUST_PROXY?: string
@@ -205,9 +213,11 @@ export function loadConfig (env: NodeJS.ProcessEnv = process.env): Config {
     databaseUrl: raw.DATABASE_URL,
     pgSchema: raw.PG_SCHEMA,
     pgPoolTotal: raw.PG_POOL_TOTAL,
+    pgConnectTimeout: raw.PG_CONNECT_TIMEOUT,
     redisUrl: raw.REDIS_URL,
     redisPrefix: raw.REDIS_PREFIX,
     redisStartTimeout: raw.REDIS_START_TIMEOUT,
+    redisCommandTimeout: raw.REDIS_COMMAND_TIMEOUT,
     jwtSecret: raw.JWT_SECRET,
     jwtExpiresIn: raw.JWT_EXPIRES_IN,
     trustProxy,

@@ -12,12 +12,12 @@ export function quoteIdent (name: string): string {
 }
 
 /** Pool settings shared by the workers and the primary: fail fast instead of queueing forever. */
-export function poolOptions (databaseUrl: string, max: number): PoolConfig {
+export function poolOptions (databaseUrl: string, max: number, connectTimeout = 2000): PoolConfig {
   return {
     connectionString: databaseUrl,
     max,
     // A dead or unreachable Postgres must turn into an error quickly, not a hanging request.
-    connectionTimeoutMillis: 2000,
+    connectionTimeoutMillis: connectTimeout,
     // Client-side cap on every query (the server-side statement_timeout would need a SET per connection).
     query_timeout: 5000,
     idleTimeoutMillis: 30000,

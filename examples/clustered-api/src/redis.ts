@@ -18,14 +18,14 @@ export function redactUrl (url: string): string {
  * place from the first connection attempt (an unhandled 'error' would only be printed by ioredis, but
  * we want it in our logs, once per outage) and so a start without Redis fails with a clear message.
  */
-export function createRedis (url: string, keyPrefix: string, log: FastifyBaseLogger): Redis {
+export function createRedis (url: string, keyPrefix: string, log: FastifyBaseLogger, commandTimeout = 1000): Redis {
   const client = new Redis(url, {
     keyPrefix,
     // Fail fast while Redis is away instead of queueing commands (and requests) until it returns...
     enableOfflineQueue: false,
     maxRetriesPerRequest: 1,
     connectTimeout: 2000,
-    commandTimeout: 1000,
+    commandTimeout,
     // ...and keep reconnecting in the background, so service comes back by itself.
     retryStrategy: (times: number) => Math.min(times * 200, 2000),
     lazyConnect: true

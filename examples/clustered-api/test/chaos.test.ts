@@ -146,7 +146,13 @@ before(async () => {
     REDIS_URL: redisProxy.rewrite(REDIS_URL),
     RATE_LIMIT_MAX: '10000000',
     SHUTDOWN_TIMEOUT: '10000',
-    HEALTH_TIMEOUT: '500'
+    HEALTH_TIMEOUT: '500',
+    // A new Postgres connection, and a Redis command, each took over their defaults (2 s, 1 s) on a
+    // loaded 2-core machine (load average 20+): a 503 for a write no fault caused. 10 s and 5 s are
+    // far longer than either takes, and shorter than the client's 15 s; the Redis cut still gives
+    // 503s at once (the proxy refuses and resets, no command waits for the timeout).
+    PG_CONNECT_TIMEOUT: '10000',
+    REDIS_COMMAND_TIMEOUT: '5000'
   }))
   await server.start()
 })

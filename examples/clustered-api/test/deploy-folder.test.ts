@@ -227,7 +227,10 @@ test('the deploy step\'s folder runs alone: outside the repository, reads confin
     assert.equal(health.status, 200)
     assert.equal(health.json().status, 'ok')
     for (const w of childrenOf(primaryHostPid)) hostPids.add(w)
-    assert.equal(childrenOf(primaryHostPid).length, 2, 'the primary has its 2 workers (the preflight child has exited)')
+    // Not as PID 1, the primary also runs its reaper (a small sh that kills the workers it would leave if SIGKILLed).
+    const reaper = lines().find((l) => typeof l['reaperPid'] === 'number')?.['reaperPid'] as number | undefined
+    assert.equal(reaper === undefined, canUnshare, 'a reaper exactly when the primary is not PID 1')
+    assert.equal(childrenOf(primaryHostPid).filter((pid) => pid !== reaper).length, 2, 'the primary has its 2 workers (the preflight child has exited)')
     if (canUnshare) {
       assert.ok(lines().some((l) => l['role'] === 'primary' && l['pid'] === 1), 'the primary logs pid 1: node is PID 1')
     }

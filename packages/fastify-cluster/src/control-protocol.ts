@@ -1,5 +1,5 @@
 import { homedir } from 'node:os'
-import { join, resolve } from 'node:path'
+import { isAbsolute, join, resolve } from 'node:path'
 
 /**
  * The control socket's protocol, shared by the primary's server (primary/control.ts) and the
@@ -94,12 +94,14 @@ export interface DiagnoseResult { file: string, bytes: number, ms: number, pid: 
 
 /**
  * The default folder: `$XDG_RUNTIME_DIR/nclust` (a per-user tmpfs folder, 0700, that the login
- * manager or systemd creates) when set, else `~/.nclust/run`; created 0700 by the primary. Never
- * the shared temp folder.
+ * manager or systemd creates) when set to an absolute path, else `~/.nclust/run`; created 0700 by
+ * the primary. Never the shared temp folder. A relative XDG_RUNTIME_DIR is ignored, as the XDG Base
+ * Directory spec says of every relative path in these variables: it would put the socket (and the
+ * client's search for it) wherever the process happens to run from.
  */
 export function defaultControlDir (env: Record<string, string | undefined> = process.env): string {
   const runtime = env.XDG_RUNTIME_DIR
-  return runtime !== undefined && runtime !== '' ? join(runtime, 'nclust') : join(homedir(), '.nclust', 'run')
+  return runtime !== undefined && isAbsolute(runtime) ? join(runtime, 'nclust') : join(homedir(), '.nclust', 'run')
 }
 
 /**

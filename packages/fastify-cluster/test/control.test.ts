@@ -1,13 +1,14 @@
 // The control socket and the `nclust` commands that use it, on real clusters through the committed bin.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { execFile, spawnSync } from 'node:child_process'
+import { execFile } from 'node:child_process'
 import { chmodSync, existsSync, lstatSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { distinct, freePort, isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { copyForUser, otherUser } from '../../../test/helpers/other-user.ts'
 import { fixture, startCluster } from './start-cluster.ts'
 import { load } from './load.ts'
 import { resolveOptions } from '../src/options.ts'
@@ -59,6 +60,11 @@ test('the default socket path: private per-user folder, differs by folder and po
   assert.equal(a, defaultControlPath(3000, env, '/srv/a', ['app.js']), 'stable')
   assert.match(defaultControlPath(3000, {}, '/srv/a', ['app.js']), /\/\.nclust\/run\/[0-9a-f]{16}\.sock$/)
   assert.ok(!defaultControlPath(3000, {}, '/srv/a', []).startsWith(tmpdir()), 'never the shared temp folder')
+  // A relative XDG_RUNTIME_DIR is ignored (XDG Base Directory spec): the socket path is never relative.
+  for (const runtime of ['run/user/1000', './x', '']) {
+    const path = defaultControlPath(3000, { XDG_RUNTIME_DIR: runtime }, '/srv/a', ['app.js'])
+    assert.match(path, /^\/.*\/\.nclust\/run\/[0-9a-f]{16}\.sock$/, `XDG_RUNTIME_DIR=${JSON.stringify(runtime)} gives ${path}`)
+  }
   assert.equal(resolveOptions({ env: { NCLUST_CONTROL: 'false' } }).control, false)
   assert.equal(resolveOptions({ control: false }).control, false)
   assert.equal(resolveOptions({ env: { NCLUST_CONTROL: '/x/y.sock' } }).control, '/x/y.sock')
@@ -224,23 +230,15 @@ test('a reload of code that throws exits 1 naming the error while the old pids s
   assert.equal(s2.primary.pid, again.pid, 'the new primary took the stale path')
 
   // Another user: refused by the folder (0700), and by the socket's own mode (0600) once the folder lets them through.
-  const uid = typeof process.getuid === 'function' ? process.getuid() : -1
-  const runuser = spawnSync('sh', ['-c', 'command -v runuser && command -v useradd'], { encoding: 'utf8' })
-  const user = 'nclust-ctl-test'
-  let node: string | undefined
-  if (uid === 0 && runuser.status === 0) {
-    if (spawnSync('id', [user]).status !== 0) {
-      const add = spawnSync('useradd', ['-r', '-M', '-s', '/usr/sbin/nologin', user], { encoding: 'utf8' })
-      assert.equal(add.status, 0, add.stderr)
-      t.after(() => { spawnSync('userdel', [user]) })
-    }
-    // A node that user can run (this test's may sit in a folder private to root, as in a CI cache).
-    node = [process.execPath, '/usr/bin/node', '/usr/local/bin/node'].find((n) => spawnSync('runuser', ['-u', user, '--', n, '--version']).status === 0)
-  }
-  if (node === undefined) {
-    t.diagnostic('not root, no runuser/useradd, or no node binary another user can run: the other-uid check is skipped')
+  // The user runs the real client from a copy of the built package in a folder of its own: the clone
+  // itself may sit in a folder only root can read (a clone under /root), which must not matter here.
+  const other = otherUser(t, 'nclust-ctl-test')
+  if (typeof other === 'string') {
+    t.diagnostic(`${other}: the other-uid check is skipped`)
   } else {
-    const asOther = ['runuser', '-u', user, '--', node, bin]
+    // The client's code path (bin → dist/cli.js → control-client.js) needs only node's own modules.
+    const pkg = copyForUser(other, 'fastify-cluster', ['bin', 'dist', 'package.json'].map((f) => fileURLToPath(new URL(`../${f}`, import.meta.url))))
+    const asOther = [...other.prefix, other.node, join(pkg, 'bin', 'nclust.js')]
     const byDir = await nclust(['status', '--control', sock], {}, asOther)
     assert.equal(byDir.code, 1)
     assert.match(byDir.stderr, /permission denied on .*c\.sock/)

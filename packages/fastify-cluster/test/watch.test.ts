@@ -2,7 +2,7 @@
 // once, a fix reloads again; 50 keep-alive clients lose nothing throughout.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs'
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -62,4 +62,43 @@ test('--watch: a good edit reloads with 0 failed requests, a broken one keeps th
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
   for (const pid of workers) await waitFor(() => !isAlive(pid), `worker ${pid} gone`, 10000)
+})
+
+/** inotify watches held by `pid`: the `inotify wd:` lines of its inotify descriptors' fdinfo. */
+function inotifyWatches (pid: number): number {
+  let n = 0
+  for (const fd of readdirSync(`/proc/${pid}/fd`)) {
+    let target = ''
+    try { target = readlinkSync(`/proc/${pid}/fd/${fd}`) } catch { continue }
+    if (target !== 'anon_inode:inotify') continue
+    n += readFileSync(`/proc/${pid}/fdinfo/${fd}`, 'utf8').split('\n').filter((l) => l.startsWith('inotify wd:')).length
+  }
+  return n
+}
+
+test('--watch spends no inotify watch under node_modules, .git or dist; a folder made later is watched', { skip: process.platform !== 'linux' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'nclust-watch-'))
+  t.after(() => rmSync(dir, { recursive: true, force: true }))
+  writeFileSync(join(dir, 'app.mjs'), appSource(1))
+  // A dependency tree, VCS data and build output: 240 folders no edit of the app's is in.
+  for (let i = 0; i < 200; i++) { mkdirSync(join(dir, 'node_modules', `pkg${i}`, 'lib'), { recursive: true }); writeFileSync(join(dir, 'node_modules', `pkg${i}`, 'lib', 'index.js'), '') }
+  for (let i = 0; i < 20; i++) mkdirSync(join(dir, '.git', 'objects', `o${i}`), { recursive: true })
+  for (let i = 0; i < 20; i++) mkdirSync(join(dir, 'dist', `d${i}`), { recursive: true })
+  mkdirSync(join(dir, 'src'))
+  const port = await freePort()
+  const p = spawnNode(bin, { args: ['start', '--watch', '-w', '2', '-p', String(port), '-a', '127.0.0.1', join(dir, 'app.mjs')], env: { NCLUST_CONTROL: 'false' } })
+  t.after(() => p.cleanup())
+  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: reloading on changes under'), 30000, 'the watcher')
+  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length >= 2, '2 workers ready', 30000)
+  const watches = inotifyWatches(p.pid)
+  t.diagnostic(`inotify watches with 440 folders under node_modules, .git and dist: ${watches}`)
+  assert.ok(watches >= 2 && watches <= 4, `the root and src only (${watches} watches)`)
+
+  const reloads = (): LogLine[] => p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: reloaded'))
+  const reloadsFor = (file: string): boolean => p.lines.some((l) => typeof l.msg === 'string' && l.msg.startsWith('watch: ') && Array.isArray(l.files) && (l.files as string[]).includes(file))
+  mkdirSync(join(dir, 'src', 'later'))
+  await waitFor(() => reloadsFor(join('src', 'later')) && reloads().length >= 1, 'the reload for the new folder', 30000)
+  writeFileSync(join(dir, 'src', 'later', 'x.js'), '// edited')
+  await waitFor(() => reloadsFor(join('src', 'later', 'x.js')), 'a change inside the folder made later', 30000)
+  await waitFor(() => reloads().length >= 2, 'its reload', 30000)
 })

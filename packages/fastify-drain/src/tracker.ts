@@ -88,7 +88,25 @@ export class Tracker {
 
     const track = (socket: Socket): void => {
       this.sockets.set(socket, { active: 0, last: Date.now(), upgraded: false })
-      socket.once('close', () => { this.sockets.delete(socket); events.gone() })
+      socket.once('close', () => { if (this.sockets.delete(socket)) events.gone() })
+    }
+    /**
+     * TLS: a connection is followed from its TCP 'connection', so one still in its handshake (or a
+     * client that connected and never sent a ClientHello) is seen by the drain: it is idle, closed
+     * like any idle socket, instead of holding the server's close until the deadline unseen. Once
+     * the handshake is done, the TLS socket (what requests carry) takes the TCP socket's place,
+     * or, for an h2 session, the session does.
+     */
+    const secured = (tls: Socket & { _parent?: Socket | null }, keep: boolean): void => {
+      const raw = tls._parent
+      const state = raw != null ? this.sockets.get(raw) : undefined
+      if (raw != null) this.sockets.delete(raw)
+      if (keep) {
+        track(tls)
+        if (state !== undefined) { const now = this.sockets.get(tls); if (now !== undefined) now.last = state.last }
+      } else if (state !== undefined) {
+        events.gone()
+      }
     }
     if (kind.http2) {
       // Streams of a session share one socket: the session is the unit to GOAWAY and to destroy.
@@ -98,12 +116,16 @@ export class Tracker {
       })
       // allowHTTP1: the TLS connections that did not negotiate h2 are plain HTTP/1.1 sockets.
       if (kind.allowHTTP1 === true) {
+        server.on('connection', track)
         server.on('secureConnection', (socket: Socket & { alpnProtocol?: string | false }) => {
-          if (socket.alpnProtocol !== 'h2') track(socket)
+          secured(socket, socket.alpnProtocol !== 'h2')
         })
       }
+    } else if (kind.https) {
+      server.on('connection', track)
+      server.on('secureConnection', (socket: Socket) => { secured(socket, true) })
     } else {
-      server.on(kind.https ? 'secureConnection' : 'connection', track)
+      server.on('connection', track)
     }
   }
 

@@ -2,6 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync } from 'node:fs'
 import { connect } from 'node:tls'
+import { createConnection, createServer, type AddressInfo } from 'node:net'
 import { once } from 'node:events'
 import { makeApp, listen, deferred } from './helpers.js'
 import { waitFor } from '../../../test/helpers/index.ts'
@@ -50,4 +51,38 @@ test('HTTPS: an in-flight request ends with Connection: close and its TLS socket
   assert.match(idle.data(), /\r\nconnection: keep-alive\r\n/i)
   assert.equal(app.drain.idleClosed, 1)
   assert.equal(app.drain.destroyed, 0)
+})
+
+test('HTTPS: a client stuck in its TLS handshake is followed from its TCP connection and closed by the drain, not left holding the close until the deadline', async (t) => {
+  const timeout = 20_000 // far: reaching it would be the failure
+  const { app } = await makeApp({ timeout }, () => {}, { https: { key, cert } })
+  t.after(() => app.close())
+  const port = await listen(app)
+
+  // A real ClientHello, captured from a real TLS client by a plain TCP listener...
+  const hello = await new Promise<Buffer>((resolve, reject) => {
+    const catcher = createServer((s) => { s.once('data', (d: Buffer) => { resolve(d); s.destroy(); catcher.close() }) })
+    catcher.listen(0, '127.0.0.1', () => {
+      const c = connect({ host: '127.0.0.1', port: (catcher.address() as AddressInfo).port, ca: cert })
+      c.on('error', () => {})
+    })
+    catcher.on('error', reject)
+  })
+  // ...of which the stuck client sends only the first half: the server waits for the rest.
+  const stuck = createConnection({ host: '127.0.0.1', port })
+  t.after(() => { stuck.destroy() })
+  stuck.on('error', () => {})
+  const closed = once(stuck, 'close')
+  await once(stuck, 'connect')
+  stuck.write(hello.subarray(0, Math.floor(hello.length / 2)))
+  const connections = (): Promise<number> => new Promise((resolve) => { app.server.getConnections((_err, n) => resolve(n)) })
+  await waitFor(async () => await connections() >= 1, 'the server to see the connection', 5000, 5)
+
+  const started = Date.now()
+  await app.close()
+  await closed
+  const ms = Date.now() - started
+  t.diagnostic(`close with a client stuck mid-handshake: ${ms} ms (deadline ${timeout} ms)`)
+  assert.ok(ms < timeout / 2, `closed by the drain as an idle connection (${ms} ms), not at the deadline`)
+  assert.equal(app.drain.destroyed, 0, 'nothing cut at the deadline')
 })

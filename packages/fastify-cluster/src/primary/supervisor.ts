@@ -11,6 +11,8 @@ import { startSticky, type StickySlots } from './sticky.js'
 import { isHung } from './policy.js'
 import type { SlotMachine } from './slots.js'
 import { performance } from 'node:perf_hooks'
+import { closeOrphanedHandoffs } from './handoffs.js'
+import { startReaper } from './reaper.js'
 
 /**
  * The primary, assembled: the slot machine (slots.ts: fork, ready, exit, backoff, crash-loop guard,
@@ -49,12 +51,17 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = m
     ['uncaughtException', onFatal], ['unhandledRejection', onFatal]
   ]
   if (options.handleSignals) for (const [name, fn] of handlers) process.on(name, fn)
+  const stopHandoffs = closeOrphanedHandoffs() // connections handed to a worker that died first: reset, not hung
+  // Kills the workers a SIGKILLed primary leaves behind (a blocked one never notices): see reaper.ts.
+  const reaper = startReaper(options.shutdownTimeout, (err) => log.debug({ err }, 'no reaper: the workers of a killed primary exit on their own only'))
   m.onFinish(() => {
+    stopHandoffs()
+    reaper.stop()
     watchdog.stop()
     for (const [name, fn] of handlers) process.removeListener(name, fn)
   })
 
-  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance },
+  log.info({ workers: options.workers, workersFrom: options.workersFrom, port: options.port, host: options.host, balance: options.balance, reaperPid: reaper.pid },
     `workers: ${options.workers} (${options.workersFrom})`)
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
   // balance 'sticky': the primary's listener, fed by the slots through a small interface (see sticky.ts).

@@ -1,0 +1,66 @@
+import cluster, { type Worker } from 'node:cluster'
+
+/**
+ * Connections Node's round-robin handed to a worker that died before taking them.
+ *
+ * With `balance: 'primary'` (cluster.SCHED_RR) the primary accepts each connection and sends its
+ * handle to a worker over IPC (`{ cmd: 'NODE_CLUSTER', act: 'newconn', seq }`); it closes its own
+ * copy only when the worker acknowledges (`{ cmd: 'NODE_CLUSTER', ack: seq, accepted }`), or hands
+ * it to another worker when the worker declines. A worker that dies between the hand-off and the
+ * acknowledgment (kill -9, OOM kill, a crash in the same instant) never answers, and Node neither
+ * closes nor redistributes that handle (lib/internal/cluster/round_robin_handle.js, handoff(): the
+ * callback that would close it never runs). The client's connection then stays open in the primary,
+ * its request unread, until the primary exits: the client waits for its own timeout.
+ * Measured with plain node:cluster (2 workers, 8 clients opening fresh connections, 20 kill -9):
+ * 10 of 5,399 requests never answered, and the primary held 11 more sockets afterwards. It is the
+ * write chaos.test saw unanswered for 15 s: sent just after a kill -9, waiting through the reloads.
+ *
+ * So the primary notes each hand-off's handle until the worker acknowledges it, and when the worker
+ * has exited (or its IPC channel closed: no acknowledgment can come any more) closes the handles
+ * left: the client sees a reset at once, like every other connection of the killed worker, and can
+ * retry. The process's 'exit' is what counts: with a handle still in flight child_process postpones
+ * the channel's 'disconnect' until the peer acknowledges the handle, which a dead worker never does,
+ * so a worker killed mid hand-off emits 'exit' but never 'disconnect'.
+ * Closing our copy is safe even if the worker did take the connection: the worker's descriptor keeps
+ * the connection open, and only the last close ends it.
+ *
+ * It uses Node's internal cluster messages (stable from Node 16 to 24; the test in
+ * test/handoffs.test.ts fails if they change): there is no public hook for them.
+ */
+interface RawHandle { close: () => void }
+interface ClusterMessage { cmd?: unknown, act?: unknown, seq?: unknown, ack?: unknown }
+const isClusterMessage = (m: unknown): m is ClusterMessage =>
+  typeof m === 'object' && m !== null && (m as ClusterMessage).cmd === 'NODE_CLUSTER'
+
+export function trackHandoffs (worker: Worker): void {
+  const proc = worker.process as unknown as {
+    send: (message: unknown, handle?: unknown, ...rest: unknown[]) => boolean
+    on: (event: string, fn: (message: unknown) => void) => void
+  }
+  const pending = new Map<number, RawHandle>()
+  const send = proc.send.bind(proc)
+  proc.send = (message, handle, ...rest) => {
+    if (isClusterMessage(message) && message.act === 'newconn' && typeof message.seq === 'number' &&
+        typeof (handle as RawHandle | undefined)?.close === 'function') {
+      pending.set(message.seq, handle as RawHandle)
+    }
+    return send(message, handle, ...rest)
+  }
+  proc.on('internalMessage', (message) => {
+    if (isClusterMessage(message) && typeof message.ack === 'number') pending.delete(message.ack)
+  })
+  const closeLeft = (): void => {
+    for (const handle of pending.values()) {
+      try { handle.close() } catch {} // already closed elsewhere: nothing left to do
+    }
+    pending.clear()
+  }
+  worker.once('disconnect', closeLeft)
+  worker.process.once('exit', closeLeft)
+}
+
+/** Track the hand-offs of every worker forked from now on; returns the function that stops it. */
+export function closeOrphanedHandoffs (): () => void {
+  cluster.on('fork', trackHandoffs)
+  return () => { cluster.removeListener('fork', trackHandoffs) }
+}
