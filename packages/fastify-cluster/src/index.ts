@@ -1,4 +1,5 @@
 import cluster from 'node:cluster'
+import type { Server } from 'node:net'
 import type { BuildApp, ClusterHandle, PrimaryHandle } from './types.js'
 import { resolveOptions, type ClusterOptions, type ResolvedOptions } from './options.js'
 import { errors } from './errors.js'
@@ -49,11 +50,16 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
   }
   const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
   if (role === 'primary') {
+    // Sockets from systemd or an upgrading primary, and the listener the primary owns (primary/sockets.ts).
+    const { preparePrimary, wirePrimary, adoptControl } = await import('./primary/sockets.js')
+    let prepared
+    try { prepared = await preparePrimary(resolved) } catch (err) { exitWithOneLine(err) }
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
-    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault)
+    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault, prepared.controlFd === undefined ? undefined : async () => await adoptControl(prepared.controlFd as number))
     const handle = startSupervisor(resolved)
-    if (resolved.balance === 'sticky') startSticky(handle, resolved)
+    if (resolved.balance === 'sticky' && prepared.owned === undefined) startSticky(handle, resolved)
     control?.serve(handle, resolved)
+    wirePrimary(handle, resolved, prepared, control?.server)
     return handle
   }
 
@@ -69,11 +75,11 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
   return await runSingle(buildApp, resolved)
 }
 
-async function claimControlSocket (path: string, isDefault: boolean): Promise<{ serve: (handle: PrimaryHandle, options: ResolvedOptions) => void } | undefined> {
+async function claimControlSocket (path: string, isDefault: boolean, adopt?: () => Promise<Server>): Promise<{ server: Server, serve: (handle: PrimaryHandle, options: ResolvedOptions) => void } | undefined> {
   const { claimControl, serveControl } = await import('./primary/control.js')
-  let server
+  let server: Server
   try {
-    server = await claimControl(path)
+    server = adopt !== undefined ? await adopt() : await claimControl(path)
   } catch (err) {
     // The default folder may be out of reach (a container user with HOME=/ and a read-only root):
     // the cluster runs as before, without the socket. A path the operator chose, or a socket a
@@ -82,7 +88,7 @@ async function claimControlSocket (path: string, isDefault: boolean): Promise<{ 
     process.stderr.write(`nclust: control socket off: ${(err as Error).message} (set NCLUST_CONTROL or --control to a private folder, or false)\n`)
     return undefined
   }
-  return { serve: (handle, options) => serveControl(server, path, handle, options) }
+  return { server, serve: (handle, options) => serveControl(server, path, handle, options) }
 }
 
 function fromModule (url: URL): BuildApp {

@@ -21,11 +21,12 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
     await app.register(clusterDrain, { timeout: drainTimeoutFor(options.shutdownTimeout), ...options.drain })
   }
   let address: string
-  if (options.balance === 'sticky' && !ctx.single) {
-    // The primary owns the listener and hands this worker its clients' connections: no listen here.
+  if ((options.balance === 'sticky' || process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1') && !ctx.single) {
+    // The primary owns the listener and hands this worker its clients' connections: no listen here
+    // (sticky.ts, ../primary/owned-listener.ts: an inherited or upgradable socket).
     await app.ready()
     acceptFromPrimary(app)
-    return { app, address: null }
+    return { app, address: process.env.NCLUST_LISTEN_ADDRESS ?? null }
   }
   if (options.balance === 'kernel' && !ctx.single) {
     // SO_REUSEPORT: the worker listens itself (node:cluster binds in the worker instead of asking the

@@ -1,0 +1,76 @@
+import { linkSync, renameSync } from 'node:fs'
+import { createServer, type Server } from 'node:net'
+import type { PrimaryHandle } from '../types.js'
+import type { ResolvedOptions } from '../options.js'
+import { httpFds, namedFd, takeListenFds, type ListenFds } from '../systemd/listen-fds.js'
+import { startNotify } from '../systemd/notify.js'
+import { ACCEPT_ENV, ADDRESS_ENV, byClientAddress, openOwnedListener, roundRobin, type OwnedListener } from './owned-listener.js'
+import { createUpgrader, reportToOldPrimary, UPGRADE_FD_ENV } from './upgrade.js'
+import { handOverControlPath } from './control.js'
+
+/**
+ * The primary's sockets and its talk with the service manager, wired around the supervisor:
+ * sockets passed by systemd or by an old primary (LISTEN_FDS), the listener the primary owns
+ * (owned-listener.ts), sd_notify (../systemd/notify.ts) and the upgrade (upgrade.ts, SIGUSR2).
+ */
+export interface PreparedPrimary {
+  inherited?: ListenFds
+  owned?: OwnedListener
+  /** An inherited control socket (named nclust-control), to serve instead of binding the path. */
+  controlFd?: number
+  /** NOTIFY_SOCKET and WATCHDOG_USEC as given, for a new primary on upgrade. */
+  systemdEnv: Record<string, string>
+  upgraded: boolean
+}
+
+/** Before anything is forked: take the inherited sockets, open the owned listener (a port in use fails here). */
+export async function preparePrimary (options: ResolvedOptions, env: NodeJS.ProcessEnv = process.env): Promise<PreparedPrimary> {
+  const upgraded = env[UPGRADE_FD_ENV] !== undefined
+  const inherited = takeListenFds(env)
+  const systemdEnv: Record<string, string> = {}
+  for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC']) { const v = env[k]; if (v !== undefined && v !== '') systemdEnv[k] = v }
+  const http = inherited !== undefined ? httpFds(inherited) : []
+  let owned: OwnedListener | undefined
+  // kernel balancing without inherited sockets: every worker binds with SO_REUSEPORT, the primary holds none.
+  if (options.balance !== 'kernel' || http.length > 0) {
+    owned = await openOwnedListener(options, options.balance === 'sticky' ? byClientAddress() : roundRobin(), http.length > 0 ? http : undefined)
+    env[ACCEPT_ENV] = '1'
+    env[ADDRESS_ENV] = owned.address
+  }
+  const controlFd = namedFd(inherited, 'nclust-control')
+  return { ...(inherited !== undefined ? { inherited } : {}), ...(owned !== undefined ? { owned } : {}), ...(controlFd !== undefined ? { controlFd } : {}), systemdEnv, upgraded }
+}
+
+/** Serve an inherited control socket (the old primary's, same path and inode). */
+export async function adoptControl (fd: number): Promise<Server> {
+  const server = createServer()
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject)
+    server.listen({ fd }, () => { server.off('error', reject); resolve() })
+  })
+  return server
+}
+
+/** Once the supervisor runs: hand connections to it, speak to systemd, answer SIGUSR2 and `nclust upgrade`. */
+export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, prepared: PreparedPrimary, control?: Server): void {
+  prepared.owned?.attach(handle)
+  const notifier = startNotify(handle, process.env, { mainPid: prepared.upgraded })
+  const upgrader = createUpgrader(handle, options, { ...(prepared.owned !== undefined ? { owned: prepared.owned } : {}), ...(control !== undefined ? { control } : {}), systemdEnv: prepared.systemdEnv, notifier }, () => {
+    if (control === undefined || options.control === false) return
+    handOverControlPath()
+    // libuv unlinks a unix socket's path when the server that bound it closes, and the new primary
+    // serves that very socket: keep a second name for the inode across the close, then put it back.
+    const path = options.control
+    const spare = `${path}.${process.pid}.upgrade`
+    try { linkSync(path, spare) } catch {}
+    control.close()
+    try { renameSync(spare, path) } catch {}
+  })
+  handle.upgrade = async (opts) => await upgrader.upgrade(opts)
+  if (options.handleSignals) {
+    const onUsr2 = (): void => { void upgrader.upgrade() }
+    process.on('SIGUSR2', onUsr2)
+    handle.onClose(() => { process.removeListener('SIGUSR2', onUsr2) })
+  }
+  reportToOldPrimary(handle)
+}
