@@ -64,7 +64,7 @@ export interface OwnedListener {
  * Listen on `fds` (inherited) or bind `options.port`/`host`, before any worker is forked (a port in
  * use fails the start); connections wait until {@link OwnedListener.attach} and a ready worker.
  */
-export async function openOwnedListener (options: ResolvedOptions, chooser: Chooser, fds?: number[]): Promise<OwnedListener> {
+export async function openOwnedListener (options: ResolvedOptions, chooser: Chooser, fds?: number[], defer?: { address: string }): Promise<OwnedListener> {
   const live = new Map<number, { pid: number, worker: Worker }>()
   const waiting: Socket[] = []
   let handed = 0
@@ -95,11 +95,20 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
     }
     })
     handle.events.on('shutdown', () => { void stopAccepting() })
+    if (deferred.length > 0) {
+      // Handed over by an upgrading primary: accept only once every worker is ready. Until then the
+      // old primary accepts alone, and if this one fails to start and is killed, it never held a
+      // connection (an accepted one would be reset with it).
+      handle.ready().then(async () => {
+        for (const listen of deferred.splice(0)) await listen()
+      }).catch((err: unknown) => { if (!closed) handle.logger.error({ err }, 'cannot serve the inherited socket') })
+    }
     handle.logger.info({ balance: options.balance, address, inherited: fds ?? [] },
       `the primary ${fds !== undefined && fds.length > 0 ? `serves the inherited socket${fds.length > 1 ? 's' : ''} (fd ${fds.join(', ')})` : 'listens'} on ${address} and hands connections to workers`)
   }
 
   const servers: Server[] = []
+  const deferred: Array<() => Promise<void>> = []
   const targets: Array<{ fd: number } | { port: number, host: string }> = fds !== undefined && fds.length > 0
     ? fds.map((fd) => ({ fd }))
     : [{ port: options.port, host: options.host }]
@@ -108,26 +117,31 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
       if (closed) { socket.destroy(); return }
       hand(socket)
     })
-    await new Promise<void>((resolve, reject) => {
+    const listen = async (): Promise<void> => await new Promise<void>((resolve, reject) => {
+      if (closed) { resolve(); return }
       server.once('error', reject)
       server.listen(target, () => { server.off('error', reject); resolve() })
     })
+    if (defer !== undefined) deferred.push(listen)
+    else await listen()
     server.on('error', () => {}) // a listening socket has no error after listen() succeeded
     servers.push(server)
   }
   const a = servers[0]?.address() as AddressInfo | string | null
-  const address = typeof a === 'object' && a !== null ? `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : String(a)
+  const address = defer !== undefined ? defer.address : typeof a === 'object' && a !== null ? `http://${a.family === 'IPv6' ? `[${a.address}]` : a.address}:${a.port}` : String(a)
 
   async function stopAccepting (): Promise<void> {
     if (closed) return
     closed = true
-    await Promise.all(servers.map(async (s) => await new Promise<void>((resolve) => s.close(() => resolve()))))
+    // close() stops accepting at once (the handle closes synchronously); its callback would wait for
+    // every connection this server ever counted, which the workers now own.
+    for (const s of servers) s.close()
     for (const socket of waiting.splice(0)) socket.destroy()
   }
   return {
     attach,
     servers,
-    fds: () => servers.map((s) => (s as unknown as { _handle?: { fd?: number } | null })._handle?.fd ?? -1).filter((fd) => fd >= 0),
+    fds: () => deferred.length > 0 ? [...(fds ?? [])] : servers.map((s) => (s as unknown as { _handle?: { fd?: number } | null })._handle?.fd ?? -1).filter((fd) => fd >= 0),
     address,
     get handed () { return handed },
     stopAccepting

@@ -33,7 +33,10 @@ export async function preparePrimary (options: ResolvedOptions, env: NodeJS.Proc
   let owned: OwnedListener | undefined
   // kernel balancing without inherited sockets: every worker binds with SO_REUSEPORT, the primary holds none.
   if (options.balance !== 'kernel' || http.length > 0) {
-    owned = await openOwnedListener(options, options.balance === 'sticky' ? byClientAddress() : roundRobin(), http.length > 0 ? http : undefined)
+    // From an upgrading primary (which passes its address): accept only once this one is ready (owned-listener.ts).
+    const from = upgraded && http.length > 0 ? env[ADDRESS_ENV] : undefined
+    owned = await openOwnedListener(options, options.balance === 'sticky' ? byClientAddress() : roundRobin(), http.length > 0 ? http : undefined,
+      from !== undefined && from !== '' ? { address: from } : undefined)
     env[ACCEPT_ENV] = '1'
     env[ADDRESS_ENV] = owned.address
   }

@@ -91,7 +91,9 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
     const statusFd = SD_LISTEN_FDS_START + fds.length
     const env: NodeJS.ProcessEnv = { ...process.env, ...sources.systemdEnv, [UPGRADE_FD_ENV]: String(statusFd), [UPGRADE_FROM_ENV]: String(process.pid) }
     delete env[ACCEPT_ENV]
-    delete env[ADDRESS_ENV]
+    // ADDRESS_ENV stays: the new primary serves the same socket, and reports this address before it accepts.
+    if (sources.owned !== undefined) env[ADDRESS_ENV] = sources.owned.address
+    else delete env[ADDRESS_ENV]
     if (fds.length > 0) { env.LISTEN_FDS = String(fds.length); env.LISTEN_FDNAMES = names.join(':') }
     log.info({ node, fds, names }, `upgrade: starting a new primary with ${node}`)
     let child: ChildProcess
