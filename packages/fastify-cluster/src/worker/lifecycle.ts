@@ -24,7 +24,8 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
   if ((options.balance === 'sticky' || process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1') && !ctx.single) {
     // The primary owns the listener and hands this worker its clients' connections: no listen here
     // (sticky.ts, ../primary/owned-listener.ts: an inherited or upgradable socket).
-    await app.ready()
+    if (process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1') await (await import('./owned-accept.js')).listenPrivately(app)
+    else await app.ready()
     acceptFromPrimary(app)
     return { app, address: process.env.NCLUST_LISTEN_ADDRESS ?? null }
   }
