@@ -42,6 +42,8 @@ ${Object.entries(FLAGS).map(([name, f]) =>
   -v, --version                   the version of @nclust/fastify-cluster
 
 ${CONTROL_HELP}
+  nclust systemd [flags] <app module>    print a systemd .service and .socket for the app (nclust systemd --help)
+
 Env only: NCLUST_LOG_FORMAT=pretty|json (default: pretty on a terminal, JSON otherwise),
 and every other variable startClustered reads (see the package README).
 
@@ -120,6 +122,11 @@ export async function runCli (argv: string[]): Promise<void> {
   const fail = (line: string): never => {
     process.stderr.write(`nclust: ${line}\n`)
     process.exit(1)
+  }
+  if (argv[0] === 'systemd') {
+    const { systemdMain } = await import('./systemd/cli.js')
+    process.exitCode = await systemdMain(argv.slice(1))
+    return
   }
   if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? '')) {
     const { controlMain } = await import('./control-client.js')
