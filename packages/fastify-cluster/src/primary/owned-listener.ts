@@ -85,14 +85,14 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
   }
   function attach (handle: PrimaryHandle): void {
     handle.events.on('state', (e) => {
-    if (e.to === 'ready') {
-      const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === e.pid)
-      if (worker === undefined) return
-      live.set(e.workerId, { pid: e.pid, worker })
-      for (const socket of waiting.splice(0)) hand(socket)
-    } else if (live.get(e.workerId)?.pid === e.pid) {
-      live.delete(e.workerId)
-    }
+      if (e.to === 'ready') {
+        const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === e.pid)
+        if (worker === undefined) return
+        live.set(e.workerId, { pid: e.pid, worker })
+        for (const socket of waiting.splice(0)) hand(socket)
+      } else if (live.get(e.workerId)?.pid === e.pid) {
+        live.delete(e.workerId)
+      }
     })
     handle.events.on('shutdown', () => { void stopAccepting() })
     if (deferred.length > 0) {
