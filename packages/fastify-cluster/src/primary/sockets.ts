@@ -2,6 +2,7 @@ import { linkSync, renameSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import type { PrimaryHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
+import { createLogger } from '../logger.js'
 import { httpFds, namedFd, takeListenFds, type ListenFds } from '../systemd/listen-fds.js'
 import { startNotify } from '../systemd/notify.js'
 import { ACCEPT_ENV, ADDRESS_ENV, byClientAddress, openOwnedListener, roundRobin, type OwnedListener } from './owned-listener.js'
@@ -35,8 +36,16 @@ export async function preparePrimary (options: ResolvedOptions, env: NodeJS.Proc
   if (options.balance !== 'kernel' || http.length > 0) {
     // From an upgrading primary (which passes its address): accept only once this one is ready (owned-listener.ts).
     const from = upgraded && http.length > 0 ? env[ADDRESS_ENV] : undefined
-    owned = await openOwnedListener(options, options.balance === 'sticky' ? byClientAddress() : roundRobin(), http.length > 0 ? http : undefined,
-      from !== undefined && from !== '' ? { address: from } : undefined)
+    try {
+      owned = await openOwnedListener(options, options.balance === 'sticky' ? byClientAddress() : roundRobin(), http.length > 0 ? http : undefined,
+        from !== undefined && from !== '' ? { address: from } : undefined)
+    } catch (err) {
+      // A port in use (or a bad inherited descriptor): one line in the log and on stderr, exit 1, nothing forked.
+      const where = http.length > 0 ? `the inherited socket${http.length > 1 ? 's' : ''} (fd ${http.join(', ')})` : `${options.host}:${options.port}`
+      const msg = `balance ${options.balance}: the primary cannot listen on ${where}: ${(err as Error).message}`
+      createLogger(options.logger, 'primary', options.logFormat).fatal({ err, port: options.port, host: options.host }, msg)
+      throw Object.assign(new Error(msg), { code: (err as { code?: string }).code ?? 'NCLUST_LISTEN' })
+    }
     env[ACCEPT_ENV] = '1'
     env[ADDRESS_ENV] = owned.address
   }
