@@ -55,7 +55,7 @@ export async function startClustered (app: AppSource, options: ClusterOptions = 
     let prepared
     try { prepared = await preparePrimary(resolved) } catch (err) { exitWithOneLine(err) }
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
-    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault, prepared.controlFd === undefined ? undefined : async () => await adoptControl(prepared.controlFd as number))
+    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault, prepared.controlFd === undefined ? undefined : async () => await adoptControl(prepared.controlFd as number, prepared.upgraded))
     const handle = startSupervisor(resolved)
     if (resolved.balance === 'sticky' && prepared.owned === undefined) startSticky(handle, resolved)
     control?.serve(handle, resolved)

@@ -1,7 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile } from 'node:child_process'
-import { appendFileSync, chmodSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs'
+import { chmodSync, mkdtempSync, rmSync, writeFileSync, existsSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -96,12 +96,8 @@ async function startPrimary (t: { after: (fn: () => Promise<void>) => void }, no
 
 /** Wait until the load has answered `n` more requests: time on the clock never decides. */
 async function answered (c: Counts, n: number, what: string): Promise<void> {
-  if (process.env.DEBUG_UPGRADE !== undefined) appendFileSync(process.env.DEBUG_UPGRADE, `${new Date().toISOString()} ${what} ${c.ok} ${c.failed} ${c.refused}\n`)
   const from = c.ok
-  const dbg = process.env.DEBUG_UPGRADE !== undefined ? setInterval(() => appendFileSync(process.env.DEBUG_UPGRADE as string, `  ${c.ok} ${c.failed} ${c.refused} ${c.errors.slice(-2).join('|')}\n`), 2000) : undefined
-  try {
-    await waitFor(() => c.ok >= from + n, what, 60_000)
-  } finally { clearInterval(dbg) }
+  await waitFor(() => c.ok >= from + n, what, 60_000)
 }
 
 test('pure parts: round robin, the status line, the node to run, the deadline', () => {

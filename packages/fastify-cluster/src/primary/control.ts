@@ -24,7 +24,7 @@ import {
 
 /** Set after an upgrade (./upgrade.ts): the same socket file now answers from the new primary; never unlink it. */
 let keepControlPath = false
-export function handOverControlPath (): void { keepControlPath = true }
+export function handOverControlPath (keep = true): void { keepControlPath = keep }
 
 /** Take the socket path: refuse a live one, replace a stale one (its primary was killed). */
 export async function claimControl (path: string): Promise<Server> {

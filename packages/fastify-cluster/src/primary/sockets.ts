@@ -53,9 +53,13 @@ export async function preparePrimary (options: ResolvedOptions, env: NodeJS.Proc
   return { ...(inherited !== undefined ? { inherited } : {}), ...(owned !== undefined ? { owned } : {}), ...(controlFd !== undefined ? { controlFd } : {}), systemdEnv, upgraded }
 }
 
-/** Serve an inherited control socket (the old primary's, same path and inode). */
-export async function adoptControl (fd: number): Promise<Server> {
+/**
+ * Serve an inherited control socket (the old primary's, same path and inode). From an upgrade, not
+ * before this primary is ready (see wirePrimary): until then `nclust status` answers from the old one.
+ */
+export async function adoptControl (fd: number, upgraded = false): Promise<Server> {
   const server = createServer()
+  if (upgraded) return server
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
     server.listen({ fd }, () => { server.off('error', reject); resolve() })
@@ -83,6 +87,14 @@ export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, pr
     const onUsr2 = (): void => { void upgrader.upgrade() }
     process.on('SIGUSR2', onUsr2)
     handle.onClose(() => { process.removeListener('SIGUSR2', onUsr2) })
+  }
+  if (prepared.upgraded && prepared.controlFd !== undefined && control !== undefined) {
+    // The path is the old primary's until this one is ready: a failed start must not unlink it.
+    handOverControlPath(true)
+    const fd = prepared.controlFd
+    handle.ready().then(() => {
+      control.listen({ fd }, () => { handOverControlPath(false) })
+    }, () => {})
   }
   reportToOldPrimary(handle)
 }
