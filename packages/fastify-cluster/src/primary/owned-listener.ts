@@ -1,9 +1,10 @@
 import cluster, { type Worker } from 'node:cluster'
-import { createServer, type AddressInfo, type Server, type Socket } from 'node:net'
+import { createServer, Socket, type AddressInfo, type Server } from 'node:net'
 import type { PrimaryHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { message, type ConnectionMessage } from '../messages.js'
 import { addressHash, pickSlot } from './sticky.js'
+import { CONNECTION_BACK } from '../worker/owned-accept.js'
 
 /**
  * The primary owns the listening socket(s) and hands each accepted connection (paused, unread) to a
@@ -70,8 +71,8 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
   let handed = 0
   let closed = false
 
-  function hand (socket: Socket): void {
-    const slot = chooser(socket, [...live.keys()])
+  function hand (socket: Socket, not?: number): void {
+    const slot = chooser(socket, [...live.keys()].filter((s) => s !== not))
     const target = slot === undefined ? undefined : live.get(slot)
     if (target === undefined) {
       if (waiting.length >= MAX_WAITING) { socket.destroy(); return }
@@ -84,6 +85,16 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
     })
   }
   function attach (handle: PrimaryHandle): void {
+    // A worker that was closing gave a connection back (../worker/owned-accept.ts): hand it to another.
+    cluster.on('message', (worker: Worker, raw: unknown, back: unknown) => {
+      if (typeof raw !== 'object' || raw === null || (raw as { nclust?: unknown }).nclust !== 1 || (raw as { type?: unknown }).type !== CONNECTION_BACK) return
+      if (!(back instanceof Socket)) return
+      let from: number | undefined
+      for (const [slot, l] of live) if (l.pid === worker.process.pid) from = slot
+      if (from !== undefined) live.delete(from) // closing: no more connections for it
+      if (closed) { back.destroy(); return }
+      hand(back, from)
+    })
     handle.events.on('state', (e) => {
       if (e.to === 'ready') {
         const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === e.pid)

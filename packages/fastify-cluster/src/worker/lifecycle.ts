@@ -5,6 +5,7 @@ import type { BuildApp, WorkerContext } from '../types.js'
 import { drainTimeoutFor, type ResolvedOptions } from '../options.js'
 import { errors } from '../errors.js'
 import { acceptFromPrimary, offerListener, slotListener } from './listener.js'
+import { markStopping } from './owned-accept.js'
 
 /**
  * What a worker and the single-process mode share: build the app, register the drain, listen;
@@ -24,9 +25,14 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
   if ((options.balance === 'sticky' || process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1') && !ctx.single) {
     // The primary owns the listener and hands this worker its clients' connections: no listen here
     // (sticky.ts, ../primary/owned-listener.ts: an inherited or upgradable socket).
-    if (process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1') await (await import('./owned-accept.js')).listenPrivately(app)
-    else await app.ready()
-    acceptFromPrimary(app)
+    if (process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1') {
+      const owned = await import('./owned-accept.js')
+      await owned.listenPrivately(app)
+      owned.acceptOwned(app)
+    } else {
+      await app.ready()
+      acceptFromPrimary(app)
+    }
     return { app, address: process.env.NCLUST_LISTEN_ADDRESS ?? null }
   }
   if (options.balance === 'kernel' && !ctx.single) {
@@ -67,6 +73,7 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
     get stopping () { return stopped !== undefined },
     stop (code, reason, detail) {
       if (stopped !== undefined) return stopped
+      markStopping() // a connection the primary hands over from now on goes back (owned-accept.ts)
       log.info({ reason, detail, deadline }, 'closing: draining in-flight requests')
       const started = Date.now()
       stopped = new Promise<number>((resolve) => {
