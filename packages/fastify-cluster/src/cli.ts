@@ -155,6 +155,8 @@ export async function runCli (argv: string[]): Promise<void> {
   const missing = command.watch?.find((p) => !existsSync(p))
   if (missing !== undefined) return fail(`--watch: ${missing} does not exist`)
   if (command.watch !== undefined && workers === 1) return fail('--watch reloads workers one by one: it needs at least 2 (--workers)')
+  // `nclust start`: SIGUSR2 upgrades the primary (primary/upgrade.ts), as USR2 does for nginx.
+  ;(await import('./primary/sockets.js')).enableUpgradeSignal()
   const { startClustered } = await import('./index.js')
   const handle = await startClustered(command.module, command.options)
   if (command.watch !== undefined && handle.role === 'primary') (await import('./watch.js')).watchAndReload(handle, command.watch)

@@ -67,6 +67,14 @@ export async function adoptControl (fd: number, upgraded = false): Promise<Serve
   return server
 }
 
+/**
+ * SIGUSR2 upgrades the primary only under `nclust start` (cli.ts turns it on): an app that embeds
+ * startClustered may use SIGUSR2 itself (nodemon sends it to restart); it has handle.upgrade() and
+ * `nclust upgrade`.
+ */
+let upgradeOnSignal = false
+export function enableUpgradeSignal (): void { upgradeOnSignal = true }
+
 /** Once the supervisor runs: hand connections to it, speak to systemd, answer SIGUSR2 and `nclust upgrade`. */
 export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, prepared: PreparedPrimary, control?: Server): void {
   prepared.owned?.attach(handle)
@@ -83,7 +91,7 @@ export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, pr
     try { renameSync(spare, path) } catch {}
   })
   handle.upgrade = async (opts) => await upgrader.upgrade(opts)
-  if (options.handleSignals) {
+  if (options.handleSignals && upgradeOnSignal) {
     const onUsr2 = (): void => { void upgrader.upgrade() }
     process.on('SIGUSR2', onUsr2)
     handle.onClose(() => { process.removeListener('SIGUSR2', onUsr2) })
