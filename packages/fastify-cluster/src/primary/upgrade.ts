@@ -79,6 +79,13 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
   const log = handle.logger
   let running: Promise<UpgradeResult> | undefined
   let done = false
+  let shuttingDown = false
+  let child: ChildProcess | undefined
+  // A shutdown during an upgrade: the new primary goes too (it would otherwise serve on, detached).
+  handle.events.on('shutdown', () => {
+    shuttingDown = true
+    if (!done && child?.pid !== undefined) try { process.kill(-child.pid, 'SIGKILL') } catch {}
+  })
 
   async function run (opts: { node?: string }): Promise<UpgradeResult> {
     const started = Date.now()
@@ -96,7 +103,6 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
     else delete env[ADDRESS_ENV]
     if (fds.length > 0) { env.LISTEN_FDS = String(fds.length); env.LISTEN_FDNAMES = names.join(':') }
     log.info({ node, fds, names }, `upgrade: starting a new primary with ${node}`)
-    let child: ChildProcess
     try {
       // sh sets LISTEN_PID to the new primary's own pid (exec keeps it), as systemd does after its fork.
       child = spawn('/bin/sh', ['-c', 'LISTEN_PID=$$; export LISTEN_PID; exec "$0" "$@"', node, ...process.execArgv, ...process.argv.slice(1)], {
@@ -105,21 +111,22 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
     } catch (err) {
       return { ok: false, error: `cannot start a new primary: ${(err as Error).message}`, ms: Date.now() - started }
     }
-    const pipe = child.stdio[statusFd]
+    const spawned = child
+    const pipe = spawned.stdio[statusFd]
     const verdict = await new Promise<{ ok: true, pid: number } | { ok: false, error: string }>((resolve) => {
       let buf = ''
       const timer = setTimeout(() => finish({ ok: false, error: `the new primary was not ready within ${upgradeDeadline(options)} ms` }), upgradeDeadline(options))
       function finish (v: { ok: true, pid: number } | { ok: false, error: string }): void {
         clearTimeout(timer)
-        child.off('exit', onExit)
+        spawned.off('exit', onExit)
         resolve(v)
       }
       const onExit = (code: number | null, signal: NodeJS.Signals | null): void => {
         const said = parseUpgradeLine(buf.split('\n')[0] ?? '')
         finish(said?.ok === false ? said : { ok: false, error: `the new primary exited (${signal ?? `code ${String(code)}`}) before it was ready` })
       }
-      child.on('exit', onExit)
-      child.on('error', (err) => finish({ ok: false, error: `cannot start a new primary with ${node}: ${err.message}` }))
+      spawned.on('exit', onExit)
+      spawned.on('error', (err) => finish({ ok: false, error: `cannot start a new primary with ${node}: ${err.message}` }))
       pipe?.on('data', (d: Buffer) => {
         buf += d.toString('utf8')
         const nl = buf.indexOf('\n')
@@ -132,11 +139,16 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
     pipe?.destroy()
     if (!verdict.ok) {
       // Kill the new primary and every worker it forked (its own process group); the old one keeps serving.
-      try { if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL') } catch {}
+      try { if (spawned.pid !== undefined) process.kill(-spawned.pid, 'SIGKILL') } catch {}
+      child = undefined // its pid may be reused: never signal that group again
       log.error({ error: verdict.error }, `upgrade failed: ${verdict.error}; this primary keeps serving`)
       return { ...verdict, ms: Date.now() - started }
     }
-    child.unref()
+    if (shuttingDown) {
+      try { if (spawned.pid !== undefined) process.kill(-spawned.pid, 'SIGKILL') } catch {}
+      return { ok: false, error: 'this primary is shutting down', ms: Date.now() - started }
+    }
+    spawned.unref()
     done = true
     log.info({ pid: verdict.pid }, `upgrade: the new primary (pid ${verdict.pid}) is ready; this one stops accepting and drains its workers`)
     // From here the new primary speaks to systemd (it said MAINPID=); a STOPPING=1 from us would stop the unit.
@@ -149,6 +161,7 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
   return {
     upgrade (opts = {}) {
       if (done) return Promise.resolve({ ok: false, error: 'this primary was already replaced', ms: 0 })
+      if (shuttingDown) return Promise.resolve({ ok: false, error: 'this primary is shutting down', ms: 0 })
       running ??= run(opts).then((r) => {
         running = undefined
         if (r.ok) setImmediate(() => { void handle.close().then((code) => process.exit(code)) })
