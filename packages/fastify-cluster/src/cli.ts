@@ -33,6 +33,8 @@ ${FLAGS.map((f) =>
   -v, --version                   the version of @nclust/fastify-cluster
 
 ${CONTROL_HELP}
+  nclust systemd [flags] <app module>    print a systemd .service and .socket for the app (nclust systemd --help)
+
 Env only (what each allows: the package README's option table):
 ${Object.values(SETTINGS as Record<string, Setting<unknown>>).flatMap((s) => s.env !== null && s.flag === undefined ? [s.env] : []).join(', ')}
 
@@ -98,6 +100,11 @@ export async function runCli (argv: string[]): Promise<void> {
     process.stderr.write(`nclust: ${line}\n`)
     process.exit(1)
   }
+  if (argv[0] === 'systemd') {
+    const { systemdMain } = await import('./systemd/cli.js')
+    process.exitCode = await systemdMain(argv.slice(1))
+    return
+  }
   if ((CONTROL_COMMANDS as readonly string[]).includes(argv[0] ?? '')) {
     const { controlMain } = await import('./control-client.js')
     return await controlMain(argv)
@@ -124,6 +131,8 @@ export async function runCli (argv: string[]): Promise<void> {
   const missing = command.watch?.find((p) => !existsSync(p))
   if (missing !== undefined) return fail(`--watch: ${missing} does not exist`)
   if (command.watch !== undefined && resolved.workers === 1) return fail('--watch reloads workers one by one: it needs at least 2 (--workers)')
+  // `nclust start`: SIGUSR2 upgrades the primary (primary/upgrade.ts), as USR2 does for nginx.
+  ;(await import('./primary/sockets.js')).enableUpgradeSignal()
   const handle = await startResolved(command.module, moduleUrl, resolved)
   if (command.watch !== undefined && handle.role === 'primary') (await import('./watch.js')).watchAndReload(handle, command.watch)
 }

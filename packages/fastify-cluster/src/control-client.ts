@@ -13,7 +13,7 @@ import type { ScaleResult } from './types.js'
  * Each finds its cluster by `--control`, else `NCLUST_CONTROL`, else by asking every socket of the
  * default folder which one was started from this working directory.
  */
-export const CONTROL_COMMANDS = ['status', 'reload', 'scale', 'stop', 'diagnose'] as const
+export const CONTROL_COMMANDS = ['status', 'reload', 'scale', 'stop', 'diagnose', 'upgrade'] as const
 
 export const CONTROL_HELP = `Commands that talk to a running cluster (as the user that started it):
   nclust status [--json]                 the primary and every worker (pid, state, memory, cpu ...)
@@ -21,6 +21,9 @@ export const CONTROL_HELP = `Commands that talk to a running cluster (as the use
                                          1 when the new code failed to start (the old workers serve on)
   nclust scale <n>                       run n workers
   nclust stop                            graceful shutdown; exits with the cluster's exit code
+  nclust upgrade [--node <path>]         replace the primary itself (new Node, new nclust): the sockets are
+                                         handed over, nothing is refused; exit 1 with the new primary's
+                                         error when it fails to start (the old one serves on). Also SIGUSR2
   nclust diagnose <worker> --report | --heap | --cpu <ms> [--out <dir>]
                                          a report (no env values), heap snapshot or CPU profile of one
                                          worker, written 0600 into <dir> (default: the cluster's reportDirectory)
@@ -44,7 +47,8 @@ export async function runControl (argv: string[], out: NodeJS.WritableStream = p
         report: { type: 'boolean' },
         heap: { type: 'boolean' },
         cpu: { type: 'string' },
-        out: { type: 'string' }
+        out: { type: 'string' },
+        node: { type: 'string' }
       }
     })
   } catch (err) {
@@ -103,6 +107,13 @@ export async function runControl (argv: string[], out: NodeJS.WritableStream = p
       const r = await call<{ code: number }>(path, 'stop')
       write(`cluster stopped, exit code ${r.code}`)
       return r.code
+    }
+    case 'upgrade': {
+      noExtra(0)
+      const timeout = positiveInt('--timeout', values.timeout) ?? 600000
+      const r = await call<{ ok: boolean, pid?: number, error?: string, ms: number }>(path, 'upgrade', values.node !== undefined ? { node: resolvePath(values.node) } : {}, timeout)
+      write(r.ok ? `upgraded: the new primary (pid ${r.pid ?? '?'}) serves; the old one drains its workers and exits (${(r.ms / 1000).toFixed(1)}s)` : `upgrade failed: ${r.error ?? 'unknown'}; the old primary serves on`)
+      return r.ok ? 0 : 1
     }
     case 'diagnose': {
       noExtra(1)

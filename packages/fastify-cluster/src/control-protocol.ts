@@ -17,7 +17,7 @@ export const IDLE_TIMEOUT_MS = 5000
 /** Connections served at once; more are answered `busy` and closed. */
 export const MAX_CONNECTIONS = 16
 
-export const COMMANDS = ['hello', 'status', 'reload', 'scale', 'stop', 'diagnose'] as const
+export const COMMANDS = ['hello', 'status', 'reload', 'scale', 'stop', 'diagnose', 'upgrade'] as const
 export type Command = typeof COMMANDS[number]
 
 export interface ControlRequest {

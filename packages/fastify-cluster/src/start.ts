@@ -1,4 +1,5 @@
 import cluster from 'node:cluster'
+import type { Server } from 'node:net'
 import type { BuildApp, ClusterHandle, PrimaryHandle } from './types.js'
 import type { ResolvedOptions } from './options.js'
 import { errors } from './errors.js'
@@ -22,10 +23,18 @@ export function appModuleOf (app: AppSource): URL | undefined {
 export async function startResolved (app: AppSource, moduleUrl: URL | undefined, resolved: ResolvedOptions): Promise<ClusterHandle> {
   const role = cluster.isWorker && process.env[WORKER_ENV.id] !== undefined ? 'worker' : resolved.workers === 1 ? 'single' : 'primary'
   if (role === 'primary') {
+    // Sockets from systemd or an upgrading primary, and the listener the primary owns (primary/sockets.ts).
+    const { preparePrimary, wirePrimary, adoptControl } = await import('./primary/sockets.js')
+    let prepared
+    try { prepared = await preparePrimary(resolved) } catch (err) { exitWithOneLine(err) }
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
-    const control = resolved.control === false ? undefined : await claimControlSocket(resolved.control, resolved.controlIsDefault)
-    const handle = startSupervisor(resolved)
+    const controlFd = prepared.controlFd
+    const control = resolved.control === false
+      ? undefined
+      : await claimControlSocket(resolved.control, resolved.controlIsDefault, controlFd === undefined ? undefined : async () => await adoptControl(controlFd, prepared.upgraded))
+    const handle = startSupervisor(resolved, undefined, resolved.balance === 'sticky' ? prepared.owned?.servers : undefined)
     control?.serve(handle, resolved)
+    wirePrimary(handle, resolved, prepared, control?.server)
     return handle
   }
 
@@ -41,11 +50,11 @@ export async function startResolved (app: AppSource, moduleUrl: URL | undefined,
   return await runSingle(buildApp, resolved)
 }
 
-async function claimControlSocket (path: string, isDefault: boolean): Promise<{ serve: (handle: PrimaryHandle, options: ResolvedOptions) => void } | undefined> {
+async function claimControlSocket (path: string, isDefault: boolean, adopt?: () => Promise<Server>): Promise<{ server: Server, serve: (handle: PrimaryHandle, options: ResolvedOptions) => void } | undefined> {
   const { claimControl, serveControl } = await import('./primary/control.js')
-  let server
+  let server: Server
   try {
-    server = await claimControl(path)
+    server = adopt !== undefined ? await adopt() : await claimControl(path)
   } catch (err) {
     // The default folder may be out of reach (a container user with HOME=/ and a read-only root):
     // the cluster runs as before, without the socket. A path the operator chose, or a socket a
@@ -54,7 +63,7 @@ async function claimControlSocket (path: string, isDefault: boolean): Promise<{ 
     process.stderr.write(`nclust: control socket off: ${(err as Error).message} (set NCLUST_CONTROL or --control to a private folder, or false)\n`)
     return undefined
   }
-  return { serve: (handle, options) => serveControl(server, path, handle, options) }
+  return { server, serve: (handle, options) => serveControl(server, path, handle, options) }
 }
 
 function fromModule (url: URL): BuildApp {

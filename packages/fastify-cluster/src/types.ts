@@ -149,6 +149,12 @@ export interface PrimaryHandle {
   close (): Promise<number>
   /** Resolves once every slot has been ready at least once (rejects if the supervisor shuts down first). */
   ready (): Promise<void>
+  /**
+   * Replace this primary by a new one (also SIGUSR2, `nclust upgrade`): same argv, `node` from PATH or
+   * `opts.node`, the listening sockets handed over; resolves once the new one is ready (this one then
+   * drains and exits) or with its error (this one serves on). Absent where the primary cannot upgrade.
+   */
+  upgrade?: (opts?: { node?: string }) => Promise<{ ok: boolean, pid?: number, error?: string, ms: number }>
 }
 
 /** Returned in a forked worker. */

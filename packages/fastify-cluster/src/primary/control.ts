@@ -22,6 +22,10 @@ import {
  * modes are the check (test/control.test.ts runs the client as another user).
  */
 
+/** Set after an upgrade (./upgrade.ts): the same socket file now answers from the new primary; never unlink it. */
+let keepControlPath = false
+export function handOverControlPath (keep = true): void { keepControlPath = keep }
+
 /** Take the socket path: refuse a live one, replace a stale one (its primary was killed). */
 export async function claimControl (path: string): Promise<Server> {
   const dir = dirname(path)
@@ -133,7 +137,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
     closed = true
     cluster.off('message', onClusterMessage)
     server.close()
-    try { if (statSync(path).ino === ino) unlinkSync(path) } catch {}
+    if (!keepControlPath) try { if (statSync(path).ino === ino) unlinkSync(path) } catch {}
   }
   handle.onClose(removeSocket)
   process.once('exit', removeSocket)
@@ -221,6 +225,13 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
         return { code }
       }
       case 'diagnose': return await diagnose(args)
+      case 'upgrade': {
+        // See ./upgrade.ts: the reply comes once the new primary is ready (or failed); then this one drains and exits.
+        if (handle.upgrade === undefined) throw refuse('failed', 'this primary cannot upgrade itself (workers: 1, or started without the CLI wiring)')
+        const node = args.node
+        if (node !== undefined && (typeof node !== 'string' || node === '')) throw refuse('bad-request', 'upgrade: node must be a path')
+        return await handle.upgrade(node !== undefined ? { node } : {})
+      }
       default:
         throw refuse('unknown-command', `unknown command ${JSON.stringify(req.cmd)}: expected one of ${COMMANDS.join(', ')}`)
     }

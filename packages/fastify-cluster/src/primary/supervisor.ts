@@ -1,3 +1,4 @@
+import type { Server } from 'node:net'
 import type { Worker } from 'node:cluster'
 import type { PrimaryHandle, WorkerInfo } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
@@ -25,7 +26,8 @@ import { startReaper } from './reaper.js'
  *   SIGHUP            rolling reload
  *   SIGTTIN / SIGTTOU one worker more / less
  */
-export function startSupervisor (options: ResolvedOptions, now: () => number = monotonicNow): PrimaryHandle {
+/** `stickyServers`: balance 'sticky' over listening sockets the primary already owns (inherited or handed over). */
+export function startSupervisor (options: ResolvedOptions, now: () => number = monotonicNow, stickyServers?: Server[]): PrimaryHandle {
   const m = createSlotMachine(options, now)
   const { log } = m
   const replacer = createReplacer(m)
@@ -66,7 +68,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = m
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
   // balance 'sticky': the primary's listener, fed by the slots through a small interface (see sticky.ts).
   if (options.balance === 'sticky') {
-    startSticky(stickySlots(m, () => { m.fail(); void m.shutdown('fatal', undefined, options.handleSignals) }), options)
+    startSticky(stickySlots(m, () => { m.fail(); void m.shutdown('fatal', undefined, options.handleSignals) }), options, stickyServers)
   }
   for (const slot of [...m.slots]) m.fork(slot)
 

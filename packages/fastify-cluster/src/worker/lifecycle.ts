@@ -5,6 +5,7 @@ import type { BuildApp, WorkerContext } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { errors } from '../errors.js'
 import { acceptFromPrimary, offerListener, slotListener } from './listener.js'
+import { markStopping } from './owned-accept.js'
 
 /**
  * What a worker and the single-process mode share: build the app, register the drain, listen;
@@ -21,8 +22,16 @@ export async function buildAndListen (buildApp: BuildApp, ctx: WorkerContext, op
     await app.register(clusterDrain, options.drain)
   }
   let address: string
+  if (process.env.NCLUST_ACCEPT_FROM_PRIMARY === '1' && !ctx.single) {
+    // balance 'primary': the primary owns the listener (../primary/owned-listener.ts: an inherited or
+    // upgradable socket) and hands this worker connections; it listens privately so onListen hooks run.
+    const owned = await import('./owned-accept.js')
+    await owned.listenPrivately(app)
+    owned.acceptOwned(app)
+    return { app, address: process.env.NCLUST_LISTEN_ADDRESS ?? null }
+  }
   if (options.balance === 'sticky' && !ctx.single) {
-    // The primary owns the listener and hands this worker its clients' connections: no listen here.
+    // The primary owns the listener (../primary/sticky.ts) and hands this worker its clients' connections: no listen here.
     await app.ready()
     acceptFromPrimary(app, ctx.logger)
     return { app, address: null }
@@ -65,6 +74,7 @@ export function createLifecycle (log: Logger, deadline: number, exit: (code: num
     get stopping () { return stopped !== undefined },
     stop (code, reason, detail) {
       if (stopped !== undefined) return stopped
+      markStopping() // a connection the primary hands over from now on goes back (owned-accept.ts)
       log.info({ reason, detail, deadline }, 'closing: draining in-flight requests')
       const started = Date.now()
       stopped = new Promise<number>((resolve) => {
