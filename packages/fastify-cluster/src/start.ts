@@ -26,7 +26,14 @@ export async function startResolved (app: AppSource, moduleUrl: URL | undefined,
     // Sockets from systemd or an upgrading primary, and the listener the primary owns (primary/sockets.ts).
     const { preparePrimary, wirePrimary, adoptControl } = await import('./primary/sockets.js')
     let prepared
-    try { prepared = await preparePrimary(resolved) } catch (err) { exitWithOneLine(err) }
+    try {
+      prepared = await preparePrimary(resolved)
+    } catch (err) {
+      // A taken port or a bad inherited socket, before anything is forked: one line and exit 1, or,
+      // for an embedder that handles signals and exits itself (handleSignals: false), a rejection.
+      if (!resolved.handleSignals) throw err
+      exitWithOneLine(err)
+    }
     // The control socket is claimed before anything is forked: a second start on a live socket exits 1.
     const controlFd = prepared.controlFd
     const control = resolved.control === false

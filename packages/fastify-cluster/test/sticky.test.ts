@@ -300,18 +300,16 @@ for (const balance of ['primary', 'sticky']) {
   })
 }
 
-test('balance sticky with handleSignals false on a port already taken: the cluster fails through its handle (closed, code 1), the process is not exited', async (t) => {
+test('balance sticky with handleSignals false on a port already taken: startClustered rejects naming the address, the process is not exited, nothing is forked', async (t) => {
   const blocker = createServer()
   await new Promise<void>((resolve) => blocker.listen(0, '127.0.0.1', resolve))
   t.after(() => { blocker.close() })
   const port = (blocker.address() as AddressInfo).port
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: 'sticky', FIXTURE_HANDLE_SIGNALS: '0' } })
-  t.after(() => p.cleanup())
-  const closed = await p.waitForLine((l) => l.msg === 'fixture saw closed', 60_000, 'the closed event')
-  assert.equal(closed.code, 1)
-  if (p.child.exitCode === null) p.child.kill('SIGTERM') // the embedder's own handler: exit 3
-  const exit = await p.waitForExit(30_000)
-  assert.notEqual(exit.code, 1, `the primary did not call process.exit(1): ${p.output()}`)
+  const { startClustered } = await import('../dist/index.js')
+  const { default: cluster } = await import('node:cluster')
+  await assert.rejects(startClustered(() => { throw new Error('never built in the primary') }, { workers: 2, port, host: '127.0.0.1', balance: 'sticky', handleSignals: false, control: false, logger: false }),
+    (err: Error) => { assert.match(err.message, new RegExp(`balance sticky: the primary cannot listen on 127\\.0\\.0\\.1:${port}`)); return true })
+  assert.equal(Object.keys(cluster.workers ?? {}).length, 0, 'nothing was forked')
 })
 
 const haproxy = ['/usr/sbin/haproxy', '/usr/local/sbin/haproxy'].find((f) => existsSync(f))

@@ -1,5 +1,5 @@
 import type { Worker } from 'node:cluster'
-import { createServer, type Server } from 'node:net'
+import type { Server } from 'node:net'
 import type { Logger } from 'pino'
 import { acceptConnections, handOver, type Chooser, type Incoming } from './handover.js'
 
@@ -38,8 +38,6 @@ export interface StickySlots {
   onChange (fn: (slotId: number, what: 'ready' | 'down' | 'hung') => void): void
   /** The shutdown began: stop accepting. */
   onShutdown (fn: () => void): void
-  /** The listener cannot run (its port is taken): fail the cluster through the supervisor, which exits or not as its handleSignals says. */
-  fail (err: Error): void
   /** A monotonic clock, ms. */
   now (): number
   readonly log: Logger
@@ -137,10 +135,11 @@ export interface StickyBalancer {
 interface Waiting { conn: Incoming, hash: number, slot: number, onClose: () => void }
 
 /**
- * `owned`: listening sockets the primary already holds (primary/owned-listener.ts), fed to the
- * sticky placement instead of a socket of its own; without them it binds `options.port`/`host`.
+ * Place the connections of `servers`, the listening sockets the primary owns (owned-listener.ts:
+ * bound at start, inherited from systemd, or handed over by an upgrading primary, which also
+ * listens on them, closes them and reports a taken port before anything is forked).
  */
-export function startSticky (slots: StickySlots, options: StickyOptions, owned?: Server[]): StickyBalancer {
+export function startSticky (slots: StickySlots, options: StickyOptions, servers: readonly Server[]): StickyBalancer {
   const log = slots.log
   const limits = { wait: options.stickyWait, queue: options.stickyQueue }
   /** When each slot last stopped serving (absent: serving, or never seen down). */
@@ -247,36 +246,19 @@ export function startSticky (slots: StickySlots, options: StickyOptions, owned?:
       'so one worker gets them all; have the proxy send the PROXY protocol and set proxyProtocol (env NCLUST_PROXY_PROTOCOL=1)')
   }
 
-  const accept = (server: Server): void => acceptConnections(server, chooser, {
-    proxyProtocol: options.proxyProtocol,
-    onRefused: (reason, socket) => log.debug({ reason, remoteAddress: socket.remoteAddress }, `balance sticky: connection closed: ${reason}`)
-  })
-  const limitsLog = { balance: 'sticky', stickyWait: limits.wait, stickyQueue: limits.queue, proxyProtocol: options.proxyProtocol }
-  const servers = owned ?? [createServer({ pauseOnConnect: true })]
-  for (const s of servers) accept(s)
-  const server = servers[0] as Server
-  if (owned !== undefined) {
-    // The sockets are the primary's own (primary/owned-listener.ts: systemd's, or an upgrading
-    // primary's): it listens, hands them over and closes them; this only places their connections.
-    log.info(limitsLog, 'balance sticky: the primary hands each client address to one worker' + (options.proxyProtocol ? ' (the address a PROXY protocol header names)' : ''))
-  } else {
-    server.on('error', (err) => {
-      log.fatal({ err, port: options.port, host: options.host }, `balance sticky: the primary cannot listen on ${options.host}:${options.port}: ${err.message}`)
-      closed = true
-      slots.fail(err)
-    })
-    server.listen({ port: options.port, host: options.host }, () => {
-      const a = server.address()
-      log.info({ ...limitsLog, address: a },
-        `balance sticky: the primary listens on ${typeof a === 'object' && a !== null ? `${a.address}:${a.port}` : String(a)} and hands each client address to one worker` +
-        (options.proxyProtocol ? ' (the address a PROXY protocol header names)' : ''))
+  for (const server of servers) {
+    acceptConnections(server, chooser, {
+      proxyProtocol: options.proxyProtocol,
+      onRefused: (reason, socket) => log.debug({ reason, remoteAddress: socket.remoteAddress }, `balance sticky: connection closed: ${reason}`)
     })
   }
+  const server = servers[0] as Server
+  log.info({ balance: 'sticky', stickyWait: limits.wait, stickyQueue: limits.queue, proxyProtocol: options.proxyProtocol },
+    'balance sticky: the primary hands each client address to one worker' + (options.proxyProtocol ? ' (the address a PROXY protocol header names)' : ''))
   // Shutdown: stop accepting before the workers are asked to drain ('shutdown' comes first).
   slots.onShutdown(() => {
     closed = true
     clearTimeout(timer)
-    if (owned === undefined && server.listening) server.close()
     for (const w of waiting.splice(0)) w.conn.socket.destroy()
   })
   return {

@@ -67,8 +67,8 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = m
     `workers: ${options.workers} (${options.workersFrom})`)
   if (options.balance === 'kernel' && tcpMigrateReq() === 'off') log.warn(TCP_MIGRATE_WARNING)
   // balance 'sticky': the primary's listener, fed by the slots through a small interface (see sticky.ts).
-  if (options.balance === 'sticky') {
-    startSticky(stickySlots(m, () => { m.fail(); void m.shutdown('fatal', undefined, options.handleSignals) }), options, stickyServers)
+  if (options.balance === 'sticky' && stickyServers !== undefined) {
+    startSticky(stickySlots(m), options, stickyServers)
   }
   for (const slot of [...m.slots]) m.fork(slot)
 
@@ -98,7 +98,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = m
  * ones from the start, a slot added by scaling once its first worker is ready), the worker serving
  * a slot (ready, not asked to exit, not hung by the watchdog's own rule) and the slot changes.
  */
-function stickySlots (m: SlotMachine, fail: (err: Error) => void): StickySlots {
+function stickySlots (m: SlotMachine): StickySlots {
   const initial = new Set(m.slots.map((s) => s.id)) // until their first ready: later, a slot counts once it has been ready (a re-added id too)
   const changed: Array<(slotId: number, what: 'ready' | 'down' | 'hung') => void> = []
   const tell = (slotId: number, what: 'ready' | 'down' | 'hung'): void => { for (const fn of changed) fn(slotId, what) }
@@ -121,7 +121,6 @@ function stickySlots (m: SlotMachine, fail: (err: Error) => void): StickySlots {
     },
     onChange: (fn) => { changed.push(fn) },
     onShutdown: (fn) => { m.events.on('shutdown', () => fn()) },
-    fail,
     now: () => performance.now(),
     log: m.log
   }
