@@ -232,7 +232,7 @@ export const SETTINGS = {
     env: 'NCLUST_BALANCE',
     default: 'primary',
     ...oneOf(BALANCE_VALUES),
-    doc: '`"primary"`: the primary accepts every connection and hands it to a worker round-robin (node:cluster\'s default); `"kernel"`: each worker listens with `reusePort: true` (SO_REUSEPORT) and the kernel spreads connections by hash. Kernel needs Linux, Node 22.12+/23.1+, a fixed port and an address (not `localhost`), and is refused elsewhere with one line; `"sticky"`: the primary hands every connection from one client address to the same worker (Socket.IO long-polling, in-memory sessions); see [Balancing](#balancing)'
+    doc: '`"primary"`: the primary owns the listening socket, accepts every connection and hands it unread to the next ready worker over IPC (round robin; the socket can come from systemd and is handed to a new primary on `nclust upgrade`); `"kernel"`: each worker listens with `reusePort: true` (SO_REUSEPORT) and the kernel spreads connections by hash. Kernel needs Linux, Node 22.12+/23.1+, a fixed port and an address (not `localhost`), and is refused elsewhere with one line; `"sticky"`: the primary hands every connection from one client address to the same worker (Socket.IO long-polling, in-memory sessions); see [Balancing](#balancing)'
   }),
   stickyWait: setting({
     option: 'stickyWait',

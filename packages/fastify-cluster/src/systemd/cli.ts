@@ -2,7 +2,7 @@ import { realpathSync, writeFileSync } from 'node:fs'
 import { availableParallelism, userInfo } from 'node:os'
 import { join } from 'node:path'
 import { parseArgs } from 'node:util'
-import { parseCli, nameFlags } from '../cli.js'
+import { parseCli } from '../cli.js'
 import { absolute, renderService, renderSocket, unitNameOk, type UnitInput } from './unit.js'
 
 export const SYSTEMD_HELP = `Usage: nclust systemd [flags] <app module>
@@ -49,8 +49,8 @@ export async function systemdMain (argv: string[], out: NodeJS.WritableStream = 
   let options
   try {
     // Only the flags count, not this shell's env: the unit's env is its own.
-    options = resolveOptions({ ...parsed.options, env: {} })
-  } catch (e) { return fail(nameFlags((e as Error).message)) }
+    options = resolveOptions({ env: {} }, parsed.flags)
+  } catch (e) { return fail((e as Error).message) }
   const cwd = process.cwd()
   const app = absolute(parsed.module, cwd)
   const name = typeof own.values.name === 'string' ? own.values.name : (app.split('/').slice(-2, -1)[0] ?? 'app').replace(/[^A-Za-z0-9:_.-]/g, '-')
@@ -68,7 +68,7 @@ export async function systemdMain (argv: string[], out: NodeJS.WritableStream = 
     ...(user !== 'root' ? { user } : {}),
     flags: flagsGiven,
     // Unset workers: one per CPU where the unit runs; the bound assumes this machine's count.
-    options: { ...options, workers: parsed.options.workers !== undefined ? options.workers : availableParallelism() },
+    options: { ...options, workers: parsed.flags.workers !== undefined ? options.workers : availableParallelism() },
     watchdogSec: wd === undefined ? 0 : Number(wd),
     socket: own.values['no-socket'] !== true
   }
