@@ -12,44 +12,47 @@ const KILLS = 20
 /** A request answered or reset takes milliseconds; one with neither after this long was left hanging. */
 const HUNG_AFTER_MS = 10000
 
-test('connections handed to a worker as it is kill -9\'d are reset, not left hanging until the primary exits', async (t) => {
-  const { p, port } = await startCluster(t, {
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 100 }),
-    FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 1000, window: 60000 })
-  }, 2)
-  const tally = { sent: 0, ok: 0, reset: 0, hung: 0 }
-  const client = { stop: false }
-  // Fresh connections (agent: false), one request at a time per lane: each is a new hand-off.
-  const lane = async (): Promise<void> => {
-    while (!client.stop) {
-      tally.sent++
-      await new Promise<void>((resolve) => {
-        const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, timeout: HUNG_AFTER_MS }, (res) => {
-          res.resume()
-          res.on('end', () => { tally.ok++; resolve() })
-          res.on('error', () => { tally.reset++; resolve() })
+for (const balance of ['primary', 'sticky'] as const) {
+  test(`balance ${balance}: connections handed to a worker as it is kill -9'd are reset, not left hanging until the primary exits`, async (t) => {
+    const { p, port } = await startCluster(t, {
+      NCLUST_BALANCE: balance,
+      FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 100 }),
+      FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 1000, window: 60000 })
+    }, 2)
+    const tally = { sent: 0, ok: 0, reset: 0, hung: 0 }
+    const client = { stop: false }
+    // Fresh connections (agent: false), one request at a time per lane: each is a new hand-off.
+    const lane = async (): Promise<void> => {
+      while (!client.stop) {
+        tally.sent++
+        await new Promise<void>((resolve) => {
+          const req = http.request({ host: '127.0.0.1', port, path: '/', agent: false, timeout: HUNG_AFTER_MS }, (res) => {
+            res.resume()
+            res.on('end', () => { tally.ok++; resolve() })
+            res.on('error', () => { tally.reset++; resolve() })
+          })
+          req.on('timeout', () => { tally.hung++; req.destroy(new Error('hung')) })
+          req.on('error', (err) => { if (err.message !== 'hung') tally.reset++; resolve() })
+          req.end()
         })
-        req.on('timeout', () => { tally.hung++; req.destroy(new Error('hung')) })
-        req.on('error', (err) => { if (err.message !== 'hung') tally.reset++; resolve() })
-        req.end()
-      })
+      }
     }
-  }
-  const lanes = Array.from({ length: LANES }, lane)
-  await waitFor(() => tally.ok >= 50, '50 answers', 30000)
-  const workerPids = (): number[] => [...new Set(p.lines.filter(primaryReady).map((l) => Number(l.workerPid)))].filter(isAlive)
-  for (let i = 0; i < KILLS; i++) {
-    const pids = workerPids()
-    const victim = pids[i % Math.max(1, pids.length)]
-    if (victim !== undefined) process.kill(victim, 'SIGKILL')
-    await sleep(300)
-  }
-  await waitFor(() => workerPids().length >= 2, '2 workers serving after the kills', 60000)
-  const okBefore = tally.ok
-  await waitFor(() => tally.ok >= okBefore + 50, '50 more answers after the kills', 30000)
-  client.stop = true
-  await Promise.all(lanes) // each request ends: answered, reset, or after HUNG_AFTER_MS
-  t.diagnostic(`kill -9 x${KILLS} under ${LANES} fresh-connection clients: ${JSON.stringify(tally)}`)
-  assert.ok(tally.reset > 0, 'the kills did cut connections (the test exercised the race)')
-  assert.equal(tally.hung, 0, 'no connection was left open without an answer')
-})
+    const lanes = Array.from({ length: LANES }, lane)
+    await waitFor(() => tally.ok >= 50, '50 answers', 30000)
+    const workerPids = (): number[] => [...new Set(p.lines.filter(primaryReady).map((l) => Number(l.workerPid)))].filter(isAlive)
+    for (let i = 0; i < KILLS; i++) {
+      const pids = workerPids()
+      const victim = pids[i % Math.max(1, pids.length)]
+      if (victim !== undefined) process.kill(victim, 'SIGKILL')
+      await sleep(300)
+    }
+    await waitFor(() => workerPids().length >= 2, '2 workers serving after the kills', 60000)
+    const okBefore = tally.ok
+    await waitFor(() => tally.ok >= okBefore + 50, '50 more answers after the kills', 30000)
+    client.stop = true
+    await Promise.all(lanes) // each request ends: answered, reset, or after HUNG_AFTER_MS
+    t.diagnostic(`kill -9 x${KILLS} under ${LANES} fresh-connection clients: ${JSON.stringify(tally)}`)
+    assert.ok(tally.reset > 0, 'the kills did cut connections (the test exercised the race)')
+    assert.equal(tally.hung, 0, 'no connection was left open without an answer')
+  })
+}

@@ -54,9 +54,35 @@ export function trackHandoffs (worker: Worker): void {
       try { handle.close() } catch {} // already closed elsewhere: nothing left to do
     }
     pending.clear()
+    closeUnacknowledged(worker)
   }
   worker.once('disconnect', closeLeft)
   worker.process.once('exit', closeLeft)
+}
+
+/**
+ * The same race through `worker.send(message, socket)`, the primary's own hand-over (owned-listener.ts
+ * for balance 'primary', sticky.ts/handover.ts for 'sticky'): child_process keeps the primary's copy
+ * of a sent socket until the worker acknowledges it (NODE_HANDLE_ACK; `_pendingMessage`), and queues
+ * the next sockets behind it (`_handleQueue`); a worker killed before it acknowledges leaves both open
+ * for the primary's life, and postpones the channel's disconnect, which would close them. So on the
+ * worker's exit, close them: the clients see a reset, as every other connection of the killed worker
+ * does. Node internals (stable from Node 16 to 24; test/handoffs.test.ts fails if they change).
+ */
+function closeUnacknowledged (worker: Worker): void {
+  const child = worker.process as unknown as {
+    _pendingMessage?: { handle?: RawHandle | null } | null
+    _handleQueue?: Array<{ handle?: { destroy?: () => void, close?: () => void } | null }> | null
+  }
+  try { child._pendingMessage?.handle?.close() } catch {} // already closed: nothing left to do
+  child._pendingMessage = null
+  for (const queued of child._handleQueue ?? []) {
+    try {
+      if (typeof queued.handle?.destroy === 'function') queued.handle.destroy()
+      else queued.handle?.close?.()
+    } catch {}
+  }
+  if (child._handleQueue !== undefined && child._handleQueue !== null) child._handleQueue = []
 }
 
 /** Track the hand-offs of every worker forked from now on; returns the function that stops it. */
