@@ -186,6 +186,29 @@ function newSlot (key: number, id: number): SlotState {
   return { key, id, generation: -1, restarts: 0, consecutive: 0, failures: [], startFailures: 0, current: undefined, restartPending: false, everReady: false, removed: false }
 }
 
+/** A process as `forked` creates it: starting, in `slot`'s newest generation. The one constructor. */
+export function newProc (slot: Pick<SlotState, 'key' | 'id' | 'generation'>, f: { id: number, pid: number, candidate: boolean, at: number }): ProcState {
+  return {
+    id: f.id,
+    pid: f.pid,
+    slot: slot.key,
+    slotId: slot.id,
+    generation: slot.generation,
+    state: 'starting',
+    startedAt: f.at,
+    readyAt: undefined,
+    lastBeat: f.at,
+    requests: 0,
+    rss: 0,
+    requested: false,
+    exitAs: undefined,
+    startTimedOut: false,
+    candidate: f.candidate,
+    fatal: undefined,
+    fatalStack: undefined
+  }
+}
+
 export function step (state: MachineState, event: MachineEvent): { state: MachineState, effects: Effect[] } {
   const s = clone(state)
   const fx: Effect[] = []
@@ -309,25 +332,7 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
     case 'forked': {
       const slot = slotByKey(event.slot)
       if (slot === undefined) break
-      const p: ProcState = {
-        id: event.id,
-        pid: event.pid,
-        slot: slot.key,
-        slotId: slot.id,
-        generation: slot.generation,
-        state: 'starting',
-        startedAt: event.at,
-        readyAt: undefined,
-        lastBeat: event.at,
-        requests: 0,
-        rss: 0,
-        requested: false,
-        exitAs: undefined,
-        startTimedOut: false,
-        candidate: event.candidate,
-        fatal: undefined,
-        fatalStack: undefined
-      }
+      const p = newProc(slot, event)
       s.procs.set(p.id, p)
       if (!p.candidate) slot.current = p.id
       log('info', slot.key, { workerPid: p.pid, generation: p.generation, candidate: p.candidate }, 'worker forked')
