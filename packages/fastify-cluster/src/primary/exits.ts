@@ -32,6 +32,9 @@ export function onExit (d: Draft, e: Extract<MachineEvent, { type: 'exit' }>): v
   const reason = exitReason(p, signal)
   d.moveTo(p, 'stopped')
   const startFailure = !slot.everReady && !p.requested && (reason === 'start-failed' || reason === 'start-timeout')
+  if (reason !== 'requested') {
+    slot.lastExit = { pid: p.pid, reason, code, signal, ...(p.fatal !== undefined ? { error: p.fatal } : {}), ...(p.fatalStack !== undefined ? { stack: p.fatalStack } : {}) }
+  }
   const line = { workerPid: p.pid, generation: p.generation, code, signal, reason, error: p.fatal }
   if (reason === 'requested' || reason === 'recycle') d.log('info', p.slot, line, 'worker exited')
   else if (!startFailure || p.candidate || s.shutdown !== undefined) d.log('error', p.slot, line, 'worker exited unexpectedly')
@@ -93,6 +96,7 @@ export function onExit (d: Draft, e: Extract<MachineEvent, { type: 'exit' }>): v
 
   function scheduleRestart (slot: SlotState, delay: number, attempt: number, reason: ExitReason): void {
     slot.restarts += 1
+    s.restarts += 1
     fx.push({ type: 'emit', name: 'restart', payload: { workerId: slot.id, attempt, delay, reason } })
     if (slot.restartPending) fx.push({ type: 'clear-restart-timer', slot: slot.key })
     slot.restartPending = true

@@ -33,6 +33,11 @@ export interface ProcState {
   lastBeat: number
   requests: number
   rss: number
+  /** The last heartbeat's CPU and event-loop utilisation, null until one says so. */
+  cpu: number | null
+  elu: number | null
+  /** Heartbeats received: 0 until the first (status shows no usage before it). */
+  heartbeats: number
   /** The primary asked it to exit: its exit is never replaced by the backoff path. */
   requested: boolean
   /** Reported as the exit reason instead of the observed one (`recycle`, `hung`). */
@@ -64,6 +69,17 @@ export interface SlotState {
   everReady: boolean
   /** Retired by a scale down: never forked into again. */
   removed: boolean
+  /** The last exit the primary did not ask for (with the worker's fatal message and stack), for `nclust status` and `nclust reload`. */
+  lastExit: LastExit | undefined
+}
+
+export interface LastExit {
+  pid: number
+  reason: ExitReason
+  code: number | null
+  signal: NodeJS.Signals | null
+  error?: string
+  stack?: string
 }
 
 export interface MachineState {
@@ -78,6 +94,8 @@ export interface MachineState {
   exitProcess: boolean
   killed: Array<{ workerId: number, pid: number }>
   finished: boolean
+  /** Restarts scheduled after unexpected exits, every slot together (`nclust status`). */
+  restarts: number
   /**
    * Rolling reloads. `pass`: the number of the last pass started (0: none yet); `running`: that
    * pass is not done; `queued`: one more full pass starts when it is. Every source (SIGHUP,
@@ -99,7 +117,7 @@ export type MachineEvent =
   | { type: 'refill', slot: number }
   | { type: 'ready', id: number, at: number }
   | { type: 'fatal', id: number, reason: string, message: string, stack?: string }
-  | { type: 'heartbeat', id: number, at: number, requests: number, rss: number }
+  | { type: 'heartbeat', id: number, at: number, requests: number, rss: number, cpu?: number, elu?: number }
   | { type: 'exit', id: number, code: number | null, signal: NodeJS.Signals | null, at: number }
   | { type: 'start-timeout', id: number }
   | { type: 'restart-due', slot: number, at: number }
@@ -145,7 +163,7 @@ export type Effect =
 
 /** A slot as `add-slot` creates it: never forked into, never ready. */
 export function newSlot (key: number, id: number): SlotState {
-  return { key, id, generation: -1, restarts: 0, consecutive: 0, failures: [], startFailures: 0, current: undefined, restartPending: false, everReady: false, removed: false }
+  return { key, id, generation: -1, restarts: 0, consecutive: 0, failures: [], startFailures: 0, current: undefined, restartPending: false, everReady: false, removed: false, lastExit: undefined }
 }
 
 /** A process as `forked` creates it: starting, in `slot`'s newest generation. The one constructor. */
@@ -162,6 +180,9 @@ export function newProc (slot: Pick<SlotState, 'key' | 'id' | 'generation'>, f: 
     lastBeat: f.at,
     requests: 0,
     rss: 0,
+    cpu: null,
+    elu: null,
+    heartbeats: 0,
     requested: false,
     exitAs: undefined,
     startTimedOut: false,

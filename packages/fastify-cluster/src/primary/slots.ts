@@ -71,6 +71,8 @@ export interface SlotMachine {
   /** Every process still alive, by cluster worker id. */
   readonly procs: Map<number, Proc>
   readonly shuttingDown: boolean
+  /** Restarts after unexpected exits, every slot together. */
+  readonly restarts: number
   addSlot (): Slot
   /** Scale down: the slot is never forked into again (its workers are still to be retired). */
   retireSlot (slot: Slot): void
@@ -264,7 +266,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       case 'ready': dispatch({ type: 'ready', id, at: now() }); return
       case 'fatal': dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) }); return
       case 'heartbeat':
-        dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss })
+        dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss, ...(msg.cpu !== undefined ? { cpu: msg.cpu } : {}), ...(msg.elu !== undefined ? { elu: msg.elu } : {}) })
         for (const fn of hooks.beat) fn(proc, msg)
         return
       default:
@@ -343,6 +345,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     slots,
     procs,
     get shuttingDown () { return state.shutdown !== undefined },
+    get restarts () { return state.restarts },
     addSlot () {
       dispatch({ type: 'add-slot' })
       return slots[slots.length - 1] as Slot

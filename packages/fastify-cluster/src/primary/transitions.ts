@@ -33,7 +33,7 @@ export const MAX_FATAL_MESSAGE = 4 * 1024
 export const MAX_FATAL_STACK = 16 * 1024
 
 export function initialState (config: MachineConfig, workers: number): MachineState {
-  let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false, reload: { pass: 0, running: false, queued: false } }
+  let s: MachineState = { config, slots: [], procs: new Map(), nextKey: 0, shutdown: undefined, exitCode: 0, exitProcess: false, killed: [], finished: false, restarts: 0, reload: { pass: 0, running: false, queued: false } }
   for (let i = 0; i < workers; i++) s = step(s, { type: 'add-slot' }).state
   return s
 }
@@ -120,6 +120,9 @@ export function step (state: MachineState, event: MachineEvent): { state: Machin
       p.lastBeat = event.at
       p.requests = event.requests
       p.rss = event.rss
+      p.cpu = event.cpu ?? null
+      p.elu = event.elu ?? null
+      p.heartbeats += 1
       break
     }
     case 'exit': onExit(d, event); break
