@@ -279,27 +279,8 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
 
   function finish (code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean): void {
     void (async () => {
-      // The close hooks get the shutdown deadline, together: one that never settles must not keep
-      // the primary alive forever; a second SIGTERM / SIGINT stops the wait at once (exit 1).
-      let timer: NodeJS.Timeout | undefined
-      const cut = new Promise<'timeout' | 'forced'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), options.shutdownTimeout)
-        forceClose = () => resolve('forced')
-      })
-      const hooksDone = (async () => {
-        for (const hook of hooks.close) {
-          try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
-        }
-        return 'done' as const
-      })()
-      const outcome = await Promise.race([hooksDone, cut])
-      clearTimeout(timer)
-      if (outcome !== 'done') {
-        log.error({ shutdownTimeout: options.shutdownTimeout, outcome }, outcome === 'forced'
-          ? 'second signal: not waiting for the onClose hooks any longer'
-          : `onClose hooks not settled within ${options.shutdownTimeout}ms: stopping without them`)
-        code = 1
-      }
+      const outcome = await runCloseHooks(hooks.close, options.shutdownTimeout, log, (force) => { forceClose = force })
+      if (outcome !== 'done') code = 1
       for (const fn of hooks.finish) fn()
       log.info({ code, killed }, killed.length > 0
         ? `cluster stopped; SIGKILLed: ${killed.map((k) => `worker ${k.workerId} (pid ${k.pid})`).join(', ')}`
@@ -316,25 +297,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     return lastForked
   }
 
-  // Waiters of settled(), by pid: two listeners for the whole machine, not two per waiting process
-  // (a scale up by 8 used to add 16 and print MaxListenersExceededWarning).
-  const settleWaiters = new Map<number, Array<(outcome: 'ready' | ExitReason) => void>>()
-  const settle = (pid: number, outcome: 'ready' | ExitReason): void => {
-    const list = settleWaiters.get(pid)
-    settleWaiters.delete(pid)
-    for (const fn of list ?? []) fn(outcome)
-  }
-  events.on('worker-ready', (e) => settle(e.pid, 'ready'))
-  events.on('worker-exit', (e) => settle(e.pid, e.reason))
-
-  function settled (proc: Proc): Promise<'ready' | ExitReason> {
-    if (proc.state === 'ready') return Promise.resolve('ready')
-    return new Promise((resolve) => {
-      const list = settleWaiters.get(proc.pid) ?? []
-      list.push(resolve)
-      settleWaiters.set(proc.pid, list)
-    })
-  }
+  const settled = settler(events)
 
   sync()
   return {
@@ -379,5 +342,56 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       if (state.shutdown !== undefined) return Promise.reject(new errors.NCLUST_CLUSTER_SHUTDOWN('already shutting down'))
       return new Promise<void>((resolve, reject) => { readyWaiters.push({ resolve, reject }) })
     }
+  }
+}
+
+/**
+ * The close hooks, in order, given the shutdown deadline together: one that never settles must not
+ * keep the primary alive forever; `setForce` receives the function a second SIGTERM / SIGINT calls
+ * to stop the wait at once. 'done', or why the wait was cut (then the caller exits 1).
+ */
+async function runCloseHooks (hooks: Array<() => void | Promise<void>>, timeoutMs: number, log: Logger, setForce: (force: () => void) => void): Promise<'done' | 'timeout' | 'forced'> {
+  let timer: NodeJS.Timeout | undefined
+  const cut = new Promise<'timeout' | 'forced'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs)
+    setForce(() => resolve('forced'))
+  })
+  const hooksDone = (async () => {
+    for (const hook of hooks) {
+      try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
+    }
+    return 'done' as const
+  })()
+  const outcome = await Promise.race([hooksDone, cut])
+  clearTimeout(timer)
+  if (outcome !== 'done') {
+    log.error({ shutdownTimeout: timeoutMs, outcome }, outcome === 'forced'
+      ? 'second signal: not waiting for the onClose hooks any longer'
+      : `onClose hooks not settled within ${timeoutMs}ms: stopping without them`)
+  }
+  return outcome
+}
+
+/**
+ * `settled(proc)`: resolves with 'ready' or, if the process exits first, its exit reason. Waiters by
+ * pid: two listeners for the whole machine, not two per waiting process (a scale up by 8 used to
+ * add 16 and print MaxListenersExceededWarning).
+ */
+function settler (events: EventEmitter<SupervisorEvents>): (proc: Proc) => Promise<'ready' | ExitReason> {
+  const waiters = new Map<number, Array<(outcome: 'ready' | ExitReason) => void>>()
+  const settle = (pid: number, outcome: 'ready' | ExitReason): void => {
+    const list = waiters.get(pid)
+    waiters.delete(pid)
+    for (const fn of list ?? []) fn(outcome)
+  }
+  events.on('worker-ready', (e) => settle(e.pid, 'ready'))
+  events.on('worker-exit', (e) => settle(e.pid, e.reason))
+  return (proc) => {
+    if (proc.state === 'ready') return Promise.resolve('ready')
+    return new Promise((resolve) => {
+      const list = waiters.get(proc.pid) ?? []
+      list.push(resolve)
+      waiters.set(proc.pid, list)
+    })
   }
 }
