@@ -1,12 +1,12 @@
-import cluster from 'node:cluster'
 import { chmodSync, lstatSync, mkdirSync, statSync, unlinkSync } from 'node:fs'
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
 import { dirname, isAbsolute } from 'node:path'
-import type { PrimaryHandle, WorkerExitEvent } from '../types.js'
+import type { PrimaryHandle } from '../types.js'
 import { MAX_WORKERS, type ResolvedOptions } from '../options.js'
 import { ensureReportDirectory } from '../probe.js'
 import { errors, ControlRefusal } from '../errors.js'
-import { DIAGNOSE_CHANNEL, isWorkerMessage } from '../messages.js'
+import { DIAGNOSE_CHANNEL } from '../messages.js'
+import { machineOf } from './supervisor.js'
 import {
   COMMANDS, IDLE_TIMEOUT_MS, MAX_CONNECTIONS, MAX_REQUEST_BYTES, PROTOCOL_VERSION, encode, lineSplitter,
   type ControlError, type DiagnoseRequest, type DiagnoseResult, type HelloResult, type ReloadReply, type StatusResult, type WorkerStatus
@@ -84,50 +84,17 @@ function probe (path: string): Promise<HelloResult | 'stale' | undefined> {
   })
 }
 
-interface Usage { rss: number, requests: number, cpu: number | null, elu: number | null }
-interface Fatal { message: string, stack?: string }
-
-/** A worker's fatal message and stack are capped: a worker decides their size, the primary keeps them. */
-export const MAX_FATAL_MESSAGE = 4 * 1024
-export const MAX_FATAL_STACK = 16 * 1024
 /** After the reply: a client that does not read it (or never closes its side) is cut after this long, ms. */
 export const LINGER_MS = 2000
-
-export function cap (text: string, max: number): string {
-  return text.length <= max ? text : `${text.slice(0, max)}… (${text.length - max} more characters)`
-}
 
 export function serveControl (server: Server, path: string, handle: PrimaryHandle, options: ResolvedOptions): void {
   const log = handle.logger
   const startedAt = Date.now()
-  const usage = new Map<number, Usage>() // by pid, from heartbeats
-  const fatals = new Map<number, Fatal>() // by pid, a worker's last words
-  const lastExit = new Map<number, WorkerStatus['lastExit']>() // by slot
-  let restarts = 0
+  // What status and reload read: the slot machine's own state (usage, exits, restarts, shutdown), no copy kept here.
+  const found = machineOf(handle)
+  if (found === undefined) throw new Error('serveControl: the handle does not come from startSupervisor')
+  const machine = found
   let exitAfterReply: number | undefined
-
-  // Read the workers' own messages beside the slot machine (node:cluster emits each on `cluster` too).
-  const onClusterMessage = (worker: { process: { pid?: number } }, raw: unknown): void => {
-    const pid = worker.process.pid
-    if (pid === undefined || !isWorkerMessage(raw)) return
-    if (raw.type === 'heartbeat') usage.set(pid, { rss: raw.rss, requests: raw.requests, cpu: raw.cpu ?? null, elu: raw.elu ?? null })
-    else if (raw.type === 'fatal') fatals.set(pid, { message: cap(raw.message, MAX_FATAL_MESSAGE), ...(raw.stack !== undefined ? { stack: cap(raw.stack, MAX_FATAL_STACK) } : {}) })
-  }
-  /** Reloads in progress, told of every exit with the worker's last words (which are then dropped). */
-  const exitWatchers = new Set<(e: WorkerExitEvent, fatal: Fatal | undefined) => void>()
-  cluster.on('message', onClusterMessage)
-  const onExit = (e: WorkerExitEvent): void => {
-    // Every per-pid entry goes with its worker: the maps hold live workers (and one exit per slot) only.
-    const fatal = fatals.get(e.pid)
-    usage.delete(e.pid)
-    fatals.delete(e.pid)
-    for (const watch of exitWatchers) watch(e, fatal)
-    if (e.reason !== 'requested') lastExit.set(e.workerId, { pid: e.pid, reason: e.reason, code: e.code, signal: e.signal, ...(e.error !== undefined ? { error: cap(e.error, MAX_FATAL_MESSAGE) } : {}) })
-  }
-  handle.events.on('worker-exit', onExit)
-  handle.events.on('restart', () => { restarts += 1 })
-  let shuttingDown = false
-  handle.events.on('shutdown', () => { shuttingDown = true })
 
   // Ours to remove: on close, and on a process.exit that skipped it (compared by inode: a path another primary took over is not ours).
   const ino = statSync(path).ino
@@ -135,7 +102,6 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   const removeSocket = (): void => {
     if (closed) return
     closed = true
-    cluster.off('message', onClusterMessage)
     server.close()
     if (!keepControlPath) try { if (statSync(path).ino === ino) unlinkSync(path) } catch {}
   }
@@ -240,6 +206,7 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   function status (): StatusResult {
     const now = Date.now()
     const workers = handle.workers()
+    const procByPid = new Map([...machine.procs.values()].map((p) => [p.pid, p]))
     return {
       primary: {
         pid: process.pid,
@@ -250,22 +217,25 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
         cwd: process.cwd(),
         control: path,
         workers: { desired: handle.size, ready: workers.filter((w) => w.state === 'ready').length },
-        restarts
+        restarts: machine.restarts
       },
       workers: workers.map((w): WorkerStatus => {
-        const u = usage.get(w.pid)
+        // Usage as the last heartbeat said (none before the first); the last exit the primary did not ask for.
+        const p = procByPid.get(w.pid)
+        const beat = p !== undefined && p.heartbeats > 0 ? p : undefined
+        const last = p?.slot.lastExit
         return {
           id: w.workerId,
           pid: w.pid,
           state: w.state,
           generation: w.generation,
           uptime: Math.round((now - w.startedAt) / 100) / 10,
-          rss: u?.rss ?? null,
-          cpu: u?.cpu ?? null,
-          elu: u?.elu ?? null,
-          requests: u?.requests ?? null,
+          rss: beat?.rss ?? null,
+          cpu: beat?.cpu ?? null,
+          elu: beat?.elu ?? null,
+          requests: beat?.requests ?? null,
           restarts: w.restarts,
-          lastExit: lastExit.get(w.workerId) ?? null
+          lastExit: last === undefined ? null : { pid: last.pid, reason: last.reason, code: last.code, signal: last.signal, ...(last.error !== undefined ? { error: last.error } : {}) }
         }
       })
     }
@@ -274,11 +244,10 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
   async function reload (): Promise<ReloadReply> {
     const before = new Map(handle.workers().filter((w) => w.state === 'ready').map((w) => [w.workerId, w.pid]))
     const readyDuring = new Map<number, number>()
-    const exits: Array<WorkerExitEvent & { fatal: Fatal | undefined }> = []
+    // A slot's last exit is replaced (a new object) by every exit the primary did not ask for.
+    const exitsBefore = new Map(machine.slots.map((x) => [x.id, x.lastExit]))
     const onReady = (e: { workerId: number, pid: number }): void => { readyDuring.set(e.workerId, e.pid) }
-    const onExitDuring = (e: WorkerExitEvent, fatal: Fatal | undefined): void => { exits.push({ ...e, fatal }) }
     handle.events.on('worker-ready', onReady)
-    exitWatchers.add(onExitDuring)
     try {
       const r = await handle.reload()
       const out: ReloadReply = {
@@ -290,23 +259,21 @@ export function serveControl (server: Server, path: string, handle: PrimaryHandl
       }
       const id = r.failedWorkerId
       // A shutdown stops a reload: its candidate was asked to leave, it did not fail.
-      if (!r.ok && (id === undefined || shuttingDown)) out.reason = shuttingDown ? 'the cluster is shutting down' : r.reason ?? 'unknown'
+      if (!r.ok && (id === undefined || machine.shuttingDown)) out.reason = machine.shuttingDown ? 'the cluster is shutting down' : r.reason ?? 'unknown'
       else if (!r.ok && id !== undefined) {
-        const exit = exits.find((e) => e.workerId === id && e.reason !== 'requested' && e.pid !== before.get(id))
-        const fatal = exit?.fatal
-        const message = fatal?.message ?? exit?.error
+        const last = machine.slots.find((x) => x.id === id)?.lastExit
+        const exit = last !== exitsBefore.get(id) && last?.pid !== before.get(id) ? last : undefined
         out.failed = {
           id,
           pid: exit?.pid ?? null,
           reason: r.reason ?? 'unknown',
-          ...(message !== undefined ? { message } : {}),
-          ...(fatal?.stack !== undefined ? { stack: fatal.stack } : {})
+          ...(exit?.error !== undefined ? { message: exit.error } : {}),
+          ...(exit?.stack !== undefined ? { stack: exit.stack } : {})
         }
       }
       return out
     } finally {
       handle.events.off('worker-ready', onReady)
-      exitWatchers.delete(onExitDuring)
     }
   }
 

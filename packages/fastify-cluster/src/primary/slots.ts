@@ -1,14 +1,14 @@
 import cluster, { type Worker } from 'node:cluster'
 import { EventEmitter } from 'node:events'
 import type { Logger } from 'pino'
-import type { ExitReason, ShutdownEvent, SupervisorEvents, WorkerState } from '../types.js'
+import type { ExitReason, ShutdownEvent, SupervisorEvents } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
 import { createLogger } from '../logger.js'
 import { errors } from '../errors.js'
 import { isWorkerMessage, message, WORKER_ENV, type HeartbeatMessage, type ShutdownMessage, type WorkerToPrimary } from '../messages.js'
 import { requestLimit, type RssHold } from './policy.js'
 import { createListenerKeeper } from '../balance.js'
-import { initialState, step, type Effect, type MachineEvent, type MachineState, type ProcState, type Signal, type SlotState } from './transitions.js'
+import { initialState, newProc, step, type Effect, type MachineEvent, type MachineState, type ProcState, type Signal, type SlotState } from './transitions.js'
 
 /**
  * The slot machine's shell: every process the primary runs, from fork to exit. The decisions are
@@ -18,42 +18,42 @@ import { initialState, step, type Effect, type MachineEvent, type MachineState, 
  * `fork`, `askToExit` and `kill`, and never fork or kill on their own.
  */
 
-/** A slot as the policies see it: a live view of its pure state, plus its logger and RSS hold. */
-export interface Slot {
-  readonly key: number
-  readonly id: number
-  readonly generation: number
-  readonly restarts: number
+/**
+ * A slot as the policies see it: its pure state (transitions.ts `SlotState`, read-only, always the
+ * newest) plus the shell's handles. `current` is the serving process itself, not its worker id.
+ */
+export interface Slot extends Readonly<Omit<SlotState, 'current'>> {
   readonly current: Proc | undefined
-  readonly restartPending: boolean
-  readonly everReady: boolean
-  readonly removed: boolean
   rssHold: RssHold
   readonly log: Logger
 }
 
-/** A process as the policies see it: a live view of its pure state, plus its worker. */
-export interface Proc {
+/**
+ * A process as the policies see it: its pure state (transitions.ts `ProcState`, read-only, always
+ * the newest) plus the shell's handles. `slot` is the slot itself, not its key; setting `exitAs`
+ * asks the machine (an `exit-as` event).
+ */
+export interface Proc extends Readonly<Omit<ProcState, 'slot' | 'exitAs'>> {
   readonly worker: Worker
-  readonly pid: number
   readonly slot: Slot
-  readonly generation: number
-  readonly state: WorkerState
-  readonly startedAt: number
-  readonly readyAt: number | undefined
-  /** Last heartbeat (or ready) time, and what it said. */
-  readonly lastBeat: number
-  readonly requests: number
-  readonly rss: number
   /** maxRequests + this worker's jitter. */
   readonly requestLimit: number
-  readonly requested: boolean
   /** Reported as the exit reason instead of the observed one (`recycle`, `hung`). */
   exitAs: ExitReason | undefined
-  readonly candidate: boolean
   /** Being replaced by a recycle: do not queue it twice. */
   recycling: boolean
-  readonly fatal: string | undefined
+}
+
+/**
+ * A live view: the shell's own fields (`own`) first, then the newest pure state's (`current()`),
+ * read-only: a policy never writes the machine's state, it sends the machine an event.
+ */
+function liveView<V extends object> (own: object, current: () => object): V {
+  return new Proxy(own, {
+    get: (target, key) => key in target ? Reflect.get(target, key) : Reflect.get(current(), key),
+    has: (target, key) => key in target || key in current(),
+    set: (target, key, value) => key in target && Reflect.set(target, key, value)
+  }) as V
 }
 
 export type ShutdownReason = ShutdownEvent['reason']
@@ -71,6 +71,8 @@ export interface SlotMachine {
   /** Every process still alive, by cluster worker id. */
   readonly procs: Map<number, Proc>
   readonly shuttingDown: boolean
+  /** Restarts after unexpected exits, every slot together. */
+  readonly restarts: number
   addSlot (): Slot
   /** Scale down: the slot is never forked into again (its workers are still to be retired). */
   retireSlot (slot: Slot): void
@@ -141,43 +143,26 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
 
   function slotView (d: SlotState): { view: Slot, d: SlotState } {
     const entry = { d, view: undefined as unknown as Slot }
-    const logger = root.child({ workerId: d.id })
-    entry.view = {
-      key: d.key,
-      get id () { return entry.d.id },
-      get generation () { return entry.d.generation },
-      get restarts () { return entry.d.restarts },
+    const own = {
       get current () { return entry.d.current === undefined ? undefined : procs.get(entry.d.current) },
-      get restartPending () { return entry.d.restartPending },
-      get everReady () { return entry.d.everReady },
-      get removed () { return entry.d.removed },
       rssHold: { until: 0, delay: 0 },
-      log: logger
+      log: root.child({ workerId: d.id })
     }
+    entry.view = liveView<Slot>(own, () => entry.d)
     return entry
   }
 
   function procView (worker: Worker, slot: Slot, d: ProcState): { view: Proc, d: ProcState } {
     const entry = { d, view: undefined as unknown as Proc }
-    entry.view = {
+    const own = {
       worker,
-      pid: d.pid,
       slot,
-      get generation () { return entry.d.generation },
-      get state () { return entry.d.state },
-      get startedAt () { return entry.d.startedAt },
-      get readyAt () { return entry.d.readyAt },
-      get lastBeat () { return entry.d.lastBeat },
-      get requests () { return entry.d.requests },
-      get rss () { return entry.d.rss },
       requestLimit: requestLimit(options.maxRequests, options.maxRequestsJitter),
-      get requested () { return entry.d.requested },
-      get exitAs () { return entry.d.exitAs },
-      set exitAs (exitAs) { if (exitAs !== undefined) dispatch({ type: 'exit-as', id: worker.id, exitAs }) },
-      get candidate () { return entry.d.candidate },
       recycling: false,
-      get fatal () { return entry.d.fatal }
+      get exitAs () { return entry.d.exitAs },
+      set exitAs (exitAs: ExitReason | undefined) { if (exitAs !== undefined) dispatch({ type: 'exit-as', id: worker.id, exitAs }) }
     }
+    entry.view = liveView<Proc>(own, () => entry.d)
     return entry
   }
 
@@ -260,25 +245,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     })
     const pid = worker.process.pid ?? -1
     // The view exists before the `forked` event so that its effects (logs, the start timer) can find it.
-    const placeholder: ProcState = {
-      id: worker.id,
-      pid,
-      slot: key,
-      slotId,
-      generation,
-      state: 'starting',
-      startedAt: now(),
-      readyAt: undefined,
-      lastBeat: now(),
-      requests: 0,
-      rss: 0,
-      requested: false,
-      exitAs: undefined,
-      startTimedOut: false,
-      candidate,
-      fatal: undefined,
-      fatalStack: undefined
-    }
+    const placeholder = newProc({ key, id: slotId, generation }, { id: worker.id, pid, candidate, at: now() })
     const entry = procView(worker, slot, placeholder)
     procViews.set(worker.id, entry)
     procs.set(worker.id, entry.view)
@@ -299,7 +266,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       case 'ready': dispatch({ type: 'ready', id, at: now() }); return
       case 'fatal': dispatch({ type: 'fatal', id, reason: msg.reason, message: msg.message, ...(msg.stack !== undefined ? { stack: msg.stack } : {}) }); return
       case 'heartbeat':
-        dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss })
+        dispatch({ type: 'heartbeat', id, at: now(), requests: msg.requests, rss: msg.rss, ...(msg.cpu !== undefined ? { cpu: msg.cpu } : {}), ...(msg.elu !== undefined ? { elu: msg.elu } : {}) })
         for (const fn of hooks.beat) fn(proc, msg)
         return
       default:
@@ -312,27 +279,8 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
 
   function finish (code: number, killed: Array<{ workerId: number, pid: number }>, exit: boolean): void {
     void (async () => {
-      // The close hooks get the shutdown deadline, together: one that never settles must not keep
-      // the primary alive forever; a second SIGTERM / SIGINT stops the wait at once (exit 1).
-      let timer: NodeJS.Timeout | undefined
-      const cut = new Promise<'timeout' | 'forced'>((resolve) => {
-        timer = setTimeout(() => resolve('timeout'), options.shutdownTimeout)
-        forceClose = () => resolve('forced')
-      })
-      const hooksDone = (async () => {
-        for (const hook of hooks.close) {
-          try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
-        }
-        return 'done' as const
-      })()
-      const outcome = await Promise.race([hooksDone, cut])
-      clearTimeout(timer)
-      if (outcome !== 'done') {
-        log.error({ shutdownTimeout: options.shutdownTimeout, outcome }, outcome === 'forced'
-          ? 'second signal: not waiting for the onClose hooks any longer'
-          : `onClose hooks not settled within ${options.shutdownTimeout}ms: stopping without them`)
-        code = 1
-      }
+      const outcome = await runCloseHooks(hooks.close, options.shutdownTimeout, log, (force) => { forceClose = force })
+      if (outcome !== 'done') code = 1
       for (const fn of hooks.finish) fn()
       log.info({ code, killed }, killed.length > 0
         ? `cluster stopped; SIGKILLed: ${killed.map((k) => `worker ${k.workerId} (pid ${k.pid})`).join(', ')}`
@@ -349,25 +297,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     return lastForked
   }
 
-  // Waiters of settled(), by pid: two listeners for the whole machine, not two per waiting process
-  // (a scale up by 8 used to add 16 and print MaxListenersExceededWarning).
-  const settleWaiters = new Map<number, Array<(outcome: 'ready' | ExitReason) => void>>()
-  const settle = (pid: number, outcome: 'ready' | ExitReason): void => {
-    const list = settleWaiters.get(pid)
-    settleWaiters.delete(pid)
-    for (const fn of list ?? []) fn(outcome)
-  }
-  events.on('worker-ready', (e) => settle(e.pid, 'ready'))
-  events.on('worker-exit', (e) => settle(e.pid, e.reason))
-
-  function settled (proc: Proc): Promise<'ready' | ExitReason> {
-    if (proc.state === 'ready') return Promise.resolve('ready')
-    return new Promise((resolve) => {
-      const list = settleWaiters.get(proc.pid) ?? []
-      list.push(resolve)
-      settleWaiters.set(proc.pid, list)
-    })
-  }
+  const settled = settler(events)
 
   sync()
   return {
@@ -378,6 +308,7 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
     slots,
     procs,
     get shuttingDown () { return state.shutdown !== undefined },
+    get restarts () { return state.restarts },
     addSlot () {
       dispatch({ type: 'add-slot' })
       return slots[slots.length - 1] as Slot
@@ -411,5 +342,56 @@ export function createSlotMachine (options: ResolvedOptions, now: () => number =
       if (state.shutdown !== undefined) return Promise.reject(new errors.NCLUST_CLUSTER_SHUTDOWN('already shutting down'))
       return new Promise<void>((resolve, reject) => { readyWaiters.push({ resolve, reject }) })
     }
+  }
+}
+
+/**
+ * The close hooks, in order, given the shutdown deadline together: one that never settles must not
+ * keep the primary alive forever; `setForce` receives the function a second SIGTERM / SIGINT calls
+ * to stop the wait at once. 'done', or why the wait was cut (then the caller exits 1).
+ */
+async function runCloseHooks (hooks: Array<() => void | Promise<void>>, timeoutMs: number, log: Logger, setForce: (force: () => void) => void): Promise<'done' | 'timeout' | 'forced'> {
+  let timer: NodeJS.Timeout | undefined
+  const cut = new Promise<'timeout' | 'forced'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs)
+    setForce(() => resolve('forced'))
+  })
+  const hooksDone = (async () => {
+    for (const hook of hooks) {
+      try { await hook() } catch (err) { log.error({ err }, 'onClose hook failed') }
+    }
+    return 'done' as const
+  })()
+  const outcome = await Promise.race([hooksDone, cut])
+  clearTimeout(timer)
+  if (outcome !== 'done') {
+    log.error({ shutdownTimeout: timeoutMs, outcome }, outcome === 'forced'
+      ? 'second signal: not waiting for the onClose hooks any longer'
+      : `onClose hooks not settled within ${timeoutMs}ms: stopping without them`)
+  }
+  return outcome
+}
+
+/**
+ * `settled(proc)`: resolves with 'ready' or, if the process exits first, its exit reason. Waiters by
+ * pid: two listeners for the whole machine, not two per waiting process (a scale up by 8 used to
+ * add 16 and print MaxListenersExceededWarning).
+ */
+function settler (events: EventEmitter<SupervisorEvents>): (proc: Proc) => Promise<'ready' | ExitReason> {
+  const waiters = new Map<number, Array<(outcome: 'ready' | ExitReason) => void>>()
+  const settle = (pid: number, outcome: 'ready' | ExitReason): void => {
+    const list = waiters.get(pid)
+    waiters.delete(pid)
+    for (const fn of list ?? []) fn(outcome)
+  }
+  events.on('worker-ready', (e) => settle(e.pid, 'ready'))
+  events.on('worker-exit', (e) => settle(e.pid, e.reason))
+  return (proc) => {
+    if (proc.state === 'ready') return Promise.resolve('ready')
+    return new Promise((resolve) => {
+      const list = waiters.get(proc.pid) ?? []
+      list.push(resolve)
+      waiters.set(proc.pid, list)
+    })
   }
 }

@@ -72,7 +72,7 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = m
   }
   for (const slot of [...m.slots]) m.fork(slot)
 
-  return {
+  const handle: PrimaryHandle = {
     role: 'primary',
     logger: log,
     get size () { return replacer.desired },
@@ -91,6 +91,15 @@ export function startSupervisor (options: ResolvedOptions, now: () => number = m
     close: () => m.shutdown('close'),
     ready: () => m.ready()
   }
+  machines.set(handle, m)
+  return handle
+}
+
+const machines = new WeakMap<PrimaryHandle, SlotMachine>()
+
+/** The slot machine behind a handle `startSupervisor` returned: what `nclust status` reads (control.ts). */
+export function machineOf (handle: PrimaryHandle): SlotMachine | undefined {
+  return machines.get(handle)
 }
 
 /**
