@@ -1,4 +1,4 @@
-import { linkSync, renameSync } from 'node:fs'
+import { closeSync, linkSync, renameSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import type { PrimaryHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
@@ -69,6 +69,9 @@ export async function adoptControl (fd: number, upgraded = false): Promise<Serve
   return server
 }
 
+/** How long after ready an inherited socket may wait for handle.inheritedListener before it is closed. */
+const UNCLAIMED_GRACE_MS = 30_000
+
 /** LISTEN_FDNAMES names nclust gives its own sockets: never a shared listener's. */
 const RESERVED_NAMES = new Set(['http', 'nclust', 'nclust-control', 'unknown'])
 
@@ -110,11 +113,29 @@ export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, pr
     shared.set(name, entry)
     return () => { if (shared.get(name) === entry) shared.delete(name) }
   }
+  // The inherited sockets that are neither HTTP nor control: for handle.inheritedListener, by name.
   const given = new Map<string, number>()
-  prepared.inherited?.names.forEach((name, i) => {
-    const fd = prepared.inherited?.fds[i]
-    if (fd !== undefined && !RESERVED_NAMES.has(name) && !given.has(name)) given.set(name, fd)
-  })
+  const inherited = prepared.inherited
+  if (inherited !== undefined) {
+    const http = new Set(prepared.upgraded ? inherited.fds.filter((_, i) => inherited.names[i] === 'http') : httpFds(inherited))
+    inherited.names.forEach((name, i) => {
+      const fd = inherited.fds[i]
+      if (fd !== undefined && !http.has(fd) && !RESERVED_NAMES.has(name) && !given.has(name)) given.set(name, fd)
+    })
+  }
+  if (given.size > 0) {
+    // A socket nobody took (the new code no longer serves it) would queue connections forever: close
+    // it a while after ready, so its clients are refused instead of hanging (a late taker binds anew).
+    handle.ready().then(() => {
+      setTimeout(() => {
+        for (const [name, fd] of given) {
+          handle.logger.warn({ name, fd }, `inherited socket '${name}' (fd ${fd}) was not taken by handle.inheritedListener: closed`)
+          try { closeSync(fd) } catch {}
+        }
+        given.clear()
+      }, UNCLAIMED_GRACE_MS).unref()
+    }, () => {})
+  }
   handle.inheritedListener = (name) => {
     const fd = given.get(name)
     if (fd === undefined) return undefined
