@@ -1,4 +1,5 @@
 import type { EventEmitter } from 'node:events'
+import type { Server as NetServer } from 'node:net'
 import type { FastifyInstance } from 'fastify'
 import type { Logger } from 'pino'
 import type { EXIT_REASONS, SHUTDOWN_REASONS } from './reasons.js'
@@ -155,6 +156,35 @@ export interface PrimaryHandle {
    * drains and exits) or with its error (this one serves on). Absent where the primary cannot upgrade.
    */
   upgrade?: (opts?: { node?: string }) => Promise<{ ok: boolean, pid?: number, error?: string, ms: number }>
+  /**
+   * Take part in upgrades with a listening server of the primary's own (e.g. the cluster scrape of
+   * `@nclust/fastify-pidmetrics`): on `upgrade()` its descriptor is passed to the new primary under the
+   * LISTEN_FDNAMES name `name` (letters, digits, `.`, `_`, `-`; not `http`, `nclust` or
+   * `nclust-control`; `nclust-` names are never served as HTTP); once the new primary is ready this one
+   * stops accepting on it: `handedOver()` when given (e.g. stop accepting but answer the next request
+   * on each kept-alive connection with `connection: close`, so a scraper moves over without a reset),
+   * else `server.close()`. Registering a name again replaces the server. Absent where the primary
+   * cannot upgrade.
+   */
+  shareListener?: SharedListenerRegistrar
+  /**
+   * The listening descriptor passed to this primary under `name`, by an upgrading primary's
+   * {@link PrimaryHandle.shareListener} or by systemd (`FileDescriptorName=`); undefined when none.
+   * Given once (a second call returns undefined). From an upgrade, listen on it only once
+   * {@link PrimaryHandle.ready} resolved: until then the old primary serves it, and a new primary that
+   * fails to start is killed with whatever it accepted.
+   */
+  inheritedListener?: (name: string) => InheritedListener | undefined
+}
+
+/** Registers a listening server to hand to the next primary; returns a function that unregisters it. */
+export type SharedListenerRegistrar = (name: string, server: NetServer, handedOver?: () => void) => () => void
+
+/** A listening descriptor this primary was given. */
+export interface InheritedListener {
+  fd: number
+  /** True when an upgrading primary passed it (it serves it until this one is ready); false for systemd. */
+  fromUpgrade: boolean
 }
 
 /** Returned in a forked worker. */

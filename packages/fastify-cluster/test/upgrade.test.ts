@@ -9,6 +9,7 @@ import { Pool } from 'undici'
 import { kernelBalanceUnsupported } from '../src/balance.ts'
 import { nextSlot, roundRobin } from '../src/primary/owned-listener.ts'
 import { parseUpgradeLine, upgradeDeadline, upgradeNode } from '../src/primary/upgrade.ts'
+import { checkSharedName } from '../src/primary/sockets.ts'
 import { freePort, get, isAlive, spawnProcess, waitFor, type Spawned } from '../../../test/helpers/index.ts'
 import { fixture, primaryReady } from './start-cluster.ts'
 
@@ -115,6 +116,9 @@ test('pure parts: round robin, the status line, the node to run, the deadline', 
   assert.equal(upgradeNode('/opt/node', {}), '/opt/node')
   assert.equal(upgradeNode(undefined, { PATH: '' }, '/exec/node'), '/exec/node')
   assert.equal(upgradeDeadline({ startTimeout: 1000, startRetries: 2 }), 13000)
+  // handle.shareListener names: one LISTEN_FDNAMES entry, never one of nclust's own sockets.
+  for (const ok of ['nclust-metrics', 'admin', 'a.b_c-1']) assert.doesNotThrow(() => checkSharedName(ok), ok)
+  for (const bad of ['http', 'nclust', 'nclust-control', 'unknown', '', 'a:b', 'a b', 'x'.repeat(65), 3]) assert.throws(() => checkSharedName(bad), /invalid shareListener name/, String(bad))
 })
 
 test('baseline: a plain restart (SIGTERM, then start again) under the same load refuses or fails connections', async (t) => {

@@ -1,6 +1,7 @@
+import { closeSync } from 'node:fs'
 import { createRequire } from 'node:module'
 import type { Server } from 'node:http'
-import type { AddressInfo } from 'node:net'
+import { Server as NetServer, type AddressInfo } from 'node:net'
 import { PidMetricsHandleError, bad, show, unknownOption } from './errors.js'
 import { ClusterMerger, type Family, type ScrapeResult } from './merge.js'
 import { formatFamilies, PROMETHEUS_CONTENT_TYPE } from './exposition.js'
@@ -106,6 +107,9 @@ export function resolveClusterMetricsOptions (raw: unknown, env: NodeJS.ProcessE
   return { port, host, path, timeout, enabled, primaryMetrics, imbalanceWindow, channel }
 }
 
+/** The LISTEN_FDNAMES name of the scrape socket, handed from an old primary to the new one on upgrade (or given by systemd). */
+export const METRICS_LISTENER_NAME = 'nclust-metrics'
+
 /**
  * Limits of the scrape server. Prometheus needs one connection per scraper, kept alive between
  * scrapes, and sends a small GET at once; nothing else should be able to hold the primary's sockets
@@ -169,6 +173,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
   }
 
   const limits = SCRAPE_SERVER_LIMITS
+  let handedOver = false
   const server: Server = createServer({
     headersTimeout: limits.headersTimeout,
     requestTimeout: limits.requestTimeout,
@@ -184,6 +189,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
       res.writeHead(405, { allow: 'GET, HEAD' }).end()
       return
     }
+    if (handedOver) res.shouldKeepAlive = false
     scrape().then((body) => {
       res.writeHead(200, { 'content-type': PROMETHEUS_CONTENT_TYPE })
       res.end(req.method === 'HEAD' ? undefined : body)
@@ -194,12 +200,48 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
   server.keepAliveTimeout = limits.keepAliveTimeout
   server.maxConnections = limits.maxConnections
 
-  await new Promise<void>((resolve, reject) => {
+  const listen = async (target: { fd: number } | { port: number, host: string }): Promise<void> => await new Promise<void>((resolve, reject) => {
     server.once('error', reject)
-    server.listen(opts.port, opts.host, () => {
+    server.listen(target, () => {
       server.off('error', reject)
       resolve()
     })
+  })
+  // A socket handed over by the primary this one replaces (`nclust upgrade`), or by systemd under the
+  // name nclust-metrics: serve it instead of binding, so the scrape follows the new primary with no
+  // refused connection (the kernel's queue belongs to the socket, which never closes).
+  const inherited = h.inheritedListener?.(METRICS_LISTENER_NAME)
+  let served = false
+  if (inherited !== undefined) {
+    // From an upgrade, the old primary serves scrapes on this very socket until this one is ready
+    // (scrapes wait in the queue, none is refused); a new primary that fails to start is killed, and
+    // must not have accepted a scrape it would reset.
+    const started = inherited.fromUpgrade && typeof h.ready === 'function' ? await h.ready().then(() => true, () => false) : true
+    if (!started) {
+      try { closeSync(inherited.fd) } catch {}
+      return DISABLED // the cluster did not start; the supervisor said why
+    }
+    try {
+      await listen({ fd: inherited.fd })
+      served = true
+    } catch {}
+    // A changed METRICS_PORT: the old port's socket closes here (the old primary has let it go) and the new one is bound.
+    if (served && opts.port !== 0 && (server.address() as AddressInfo | null)?.port !== opts.port) {
+      server.close()
+      server.closeAllConnections()
+      served = false
+    } else if (!served) {
+      try { closeSync(inherited.fd) } catch {}
+    }
+  }
+  if (!served) await listen({ port: opts.port, host: opts.host })
+  // Handed to the next primary on upgrade; the old one stops accepting once the new one is ready.
+  // Once handed over: stop accepting (net.Server's close: http.Server's would also close idle
+  // kept-alive connections, racing a scraper's next request into a reset) and answer the next
+  // request on each open connection with `connection: close`, so the scraper reconnects to the new primary.
+  const unshare = h.shareListener?.(METRICS_LISTENER_NAME, server, () => {
+    handedOver = true
+    NetServer.prototype.close.call(server)
   })
   const port = (server.address() as AddressInfo).port
   const shownHost = opts.host.includes(':') ? `[${opts.host}]` : opts.host
@@ -207,6 +249,7 @@ export async function clusterMetrics (handle: unknown, options: ClusterMetricsOp
   const close = (): Promise<void> => {
     closing ??= new Promise<void>((resolve) => {
       supervisor.detach()
+      unshare?.()
       server.close(() => resolve())
       server.closeAllConnections()
     })

@@ -2,6 +2,6 @@
  * The primary's half alone: `import { clusterMetrics } from '@nclust/fastify-pidmetrics/cluster'`
  * loads the cluster scrape without the worker plugin (fastify-metrics, Fastify hooks), for a lean primary.
  */
-export { clusterMetrics } from './cluster-metrics.js'
+export { clusterMetrics, METRICS_LISTENER_NAME } from './cluster-metrics.js'
 export type { ClusterMetricsOptions, ClusterMetricsServer } from './cluster-metrics.js'
 export type { PrimaryLike } from './supervisor-metrics.js'

@@ -2,7 +2,7 @@ import { constants } from 'node:os'
 import type { EventEmitter } from 'node:events'
 import type { Family, FamilySample, Labels, SlotStatus } from './merge.js'
 import type { Spread } from './imbalance.js'
-import { RESTART_REASONS, SHUTDOWN_REASONS } from '@nclust/fastify-cluster'
+import { RESTART_REASONS, SHUTDOWN_REASONS, type InheritedListener, type SharedListenerRegistrar } from '@nclust/fastify-cluster'
 
 /** The part of `@nclust/fastify-cluster`'s PrimaryHandle the metrics need (a fake works in tests). */
 export interface PrimaryLike {
@@ -14,6 +14,10 @@ export interface PrimaryLike {
     | { workerId: number, pid: number, ok: true, value: T, ms: number }
     | { workerId: number, pid: number, ok: false, error: string, ms: number }>>
   onClose (fn: () => void | Promise<void>): void
+  /** Upgrade hand-over (optional: a primary that cannot upgrade has none); see @nclust/fastify-cluster's PrimaryHandle. */
+  ready?: () => Promise<void>
+  shareListener?: SharedListenerRegistrar
+  inheritedListener?: (name: string) => InheritedListener | undefined
 }
 
 // Label values pre-set at 0 (so the first event shows in increase()): the supervisor's own lists,

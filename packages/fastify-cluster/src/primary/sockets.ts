@@ -1,4 +1,4 @@
-import { linkSync, renameSync } from 'node:fs'
+import { closeSync, linkSync, renameSync } from 'node:fs'
 import { createServer, type Server } from 'node:net'
 import type { PrimaryHandle } from '../types.js'
 import type { ResolvedOptions } from '../options.js'
@@ -30,7 +30,8 @@ export async function preparePrimary (options: ResolvedOptions, env: NodeJS.Proc
   const inherited = takeListenFds(env)
   const systemdEnv: Record<string, string> = {}
   for (const k of ['NOTIFY_SOCKET', 'WATCHDOG_USEC']) { const v = env[k]; if (v !== undefined && v !== '') systemdEnv[k] = v }
-  const http = inherited !== undefined ? httpFds(inherited) : []
+  // From an upgrade, HTTP is only what the old primary named 'http' (a shared listener's name, say 'admin', is not).
+  const http = inherited === undefined ? [] : upgraded ? inherited.fds.filter((_, i) => inherited.names[i] === 'http') : httpFds(inherited)
   let owned: OwnedListener | undefined
   // kernel balancing without inherited sockets: every worker binds with SO_REUSEPORT, the primary holds none.
   if (options.balance !== 'kernel' || http.length > 0) {
@@ -68,6 +69,19 @@ export async function adoptControl (fd: number, upgraded = false): Promise<Serve
   return server
 }
 
+/** How long after ready an inherited socket may wait for handle.inheritedListener before it is closed. */
+const UNCLAIMED_GRACE_MS = 30_000
+
+/** LISTEN_FDNAMES names nclust gives its own sockets: never a shared listener's. */
+const RESERVED_NAMES = new Set(['http', 'nclust', 'nclust-control', 'unknown'])
+
+/** A shared listener's name: one LISTEN_FDNAMES entry (no ':'), not one of nclust's own. Throws a TypeError naming it. */
+export function checkSharedName (name: unknown): asserts name is string {
+  if (typeof name !== 'string' || !/^[A-Za-z0-9._-]{1,64}$/.test(name) || RESERVED_NAMES.has(name)) {
+    throw new TypeError(`invalid shareListener name: got ${JSON.stringify(name)}, expected 1-64 letters, digits, '.', '_' or '-', not http, nclust, nclust-control or unknown`)
+  }
+}
+
 /**
  * SIGUSR2 upgrades the primary only under `nclust start` (cli.ts turns it on): an app that embeds
  * startClustered may use SIGUSR2 itself (nodemon sends it to restart); it has handle.upgrade() and
@@ -80,7 +94,8 @@ export function enableUpgradeSignal (): void { upgradeOnSignal = true }
 export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, prepared: PreparedPrimary, control?: Server): void {
   prepared.owned?.attach(handle)
   const notifier = startNotify(handle, process.env, { mainPid: prepared.upgraded })
-  const upgrader = createUpgrader(handle, options, { ...(prepared.owned !== undefined ? { owned: prepared.owned } : {}), ...(control !== undefined ? { control } : {}), systemdEnv: prepared.systemdEnv, notifier }, () => {
+  const shared = new Map<string, { server: Server, handedOver?: () => void }>()
+  const upgrader = createUpgrader(handle, options, { ...(prepared.owned !== undefined ? { owned: prepared.owned } : {}), ...(control !== undefined ? { control } : {}), shared: () => shared, systemdEnv: prepared.systemdEnv, notifier }, () => {
     if (control === undefined || options.control === false) return
     handOverControlPath()
     // libuv unlinks a unix socket's path when the server that bound it closes, and the new primary
@@ -92,6 +107,41 @@ export function wirePrimary (handle: PrimaryHandle, options: ResolvedOptions, pr
     try { renameSync(spare, path) } catch {}
   })
   handle.upgrade = async (opts) => await upgrader.upgrade(opts)
+  handle.shareListener = (name, server, handedOver) => {
+    checkSharedName(name)
+    const entry = { server, ...(handedOver !== undefined ? { handedOver } : {}) }
+    shared.set(name, entry)
+    return () => { if (shared.get(name) === entry) shared.delete(name) }
+  }
+  // The inherited sockets that are neither HTTP nor control: for handle.inheritedListener, by name.
+  const given = new Map<string, number>()
+  const inherited = prepared.inherited
+  if (inherited !== undefined) {
+    const http = new Set(prepared.upgraded ? inherited.fds.filter((_, i) => inherited.names[i] === 'http') : httpFds(inherited))
+    inherited.names.forEach((name, i) => {
+      const fd = inherited.fds[i]
+      if (fd !== undefined && !http.has(fd) && !RESERVED_NAMES.has(name) && !given.has(name)) given.set(name, fd)
+    })
+  }
+  if (given.size > 0) {
+    // A socket nobody took (the new code no longer serves it) would queue connections forever: close
+    // it a while after ready, so its clients are refused instead of hanging (a late taker binds anew).
+    handle.ready().then(() => {
+      setTimeout(() => {
+        for (const [name, fd] of given) {
+          handle.logger.warn({ name, fd }, `inherited socket '${name}' (fd ${fd}) was not taken by handle.inheritedListener: closed`)
+          try { closeSync(fd) } catch {}
+        }
+        given.clear()
+      }, UNCLAIMED_GRACE_MS).unref()
+    }, () => {})
+  }
+  handle.inheritedListener = (name) => {
+    const fd = given.get(name)
+    if (fd === undefined) return undefined
+    given.delete(name)
+    return { fd, fromUpgrade: prepared.upgraded }
+  }
   if (options.handleSignals && upgradeOnSignal) {
     const onUsr2 = (): void => { void upgrader.upgrade() }
     process.on('SIGUSR2', onUsr2)

@@ -61,6 +61,8 @@ export function parseUpgradeLine (line: string): { ok: true, pid: number } | { o
 export interface UpgradeSources {
   owned?: OwnedListener
   control?: Server
+  /** Listening servers of the primary's own registered by handle.shareListener (name → server), handed over too. */
+  shared?: () => ReadonlyMap<string, { server: Server, handedOver?: () => void }>
   /** NOTIFY_SOCKET / WATCHDOG_* as systemd gave them (removed from process.env for the workers). */
   systemdEnv: Record<string, string>
   notifier?: Notifier
@@ -94,6 +96,8 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
     for (const fd of sources.owned?.fds() ?? []) { fds.push(fd); names.push('http') }
     const controlFd = sources.control !== undefined ? fdOf(sources.control) : undefined
     if (controlFd !== undefined) { fds.push(controlFd); names.push('nclust-control') }
+    const shared = [...(sources.shared?.().entries() ?? [])].filter(([, s]) => fdOf(s.server) !== undefined)
+    for (const [name, s] of shared) { fds.push(fdOf(s.server) as number); names.push(name) }
     const node = upgradeNode(opts.node)
     const statusFd = SD_LISTEN_FDS_START + fds.length
     const env: NodeJS.ProcessEnv = { ...process.env, ...sources.systemdEnv, [UPGRADE_FD_ENV]: String(statusFd), [UPGRADE_FROM_ENV]: String(process.pid) }
@@ -154,6 +158,10 @@ export function createUpgrader (handle: PrimaryHandle, options: ResolvedOptions,
     // From here the new primary speaks to systemd (it said MAINPID=); a STOPPING=1 from us would stop the unit.
     sources.notifier?.mute()
     await sources.owned?.stopAccepting()
+    // The new primary serves the shared sockets now (same sockets: nothing queued is lost); requests in flight here finish.
+    for (const [, s] of shared) {
+      try { if (s.handedOver !== undefined) s.handedOver(); else s.server.close() } catch (err) { log.warn({ err }, 'upgrade: a shared listener failed to stop accepting') }
+    }
     onControlHandedOver()
     return { ok: true, pid: verdict.pid, ms: Date.now() - started }
   }
