@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
@@ -7,13 +8,18 @@ import { isPrimaryMessage } from '../messages.js'
 
 /**
  * A worker of a primary that owns the listening socket (../primary/owned-listener.ts) takes its
- * connections from the primary and never accepts one itself. It still listens, on a unix socket in
- * a private folder of its own (0700, unpredictable name, removed at exit), so that the app sees what
- * it sees in every other mode: `onListen` hooks run, `app.server.listening` is true, and close()
- * closes a listening server. Nobody connects to it; `exclusive` keeps node:cluster from routing
- * that listen through the primary.
+ * connections from the primary and never accepts one itself. It still listens, privately, so that
+ * the app sees what it sees in every other mode: `onListen` hooks run, `app.server.listening` is
+ * true, and close() closes a listening server. On Linux that is an abstract unix socket (no file:
+ * it works on a read-only root, under Node's permission model and in a container without a writable
+ * /tmp; an unguessable name), elsewhere a socket in a private folder (0700, removed at exit). Nobody
+ * connects to it; `exclusive` keeps node:cluster from routing that listen through the primary.
  */
 export async function listenPrivately (app: FastifyInstance): Promise<void> {
+  if (process.platform === 'linux') {
+    await app.listen({ path: `\0nclust-w-${process.pid}-${randomBytes(12).toString('hex')}`, exclusive: true } as FastifyListenOptions)
+    return
+  }
   const dir = mkdtempSync(join(tmpdir(), 'nclust-w-'))
   process.once('exit', () => { try { rmSync(dir, { recursive: true, force: true }) } catch {} })
   await app.listen({ path: join(dir, 'app.sock'), exclusive: true } as FastifyListenOptions)
@@ -36,7 +42,9 @@ export function acceptOwned (app: FastifyInstance): void {
   const server = app.server as unknown as { emit: (event: 'connection', socket: Socket) => boolean }
   process.on('message', (raw: unknown, handle: unknown) => {
     if (!isPrimaryMessage(raw) || raw.type !== 'connection' || !(handle instanceof Socket)) return
-    if (stopping && process.connected && process.send !== undefined) {
+    // Closing and no longer listening (the drain's delay is over): give it back. During the delay the
+    // server still accepts, as a listening server would, and answers readiness 503.
+    if (stopping && !(app.server as { listening: boolean }).listening && process.connected && process.send !== undefined) {
       process.send({ nclust: 1, type: CONNECTION_BACK }, handle, undefined, (err) => { if (err !== null) handle.destroy() })
       return
     }
