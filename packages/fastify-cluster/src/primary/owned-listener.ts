@@ -71,6 +71,7 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
   const waiting: Socket[] = []
   let handed = 0
   let closed = false
+  let shuttingDown = false
 
   function hand (socket: Socket, not?: number): void {
     if (chooser === undefined) return
@@ -88,7 +89,13 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
   }
   function attach (handle: PrimaryHandle): void {
     if (chooser !== undefined) attachChooser(handle)
-    handle.events.on('shutdown', () => { void stopAccepting() })
+    handle.events.on('shutdown', () => {
+      // Balance 'primary': keep handing connections to the draining workers while their servers
+      // still accept (the drain's delay), as node:cluster's handle did; stop once none is left.
+      // Balance 'sticky' (no chooser here): stop accepting at once, as sticky.ts always has.
+      shuttingDown = true
+      if (chooser === undefined || live.size === 0) void stopAccepting()
+    })
     if (deferred.length > 0) {
       // Handed over by an upgrading primary: accept only once every worker is ready. Until then the
       // old primary accepts alone, and if this one fails to start and is killed, it never held a
@@ -109,6 +116,7 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
       for (const [slot, l] of live) if (l.pid === worker.process.pid) from = slot
       if (from !== undefined) live.delete(from) // closing: no more connections for it
       if (closed) { back.destroy(); return }
+      if (shuttingDown && live.size === 0) { back.destroy(); void stopAccepting(); return }
       hand(back, from)
     })
     handle.events.on('state', (e) => {
@@ -118,7 +126,10 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
         live.set(e.workerId, { pid: e.pid, worker })
         for (const socket of waiting.splice(0)) hand(socket)
       } else if (live.get(e.workerId)?.pid === e.pid) {
-        live.delete(e.workerId)
+        // During a shutdown a draining worker stays a target until it stops or gives connections
+        // back: its server still accepts through the drain's delay (readiness 503 for load balancers).
+        if (!shuttingDown || e.to === 'stopped') live.delete(e.workerId)
+        if (shuttingDown && live.size === 0) void stopAccepting()
       }
     })
   }
