@@ -11,7 +11,6 @@ import { createRequests } from './requests.js'
 import { startSticky, type StickySlots } from './sticky.js'
 import { isHung } from './policy.js'
 import type { SlotMachine } from './slots.js'
-import { performance } from 'node:perf_hooks'
 import { closeOrphanedHandoffs } from './handoffs.js'
 import { startReaper } from './reaper.js'
 
@@ -130,7 +129,7 @@ function stickySlots (m: SlotMachine): StickySlots {
     },
     onChange: (fn) => { changed.push(fn) },
     onShutdown: (fn) => { m.events.on('shutdown', () => fn()) },
-    now: () => performance.now(),
+    now: () => m.now(),
     log: m.log
   }
 }
