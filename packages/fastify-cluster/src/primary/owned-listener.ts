@@ -64,8 +64,9 @@ export interface OwnedListener {
 /**
  * Listen on `fds` (inherited) or bind `options.port`/`host`, before any worker is forked (a port in
  * use fails the start); connections wait until {@link OwnedListener.attach} and a ready worker.
+ * `chooser` undefined: the caller places the connections itself (balance 'sticky': sticky.ts
+ * accepts on `servers`).
  */
-/** `chooser` undefined: the caller places the connections itself (balance 'sticky': sticky.ts listens on `servers`). */
 export async function openOwnedListener (options: ResolvedOptions, chooser: Chooser | undefined, fds?: number[], defer?: { address: string }): Promise<OwnedListener> {
   const live = new Map<number, { pid: number, worker: Worker }>()
   const waiting: Socket[] = []
