@@ -1,9 +1,13 @@
 import cluster from 'node:cluster'
 import { readFileSync, readdirSync, readlinkSync, writeFileSync } from 'node:fs'
-import { get } from 'node:http'
+import { createRequire } from 'node:module'
 import { join } from 'node:path'
 import { setTimeout as sleep } from 'node:timers/promises'
 import type { ResolvedOptions } from '../options.js'
+
+// node:http by require(), not an ESM import: on Node 22+ an ESM import of node:http loads undici and
+// perf_hooks into the lean primary (the pidmetrics exposition test checks it), as cluster-metrics.ts does.
+const { get } = createRequire(import.meta.url)('node:http') as typeof import('node:http')
 import { REPORT_EXPRESSION, ensureReportDirectory, hangReportName, pruneReports, redactReport, type ProbeReply } from '../probe.js'
 
 /**
