@@ -1,10 +1,11 @@
 // kill -9 while connections arrive: a connection the primary handed to the worker in the instant it
-// died is reset at once, never left open and unanswered (src/primary/handoffs.ts).
+// died is never left open and unanswered; one the worker never took goes to another worker unread
+// (balance primary), or is reset at once (sticky) (src/primary/handoffs.ts).
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { isAlive, waitFor } from '../../../test/helpers/index.ts'
+import { get, isAlive, waitFor } from '../../../test/helpers/index.ts'
 import { primaryReady, startCluster } from './start-cluster.ts'
 
 const LANES = 8
@@ -56,3 +57,25 @@ for (const balance of ['primary', 'sticky'] as const) {
     assert.equal(tally.hung, 0, 'no connection was left open without an answer')
   })
 }
+
+test('balance primary: connections handed to a worker that dies before taking them are served by another, unread', async (t) => {
+  // A worker whose loop is blocked acknowledges no hand-over: every connection the primary hands it
+  // waits in the primary (child_process's pending handle and queue). Its kill -9 must not reset them.
+  const { p, port } = await startCluster(t, { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 100 }) }, 2)
+  const pids = [...new Set(p.lines.filter(primaryReady).map((l) => Number(l.workerPid)))]
+  const victim = pids[0] as number
+  let blocked = false
+  for (let i = 0; i < 10 && !blocked; i++) { // round robin: one of the next two connections reaches it
+    const r = await get(port, `/block?pid=${victim}`)
+    blocked = r.json().blocking === victim
+  }
+  assert.ok(blocked, `worker ${victim} blocks its loop`)
+  const CONNECTIONS = 12
+  const answers = Array.from({ length: CONNECTIONS }, async () => await get(port, '/', { timeout: 30000 }).then((r) => r.json().pid as number, (err: Error) => `failed: ${err.message}`))
+  await sleep(500) // the connections reached the primary, half of them are handed to the blocked worker
+  process.kill(victim, 'SIGKILL')
+  const got = await Promise.all(answers)
+  t.diagnostic(`${CONNECTIONS} fresh connections, half handed to a blocked worker that was then killed: ${JSON.stringify(got)}`)
+  assert.deepEqual(got.filter((g) => typeof g === 'string'), [], 'no connection reset')
+  assert.ok(got.every((g) => g !== victim), 'none by the killed worker')
+})

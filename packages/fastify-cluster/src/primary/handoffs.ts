@@ -1,4 +1,5 @@
 import cluster, { type Worker } from 'node:cluster'
+import { Socket } from 'node:net'
 
 /**
  * Connections Node's round-robin handed to a worker that died before taking them.
@@ -64,25 +65,54 @@ export function trackHandoffs (worker: Worker): void {
  * The same race through `worker.send(message, socket)`, the primary's own hand-over (owned-listener.ts
  * for balance 'primary', sticky.ts/handover.ts for 'sticky'): child_process keeps the primary's copy
  * of a sent socket until the worker acknowledges it (NODE_HANDLE_ACK; `_pendingMessage`), and queues
- * the next sockets behind it (`_handleQueue`); a worker killed before it acknowledges leaves both open
- * for the primary's life, and postpones the channel's disconnect, which would close them. So on the
- * worker's exit, close them: the clients see a reset, as every other connection of the killed worker
- * does. Node internals (stable from Node 16 to 24; test/handoffs.test.ts fails if they change).
+ * the next sockets behind it (`_handleQueue`); a worker that exits before it acknowledges leaves both
+ * open for the primary's life, and postpones the channel's disconnect, which would close them.
+ * Node internals (stable from Node 16 to 24; test/handoffs.test.ts fails if they change).
+ *
+ * A socket the worker never acknowledged never reached its JavaScript (the ACK is sent before the
+ * message is delivered): its request is unread, so it can go to another worker as if it had just
+ * arrived. The owned listener takes it back ({@link rehomeOrphansWith}); without one (balance
+ * 'sticky', whose messages carry the PROXY header's peer) it is closed: the client sees a reset, as
+ * every other connection of the dead worker does, and never waits.
  */
 function closeUnacknowledged (worker: Worker): void {
   const child = worker.process as unknown as {
     _pendingMessage?: { handle?: RawHandle | null } | null
-    _handleQueue?: Array<{ handle?: { destroy?: () => void, close?: () => void } | null }> | null
+    _handleQueue?: Array<{ handle?: unknown }> | null
   }
-  try { child._pendingMessage?.handle?.close() } catch {} // already closed: nothing left to do
+  const left: unknown[] = []
+  const raw = child._pendingMessage?.handle
   child._pendingMessage = null
-  for (const queued of child._handleQueue ?? []) {
-    try {
-      if (typeof queued.handle?.destroy === 'function') queued.handle.destroy()
-      else queued.handle?.close?.()
-    } catch {}
-  }
+  if (raw !== undefined && raw !== null) left.push(raw instanceof Socket ? raw : wrap(raw))
+  for (const queued of child._handleQueue ?? []) left.push(queued.handle)
   if (child._handleQueue !== undefined && child._handleQueue !== null) child._handleQueue = []
+  for (const orphan of left) {
+    if (orphan instanceof Socket && rehome?.(orphan, worker) === true) continue
+    try {
+      const h = orphan as { destroy?: () => void, close?: () => void } | null | undefined
+      if (typeof h?.destroy === 'function') h.destroy()
+      else h?.close?.()
+    } catch {} // already closed: nothing left to do
+  }
+}
+
+/** A raw TCP handle (what child_process keeps of a sent socket) as a paused, unread socket again. */
+function wrap (handle: RawHandle): Socket | RawHandle {
+  try {
+    return new Socket({ handle, readable: true, writable: true, pauseOnCreate: true } as ConstructorParameters<typeof Socket>[0])
+  } catch {
+    return handle // not a stream handle: closed by the caller
+  }
+}
+
+let rehome: ((socket: Socket, from: Worker) => boolean) | undefined
+/**
+ * Route the connections a dead worker never acknowledged to `fn` (it returns false to have one
+ * closed). One per process: the owned listener's. Returns the function that stops it.
+ */
+export function rehomeOrphansWith (fn: (socket: Socket, from: Worker) => boolean): () => void {
+  rehome = fn
+  return () => { if (rehome === fn) rehome = undefined }
 }
 
 /** Track the hand-offs of every worker forked from now on; returns the function that stops it. */

@@ -5,6 +5,7 @@ import type { ResolvedOptions } from '../options.js'
 import { message, type ConnectionMessage } from '../messages.js'
 import { addressHash, pickSlot } from './sticky.js'
 import { CONNECTION_BACK } from '../worker/owned-accept.js'
+import { rehomeOrphansWith } from './handoffs.js'
 
 /**
  * The primary owns the listening socket(s) and hands each accepted connection (paused, unread) to a
@@ -108,18 +109,28 @@ export async function openOwnedListener (options: ResolvedOptions, chooser: Choo
     handle.logger.info({ balance: options.balance, address, inherited: fds ?? [] },
       `the primary ${fds !== undefined && fds.length > 0 ? `serves the inherited socket${fds.length > 1 ? 's' : ''} (fd ${fds.join(', ')})` : 'listens'} on ${address} and hands connections to workers`)
   }
+  /** No more connections for `worker`'s slot; hand `socket` (unread) to another, or close it. */
+  function handElsewhere (worker: Worker, socket: Socket): void {
+    let from: number | undefined
+    for (const [slot, l] of live) if (l.pid === worker.process.pid) from = slot
+    if (from !== undefined) live.delete(from)
+    if (closed) { socket.destroy(); return }
+    if (shuttingDown && live.size === 0) { socket.destroy(); void stopAccepting(); return }
+    hand(socket, from)
+  }
   function attachChooser (handle: PrimaryHandle): void {
-    // A worker that was closing gave a connection back (../worker/owned-accept.ts): hand it to another.
     cluster.on('message', (worker: Worker, raw: unknown, back: unknown) => {
-      if (typeof raw !== 'object' || raw === null || (raw as { nclust?: unknown }).nclust !== 1 || (raw as { type?: unknown }).type !== CONNECTION_BACK) return
-      if (!(back instanceof Socket)) return
-      let from: number | undefined
-      for (const [slot, l] of live) if (l.pid === worker.process.pid) from = slot
-      if (from !== undefined) live.delete(from) // closing: no more connections for it
-      if (closed) { back.destroy(); return }
-      if (shuttingDown && live.size === 0) { back.destroy(); void stopAccepting(); return }
-      hand(back, from)
+      if (typeof raw !== 'object' || raw === null || (raw as { nclust?: unknown }).nclust !== 1) return
+      const type = (raw as { type?: unknown }).type
+      // A worker that was closing gave a connection back (../worker/owned-accept.ts): hand it to another.
+      if (type === CONNECTION_BACK && back instanceof Socket) handElsewhere(worker, back)
+      // A worker with an uncaught error is on its way out: hand it nothing more (the machine keeps it
+      // 'ready' until it exits, so that its exit counts as unexpected).
+      if (type === 'fatal') for (const [slot, l] of live) if (l.pid === worker.process.pid) live.delete(slot)
     })
+    // Handed to a worker that exited before it took them (handoffs.ts): unread, so another one serves them.
+    const stopRehoming = rehomeOrphansWith((socket, worker) => { handElsewhere(worker, socket); return true })
+    handle.events.on('closed', stopRehoming)
     handle.events.on('state', (e) => {
       if (e.to === 'ready') {
         const worker = Object.values(cluster.workers ?? {}).find((w) => w?.process.pid === e.pid)
