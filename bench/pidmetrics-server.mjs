@@ -38,6 +38,28 @@ switch (variant) {
     await app.register(pidMetrics)
     break
   }
+  case 'import-cluster':
+    // What importing @nclust/fastify-cluster (which pidMetrics imports for currentWorker) does to a request.
+    await import('@nclust/fastify-cluster')
+    break
+  case 'import-pidmetrics':
+    await import(pidmetricsModule)
+    break
+  case 'pidmetrics-nothing': {
+    // The plugin with every part off: what registering it costs by itself.
+    const { pidMetrics } = await import(pidmetricsModule)
+    await app.register(pidMetrics, { defaultMetrics: false, routeMetrics: false, endpoint: false })
+    break
+  }
+  case 'import-prom':
+    await import('prom-client')
+    break
+  case 'fastify-metrics-endpoint': {
+    // fastify-metrics as pidMetrics registers it: the endpoint only, its own route and default metrics off.
+    const { default: fastifyMetrics } = await import('fastify-metrics')
+    await app.register(fastifyMetrics, { defaultMetrics: { enabled: false }, routeMetrics: { enabled: false } })
+    break
+  }
   case 'url-hook':
     // What reading the route pattern costs: Fastify's request.routeOptions getter builds an object.
     app.addHook('onResponse', (request, _reply, done) => { if (request.routeOptions.url === '') throw new Error(); done() })
