@@ -29,7 +29,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { freePort, get, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from './helpers/index.ts'
-import { fixture } from '../packages/fastify-cluster/test/start-cluster.ts'
+import { fixturePath, isEvent, primaryReady, unexpectedExit } from '../packages/fastify-cluster/test/start-cluster.ts'
 
 const SHUTDOWN_TIMEOUT = 3000
 const SLOW_MS = 1200
@@ -47,15 +47,15 @@ interface Op {
 }
 
 const msg = (l: LogLine): string => typeof l.msg === 'string' ? l.msg : ''
-const readyPids = (p: Spawned): number[] => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
+const readyPids = (p: Spawned): number[] => p.lines.filter(primaryReady).map((l) => l.workerPid as number)
 const line = async (p: Spawned, pred: (l: LogLine) => boolean, what: string): Promise<LogLine> => await p.waitForLine(pred, 30_000, what)
-const slowNew = { FIXTURE_SLOW_START_MS: String(SLOW_MS), FIXTURE_SLOW_WHICH: 'new' }
+const slowNew = { FIXTURE_SLOW_MS: String(SLOW_MS), FIXTURE_SLOW_WHICH: 'new' }
 const slowStart = (l: LogLine): boolean => l.msg === 'fixture slow start'
 const count = (lines: LogLine[], re: RegExp): number => lines.filter((l) => re.test(msg(l))).length
 
 const ops: Record<string, Op> = {
   start: {
-    env: { FIXTURE_SLOW_START_MS: String(SLOW_MS), FIXTURE_SLOW_WHICH: 'all' },
+    env: { FIXTURE_SLOW_MS: String(SLOW_MS), FIXTURE_SLOW_WHICH: 'all' },
     ready: false,
     begin: async ({ p }) => {
       await waitFor(() => p.lines.filter(slowStart).length >= 2, 'both workers in their slow buildApp', 30_000)
@@ -103,7 +103,7 @@ const ops: Record<string, Op> = {
     ready: true,
     begin: async ({ p, port }) => {
       for (let i = 0; i < 8; i++) await get(port, '/')
-      const start = await line(p, (l) => msg(l).startsWith('recycle start'), 'a recycle')
+      const start = await line(p, isEvent('recycle'), 'a recycle')
       await line(p, (l) => slowStart(l) && l.generation === 1, 'the new worker in its slow buildApp')
       return start.workerPid as number
     },
@@ -121,30 +121,30 @@ const ops: Record<string, Op> = {
     ready: true,
     begin: async ({ p, port }) => {
       const { blocking } = (await get(port, '/block', { timeout: 10_000 })).json() as { blocking: number }
-      await p.waitForLine((l) => l.msg === 'worker exited unexpectedly' && l.reason === 'hung', 20_000, 'the watchdog\'s kill')
+      await p.waitForLine((l) => unexpectedExit(l) && l.reason === 'hung', 20_000, 'the watchdog\'s kill')
       return blocking
     },
     settled: () => true
   },
   'crash restart, backoff': {
-    env: { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 1500 }) },
+    env: { FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 1500 } }) },
     ready: true,
     begin: async ({ p, port }) => {
       const { crashing } = (await get(port, '/crash')).json() as { crashing: number }
-      await line(p, (l) => msg(l).startsWith('restarting worker'), 'the restart in its backoff')
+      await line(p, isEvent('restart'), 'the restart in its backoff')
       return crashing
     },
     settled: () => true
   },
   'crash restart, slow': {
-    env: { ...slowNew, FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 50 }) },
+    env: { ...slowNew, FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 50 } }) },
     ready: true,
     begin: async ({ p, port }) => {
       const { crashing } = (await get(port, '/crash')).json() as { crashing: number }
       await line(p, (l) => slowStart(l) && l.generation === 1, 'the restarted worker in its slow buildApp')
       return crashing
     },
-    settled: (lines) => lines.some((l) => l.msg === 'worker ready' && l.generation === 1)
+    settled: (lines) => lines.some((l) => primaryReady(l) && l.generation === 1)
   }
 }
 
@@ -168,7 +168,8 @@ for (const [name, interrupt, expected] of cells) {
   test(`${name} x ${interrupt}: ${expected === null ? 'every worker follows the SIGKILLed primary' : `exit ${expected}`}, no process left`, async (t) => {
     const op = ops[name] as Op
     const port = await freePort()
-    const p = spawnNode(fixture, {
+    // The plain app, slow to start where the cell asks (FIXTURE_SLOW_MS).
+    const p = spawnNode(fixturePath('slow-start-app.mjs'), {
       env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: String(SHUTDOWN_TIMEOUT), ...op.env }
     })
     t.after(() => p.cleanup())
@@ -182,7 +183,7 @@ for (const [name, interrupt, expected] of cells) {
       else process.kill(victim, 'SIGKILL')
       const after = (): LogLine[] => p.lines.slice(mark)
       if (interrupt === 'SIGHUP') await waitFor(() => count(after(), /^rolling reload (done|failed)/) >= 1, 'the reload SIGHUP asked for', 30_000)
-      else await waitFor(() => op.settled(p.lines) && after().some((l) => l.msg === 'worker ready' || l.msg === 'worker exited unexpectedly'), 'the operation settled', 30_000)
+      else await waitFor(() => op.settled(p.lines) && after().some((l) => primaryReady(l) || unexpectedExit(l)), 'the operation settled', 30_000)
       p.child.kill('SIGTERM')
     } else if (interrupt === 'second') {
       p.child.kill('SIGTERM')

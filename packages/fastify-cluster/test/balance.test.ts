@@ -1,14 +1,12 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFileSync, readdirSync, readlinkSync } from 'node:fs'
-import { fileURLToPath } from 'node:url'
 import { kernelBalanceUnsupported, tcpMigrateReq, TCP_MIGRATE_WARNING } from '../src/balance.ts'
 import { resolveOptions } from '../src/options.ts'
-import { distinct, freePort, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { distinct, freePort, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
+import { fixture, isEvent, primaryReady } from './start-cluster.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
 const unsupported = kernelBalanceUnsupported()
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
 
 test('kernel balancing is refused where Node ignores reusePort or the OS does not balance it', () => {
   for (const v of ['v20.20.2', 'v22.11.0', 'v23.0.0', 'v18.20.0']) {
@@ -96,7 +94,7 @@ test('balance kernel: each worker owns its own listening socket; the primary onl
 
   // reload: the new generation listens on its slot's socket, so the old worker's close resets nothing
   p.child.kill('SIGHUP')
-  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
+  await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60000, 'the reload')
   const fresh = p.lines.filter(primaryReady).map((l) => l.workerPid as number).filter((pid) => !workerPids.includes(pid))
   assert.equal(fresh.length, 2)
   const after = listeners(port, [p.pid, ...fresh])

@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url'
 import { defaultWorkerCount, cgroupCpuQuota } from '../src/cgroup.ts'
 import { resolveOptions } from '../src/options.ts'
 import { freePort, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { primaryReady } from './start-cluster.ts'
 
 // Fixture trees under test/fixtures/cgroup/<case>/ hold proc/self/{cgroup,mountinfo} and sys/fs/cgroup/...
 // as the kernel lays them out, so the real file reading is what is tested.
@@ -90,7 +91,7 @@ test('the primary logs how the count was chosen', async (t) => {
   const line = await p.waitForLine((l) => l.role === 'primary' && typeof l.msg === 'string' && l.msg.startsWith('workers: '), 20000, 'the start line')
   assert.equal(line.msg, 'workers: 2 (WORKER_COUNT)')
   assert.equal(line.workersFrom, 'WORKER_COUNT')
-  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length >= 2, '2 workers ready', 30000)
+  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 30000)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })

@@ -1,9 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { freePort, get, distinct, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
-import { fixture, primaryReady, startCluster } from './start-cluster.ts'
-
-const unexpected = (l: LogLine): boolean => l.msg === 'worker exited unexpectedly'
+import { freePort, get, distinct, isAlive, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
+import { fixturePath, isEvent, primaryReady, startCluster, unexpectedExit as unexpected } from './start-cluster.ts'
 
 /** Release the /hold handlers of these processes once each has started draining: they are in flight during the drain. */
 async function releaseWhenDraining (p: Spawned, pids: number[]): Promise<void> {
@@ -33,7 +31,7 @@ test('two workers answer from two different pids, in slots 0 and 1, and the prim
 })
 
 test('kill -9 of a worker: replaced in the same slot, and the port keeps answering', async (t) => {
-  const { p, port } = await startCluster(t, { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 200 }) })
+  const { p, port } = await startCluster(t, { FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 200 } }) })
   const first = await get(port, '/')
   const victim = first.json() as { pid: number, workerId: number }
   process.kill(victim.pid, 'SIGKILL')
@@ -75,7 +73,7 @@ test('SIGTERM with requests in flight: they complete with 200, onClose hooks run
 
 test('a worker stuck in its close past shutdownTimeout is SIGKILLed and the primary exits 1 saying which', async (t) => {
   const shutdownTimeout = 1500
-  const { p } = await startCluster(t, { FIXTURE_STUCK_CLOSE: '1', SHUTDOWN_TIMEOUT: String(shutdownTimeout) })
+  const { p } = await startCluster(t, { FIXTURE_STUCK: 'always', SHUTDOWN_TIMEOUT: String(shutdownTimeout) }, 2, { app: 'stuck-close-app.mjs' })
   const t0 = Date.now()
   p.child.kill('SIGTERM')
   const { code } = await p.waitForExit(60_000)
@@ -88,9 +86,9 @@ test('a worker stuck in its close past shutdownTimeout is SIGKILLed and the prim
 
 test('a second signal during shutdown forces it at once', async (t) => {
   const shutdownTimeout = 60_000
-  const { p } = await startCluster(t, { FIXTURE_STUCK_CLOSE: '1', SHUTDOWN_TIMEOUT: String(shutdownTimeout) })
+  const { p } = await startCluster(t, { FIXTURE_STUCK: 'always', SHUTDOWN_TIMEOUT: String(shutdownTimeout) }, 2, { app: 'stuck-close-app.mjs' })
   p.child.kill('SIGTERM')
-  await p.waitForLine((l) => l.msg === 'shutting down: draining every worker')
+  await p.waitForLine(isEvent('shutdown'))
   await p.waitForLine((l) => l.fixture === 'onClose', 10000, 'workers closing')
   const t0 = Date.now()
   p.child.kill('SIGINT')
@@ -102,14 +100,12 @@ test('a second signal during shutdown forces it at once', async (t) => {
 
 test('workers that crash soon after being ready trip the crash-loop guard: exit 1, bounded time, reason logged', async (t) => {
   const port = await freePort()
-  const p = spawnNode(fixture, {
+  const p = spawnNode(fixturePath('crashes-after-ready-app.mjs'), {
     env: {
       WORKER_COUNT: '2',
       PORT: String(port),
       HOST: '127.0.0.1',
-      FIXTURE_CRASH_AFTER_READY: '1',
-      FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 20, maxDelay: 100 }),
-      FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 4, window: 60000 })
+      FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 20, maxDelay: 100 }, crashLoop: { maxFailures: 4, window: 60000 } })
     }
   })
   t.after(() => p.cleanup())
@@ -117,17 +113,18 @@ test('workers that crash soon after being ready trip the crash-loop guard: exit 
   const { code } = await p.waitForExit(90_000)
   assert.equal(code, 1)
   assert.ok(Date.now() - t0 < 60_000, 'tripped inside the crash-loop window (4 failures within 60000 ms)')
-  const trip = p.lines.find((l) => typeof l.msg === 'string' && l.msg.startsWith('crash loop:'))
-  assert.ok(trip, 'the crash-loop line is logged')
+  const trip = p.lines.find(isEvent('crash-loop'))
+  assert.ok(trip, 'the crash-loop event')
   assert.equal(trip.failures, 4)
   assert.equal(trip.lastCode, 1)
-  assert.match(String(trip.msg), /failed 4 times within 60000ms \(last exit: code 1, crash: crash after ready \(fixture\)/)
-  assert.ok(p.lines.filter((l) => l.msg?.startsWith('restarting worker') === true).length >= 3, 'restarted with backoff before giving up')
-  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.includes('could not start')).length, 0, 'not a start verdict: the slots had been ready')
+  // The log line names the cause for whoever reads the logs.
+  assert.match(p.output(), /failed 4 times within 60000ms \(last exit: code 1, crash: crash after ready \(fixture\)/)
+  assert.ok(p.lines.filter(isEvent('restart')).length >= 3, 'restarted with backoff before giving up')
+  assert.equal(p.lines.filter(isEvent('start-failed')).length, 0, 'not a start verdict: the slots had been ready')
 })
 
 test('an uncaught exception or unhandled rejection: logged with its stack, worker exits 1, replaced in its slot', async (t) => {
-  const { p, port } = await startCluster(t, { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 50 }) })
+  const { p, port } = await startCluster(t, { FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 50 } }) })
   for (const [path, n] of [['/crash', 1], ['/reject', 2]] as const) {
     const r = await get(port, path)
     assert.equal(r.status, 200)
@@ -150,8 +147,8 @@ test('an uncaught exception or unhandled rejection: logged with its stack, worke
 
 test('a worker not ready within startTimeout is killed, counted as a failed start, and replaced', async (t) => {
   const port = await freePort()
-  const p = spawnNode(fixture, {
-    env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_HANG_START: '1', FIXTURE_START_TIMEOUT: '5000', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 50 }) }
+  const p = spawnNode(fixturePath('hangs-at-start-app.mjs'), {
+    env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_OPTIONS: JSON.stringify({ startTimeout: 5000, restartBackoff: { initialDelay: 50 } }) }
   })
   t.after(() => p.cleanup())
   // Only slot 0's first generation hangs in buildApp (a loaded machine may time out slot 1 too: also fine).
@@ -175,7 +172,7 @@ test('a SIGKILLed primary leaves no worker behind: each notices the closed chann
 })
 
 test('an unhandled rejection in the primary drains the workers (in-flight requests finish) and exits 1', async (t) => {
-  const { p, port } = await startCluster(t, { FIXTURE_PRIMARY_REJECT: '1' })
+  const { p, port } = await startCluster(t, {}, 2, { app: 'primary-reject-app.mjs' })
   const workerPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
   const inflight = get(port, '/hold')
   const entered = await p.waitForLine((l) => l.msg === 'incoming request', 60_000, 'request in flight')
@@ -199,11 +196,11 @@ test('Ctrl-C (SIGINT to the whole process group) is a clean shutdown: in-flight 
   assert.deepEqual(results.map((r) => r.status), [200, 200, 200, 200])
   assert.equal((await p.waitForExit(20000)).code, 0)
   assert.equal(p.lines.filter(unexpected).length, 0, 'no worker exit counted as a crash')
-  assert.equal(p.lines.filter((l) => l.msg?.startsWith('restarting') === true).length, 0)
+  assert.equal(p.lines.filter(isEvent('restart')).length, 0)
 })
 
 test('handle: events, workers(), ready(), onClose() and the request/reply channel with per-worker timeouts', async (t) => {
-  const { p } = await startCluster(t, { FIXTURE_PROBE: '1' })
+  const { p } = await startCluster(t, {}, 2, { app: 'probe-app.mjs' })
   const results = await p.waitForLine((l) => l.msg === 'probe results', 90_000)
   const ready = p.lines.find((l) => l.msg === 'probe ready')!
   const workers = ready.workers as Array<{ workerId: number, pid: number, state: string, generation: number, startedAt: number, restarts: number }>
@@ -224,17 +221,17 @@ test('handle: events, workers(), ready(), onClose() and the request/reply channe
   assert.equal(dflt.code, 'NCLUST_CLUSTER_REQUEST_TIMEOUT')
   assert.match(dflt.message, /did not answer "hang" within 1000ms/, 'request() without a timeout waits 1000 ms')
   assert.ok(dflt.ms >= 995, `rejected after ${dflt.ms} ms`)
-  assert.equal(p.lines.filter((l) => l.msg === 'event worker-ready').length, 2)
+  assert.equal(p.lines.filter(primaryReady).length, 2)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit()).code, 0)
-  assert.ok(p.lines.some((l) => l.msg === 'event shutdown'))
+  assert.ok(p.lines.some(isEvent('shutdown')))
   assert.ok(p.lines.some((l) => l.msg === 'fixture onClose hook (primary)'))
-  assert.equal(p.lines.filter((l) => l.msg === 'event worker-exit' && (l.event as { reason: string }).reason === 'requested').length, 2)
+  assert.equal(p.lines.filter((l) => isEvent('worker-exit')(l) && l.reason === 'requested').length, 2)
 })
 
 test('single-process mode (WORKER_COUNT=1): serves in-process with no fork, SIGTERM drains and exits 0', async (t) => {
   const port = await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '1', PORT: String(port), HOST: '127.0.0.1' } })
+  const p = spawnNode(fixturePath(), { env: { WORKER_COUNT: '1', PORT: String(port), HOST: '127.0.0.1' } })
   t.after(() => p.cleanup())
   await p.waitForLine((l) => l.msg === 'single-process mode ready (no fork)', 60_000)
   const r = await get(port, '/')

@@ -7,13 +7,14 @@ import { createConnection } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { distinct, freePort, isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { distinct, freePort, isAlive, spawnNode, waitFor, type LogLine } from '../../../test/helpers/index.ts'
 import { copyForUser, otherUser } from '../../../test/helpers/other-user.ts'
-import { fixture, startCluster } from './start-cluster.ts'
+import { fixture, isEvent, startCluster } from './start-cluster.ts'
 import { load } from './load.ts'
 import { resolveOptions } from '../src/options.ts'
 import { defaultControlPath } from '../src/control-protocol.ts'
 import { claimControl } from '../src/primary/control.ts'
+const reloadStart = (l: LogLine): boolean => isEvent('reload')(l) && l.phase === 'start'
 
 const bin = fileURLToPath(new URL('../bin/nclust.js', import.meta.url))
 
@@ -79,7 +80,7 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; a rel
   const secret = 'nclust-secret-value-7f3a'
   // A new generation takes 1.5 s to build, so the second reload surely arrives while the first runs.
   const reports = join(dir, 'reports') // the cluster's reportDirectory: diagnose without --out writes there
-  const { p, port } = await startCluster(t, { NCLUST_CONTROL: sock, NCLUST_REPORT_DIR: reports, FIXTURE_SLOW_NEW_GEN_MS: '1500', MY_API_TOKEN: secret }, 2)
+  const { p, port } = await startCluster(t, { NCLUST_CONTROL: sock, NCLUST_REPORT_DIR: reports, FIXTURE_SLOW_MS: '1500', FIXTURE_SLOW_WHICH: 'new', MY_API_TOKEN: secret }, 2, { app: 'slow-start-app.mjs' })
   const env = { NCLUST_CONTROL: sock }
   assert.ok(p.lines.some((l) => l.msg === `control socket: ${sock}`), 'the primary logs the path')
   assert.equal(statSync(sock).mode & 0o777, 0o600)
@@ -110,7 +111,7 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; a rel
   assert.equal((await second.waitForExit(20000)).code, 1)
   assert.match(second.stderr(), /NCLUST_CLUSTER_CONTROL_IN_USE: control socket .*c\.sock belongs to a running cluster \(primary pid \d+/)
   assert.equal(second.stderr().trim().split('\n').length, 1, 'one line')
-  assert.ok(!second.lines.some((l) => l.msg === 'worker forked'))
+  assert.ok(!second.lines.some((l) => l.msg === 'worker forked'), 'nothing forked (the first forks precede any event listener: the log line is their record)')
 
   // The protocol's bounds, raw.
   const idle = raw(sock, undefined)
@@ -160,7 +161,7 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; a rel
   // Two reloads at once: the first runs pass 1; the second is queued as one more full pass and
   // reports the generation each slot ends on (2: the code on disk when it was asked, or newer).
   const first = nclust(['reload'], env)
-  await p.waitForLine((l) => l.msg === 'rolling reload: one slot at a time', 20000, 'the reload began')
+  await p.waitForLine(reloadStart, 20000, 'the reload began')
   const queued = await nclust(['reload'], env)
   const reload = await first
   assert.equal(reload.code, 0, reload.stderr)
@@ -184,7 +185,7 @@ test('status lists the serving pids; diagnose under 50 keep-alive clients; a rel
 
   // A stop during a reload: the reload reports that it was cut short, not a failed start.
   const cut = nclust(['reload'], env)
-  await waitFor(() => p.lines.filter((l) => l.msg === 'rolling reload: one slot at a time').length >= 3, 'the third pass began', 20000)
+  await waitFor(() => p.lines.filter(reloadStart).length >= 3, 'the third pass began', 20000)
   const stop = await nclust(['stop'], env)
   const cutShort = await cut
   assert.equal(cutShort.code, 1)
@@ -200,7 +201,7 @@ test('a reload of code that throws exits 1 naming the error while the old pids s
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const sock = join(dir, 'c.sock')
   const env = { NCLUST_CONTROL: sock }
-  const { p, port } = await startCluster(t, { NCLUST_CONTROL: sock, FIXTURE_FAIL_RELOAD: '1' }, 2)
+  const { p, port } = await startCluster(t, { NCLUST_CONTROL: sock }, 2, { app: 'new-generation-fails-app.mjs' })
   const before = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
 
   const broken = await nclust(['reload'], env)
@@ -288,7 +289,7 @@ test('the control socket: only the first line runs, the connection is closed aft
   assert.equal(first.answer.result.workers.length, 2, 'the answer is the status')
   const again = await raw(sock, line('status'))
   assert.equal(again.answer.ok, true, 'the cluster still answers: stop did not run')
-  assert.ok(!p.lines.some((l) => l.msg === 'rolling reload: one slot at a time' || (typeof l.msg === 'string' && l.msg.startsWith('shutting down'))), 'neither stop nor reload ran')
+  assert.ok(!p.lines.some((l) => reloadStart(l) || isEvent('shutdown')(l)), 'neither stop nor reload ran')
 
   // 16 clients that ask, get their answer and never close their side: the primary closes them (LINGER_MS).
   const clients = Array.from({ length: 16 }, () => {

@@ -3,12 +3,9 @@
 // connections may be refused once the cluster is shutting down.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
 import http from 'node:http'
-import { freePort, get, spawnNode, waitFor, type LogLine } from '../../../test/helpers/index.ts'
-
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
+import { freePort, get, spawnNode, waitFor } from '../../../test/helpers/index.ts'
+import { fixture, isEvent, primaryReady, unexpectedExit } from './start-cluster.ts'
 
 interface Tally { statuses: Map<number, number>, refusedNew: string[], lost: string[], total: number, phase: string }
 
@@ -49,7 +46,7 @@ function load (port: number, connections: number): { tally: Tally, stop: () => P
   }
 }
 
-for (const variant of [{ name: 'a default Fastify()', env: {} }, { name: 'Fastify({ return503OnClosing: false })', env: { FIXTURE_RETURN503_FALSE: '1' } }]) {
+for (const variant of [{ name: 'a default Fastify()', env: {} }, { name: 'Fastify({ return503OnClosing: false })', env: { FIXTURE_FASTIFY: JSON.stringify({ return503OnClosing: false }) } }]) {
   test(`${variant.name}, 50 keep-alive clients: a SIGHUP reload, a crashing worker and SIGINT lose no request and answer no 503`, async (t) => {
     const port = await freePort()
     const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', LOG_LEVEL: 'info', ...variant.env } })
@@ -61,7 +58,7 @@ for (const variant of [{ name: 'a default Fastify()', env: {} }, { name: 'Fastif
 
     traffic.tally.phase = 'reload'
     p.child.kill('SIGHUP')
-    const reload = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
+    const reload = await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60000, 'the reload')
     assert.equal(reload.replaced, 2)
     traffic.tally.phase = 'after reload'
     await flowing(300)
@@ -71,7 +68,7 @@ for (const variant of [{ name: 'a default Fastify()', env: {} }, { name: 'Fastif
     traffic.tally.phase = 'crash'
     const crash = await get(port, '/crash')
     assert.equal(crash.status, 200)
-    await p.waitForLine((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === crash.json().crashing, 30000, 'the crashed worker to exit')
+    await p.waitForLine((l) => unexpectedExit(l) && l.workerPid === crash.json().crashing, 30000, 'the crashed worker to exit')
     await waitFor(() => p.lines.filter(primaryReady).length >= 5, 'its replacement ready', 30000)
     traffic.tally.phase = 'after crash'
     await flowing(300)

@@ -17,8 +17,7 @@ for (const balance of ['primary', 'sticky'] as const) {
   test(`balance ${balance}: connections handed to a worker as it is kill -9'd are reset, not left hanging until the primary exits`, async (t) => {
     const { p, port } = await startCluster(t, {
       NCLUST_BALANCE: balance,
-      FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 100 }),
-      FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 1000, window: 60000 })
+      FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 10, maxDelay: 100 }, crashLoop: { maxFailures: 1000, window: 60000 } })
     }, 2)
     const tally = { sent: 0, ok: 0, reset: 0, hung: 0 }
     const client = { stop: false }
@@ -61,7 +60,7 @@ for (const balance of ['primary', 'sticky'] as const) {
 test('balance primary: connections handed to a worker that dies before taking them are served by another, unread', async (t) => {
   // A worker whose loop is blocked acknowledges no hand-over: every connection the primary hands it
   // waits in the primary (child_process's pending handle and queue). Its kill -9 must not reset them.
-  const { p, port } = await startCluster(t, { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 100 }) }, 2)
+  const { p, port } = await startCluster(t, { FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 10, maxDelay: 100 } }) }, 2)
   const pids = [...new Set(p.lines.filter(primaryReady).map((l) => Number(l.workerPid)))]
   const victim = pids[0] as number
   let blocked = false

@@ -16,7 +16,7 @@ import { diagnose } from '../src/worker/diagnose.ts'
 import type { WorkerContext } from '../src/types.ts'
 
 const modeOf = (path: string): number => statSync(path).mode & 0o777
-const BLOCKING_FRAME = /^at blockTheLoopForever \(file:\/\/\/.*\/test\/fixtures\/app\.mjs:3[5-8]:\d+\)$/
+const BLOCKING_FRAME = /^at blockTheLoopForever \(file:\/\/\/.*\/test\/fixtures\/shared\.mjs:3[3-6]:\d+\)$/
 
 test('parseListening: LISTEN sockets of the given inodes only, addresses decoded', () => {
   const table = [
@@ -96,8 +96,7 @@ test('every default: the first hang names the blocking function and file:line in
     NCLUST_REPORT_DIR: reports, // as the systemd unit sets it: Environment=NCLUST_REPORT_DIR=%S/nclust-example
     NCLUST_TEST_SECRET: secret,
     HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
-    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250, restartBackoff: { initialDelay: 100 } })
   })
   const pids = p.lines.filter(primaryReady).map((l) => Number(l.workerPid))
   for (const pid of pids) {
@@ -115,7 +114,7 @@ test('every default: the first hang names the blocking function and file:line in
   const tName = Date.now()
   const frames = hung.frames as string[]
   assert.match(frames[0] ?? '', BLOCKING_FRAME, JSON.stringify(hung))
-  assert.match(String(hung.msg), /at blockTheLoopForever \(file:\/\/\/.*app\.mjs:3[5-8]:\d+\)/, 'the log line itself names it')
+  assert.match(String(hung.msg), /at blockTheLoopForever \(file:\/\/\/.*shared\.mjs:3[3-6]:\d+\)/, 'the log line itself names it')
   assert.equal(hung.error, undefined)
   // A port the kernel chose (port 0), not node:cluster's 9229 + n, which may be taken or shared by two clusters.
   const inspectorPort = Number(hung.inspectorPort)
@@ -153,8 +152,7 @@ test('workers that hang again and again: at most reportMaxFiles report files, th
     NCLUST_REPORT_DIR: reports,
     NCLUST_REPORT_MAX_FILES: '2',
     HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
-    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250, restartBackoff: { initialDelay: 100 } })
   })
   const hangs = 5
   const written: string[] = []
@@ -185,8 +183,7 @@ test('hangProbe off: workers forked without the inspect port, the hung worker ki
     NCLUST_REPORT_DIR: reports,
     NCLUST_HANG_PROBE: 'off',
     HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
-    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250, restartBackoff: { initialDelay: 100 } })
   })
   for (const pid of p.lines.filter(primaryReady).map((l) => Number(l.workerPid))) {
     assert.equal(readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(INSPECT_PORT_ARG), false)

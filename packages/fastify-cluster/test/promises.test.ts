@@ -1,18 +1,20 @@
 // README promises of @nclust/fastify-cluster that the other files do not cover, each through the
-// public API of a real entry script (test/fixtures/app.mjs), real workers and real signals.
+// public API of real entry scripts (test/fixtures/*-app.mjs), real workers and real signals.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { fileURLToPath } from 'node:url'
 import { freePort, get, distinct, isAlive, spawnNode, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
+import { fixturePath, isEvent, primaryReady } from './start-cluster.ts'
 
-const fixture = fileURLToPath(new URL('./fixtures/app.mjs', import.meta.url))
-const primaryReady = (l: LogLine): boolean => l.role === 'primary' && l.msg === 'worker ready'
-const event = (name: string) => (l: LogLine): boolean => l.msg === `event ${name}`
-const ev = <T = Record<string, unknown>>(l: LogLine): T => l.event as T
+const event = isEvent
+/** An event's payload, as the handle emitted it (the fixtures print a worker's pid as workerPid). */
+const ev = <T = Record<string, unknown>>(l: LogLine): T => {
+  const { role: _role, event: _event, pid: _pid, workerPid, ...payload } = l
+  return (workerPid !== undefined ? { ...payload, pid: workerPid } : payload) as T
+}
 
-async function start (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string>, readyCount = 2): Promise<{ p: Spawned, port: number }> {
+async function start (t: { after: (fn: () => Promise<void>) => void }, env: Record<string, string>, readyCount = 2, app = 'app.mjs'): Promise<{ p: Spawned, port: number }> {
   const port = env.PORT !== undefined ? Number(env.PORT) : await freePort()
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
+  const p = spawnNode(fixturePath(app), { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', ...env } })
   t.after(() => p.cleanup())
   if (readyCount > 0) await waitFor(() => p.lines.filter(primaryReady).length >= readyCount, `${readyCount} workers ready`, 90_000)
   return { p, port }
@@ -58,7 +60,7 @@ test('port 0: one random port shared by every worker', async (t) => {
 })
 
 test('programmatic reload() resolves its result; state, reload and closed events; close() resolves the code and does not exit', async (t) => {
-  const { p } = await start(t, { FIXTURE_API: '1', FIXTURE_EVENTS: '1' })
+  const { p } = await start(t, {}, 2, 'api-app.mjs')
   const result = await p.waitForLine((l) => l.msg === 'api reload result', 90_000, 'the reload result')
   const r = result.result as { ok: boolean, replaced: number, ms: number }
   assert.equal(r.ok, true)
@@ -90,7 +92,7 @@ test('programmatic reload() resolves its result; state, reload and closed events
 })
 
 test('an old worker stuck closing during a reload is SIGKILLed at shutdownTimeout and the reload completes', async (t) => {
-  const { p } = await start(t, { FIXTURE_STUCK_CLOSE_GEN0: '1', SHUTDOWN_TIMEOUT: '1500', FIXTURE_EVENTS: '1' })
+  const { p } = await start(t, { FIXTURE_STUCK: 'first-generation', SHUTDOWN_TIMEOUT: '1500' }, 2, 'stuck-close-app.mjs')
   const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
   p.child.kill('SIGHUP')
   const done = await p.waitForLine((l) => event('reload')(l) && ev<{ phase: string }>(l).phase === 'done', 90_000, 'the reload to finish')
@@ -107,10 +109,8 @@ test('an old worker stuck closing during a reload is SIGKILLed at shutdownTimeou
 test('a crash loop in one slot stops the other workers gracefully (their close hooks run, exit 0), then the primary exits 1; restart and crash-loop payloads', async (t) => {
   const { p, port } = await start(t, {
     FIXTURE_THROW_SLOT: '1',
-    FIXTURE_EVENTS: '1',
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 20, maxDelay: 100 }),
-    FIXTURE_CRASHLOOP: JSON.stringify({ maxFailures: 3, window: 60000 })
-  })
+    FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 20, maxDelay: 100 }, crashLoop: { maxFailures: 3, window: 60000 } })
+  }, 2, 'slot-cannot-restart-app.mjs')
   const survivor = p.lines.find((l) => primaryReady(l) && l.workerId === 0)?.workerPid as number
   // Slot 1's first generation serves; kill it: every replacement fails to start.
   const victim = p.lines.find((l) => primaryReady(l) && l.workerId === 1)?.workerPid as number
@@ -130,7 +130,7 @@ test('a crash loop in one slot stops the other workers gracefully (their close h
 })
 
 test('SIGTERM to one worker: it finishes its in-flight request, exits 0, and is replaced in its slot', async (t) => {
-  const { p, port } = await start(t, { FIXTURE_EVENTS: '1', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 50 }) })
+  const { p, port } = await start(t, { FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 50 } }) })
   const held = get(port, '/hold')
   const entered = await p.waitForLine((l) => l.msg === 'incoming request' && (l.req as { url?: string } | undefined)?.url === '/hold', 60_000, 'the held request')
   const victim = entered.pid as number
@@ -150,7 +150,7 @@ test('SIGTERM to one worker: it finishes its in-flight request, exits 0, and is 
 })
 
 test('a worker\'s own handle.close() drains it and exits 0; the primary replaces it', async (t) => {
-  const { p } = await start(t, { FIXTURE_WORKER_CLOSE: '1', FIXTURE_EVENTS: '1', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 50 }) }, 0)
+  const { p } = await start(t, { FIXTURE_WORKER_CLOSE: '1', FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 50 } }) }, 0, 'worker-close-app.mjs')
   const exit = await p.waitForLine((l) => event('worker-exit')(l) && ev<{ workerId: number }>(l).workerId === 1, 90_000, 'slot 1 to exit')
   assert.equal(ev<{ code: number }>(exit).code, 0)
   await waitFor(() => p.lines.some((l) => primaryReady(l) && l.workerId === 1 && l.generation === 1), 'slot 1 replaced', 90_000)
@@ -159,7 +159,7 @@ test('a worker\'s own handle.close() drains it and exits 0; the primary replaces
 })
 
 test('app messages on the IPC channel never collide with nclust\'s (untagged "shutdown", "ready", "fatal")', async (t) => {
-  const { p, port } = await start(t, { FIXTURE_IPC: '1' })
+  const { p, port } = await start(t, {}, 2, 'ipc-app.mjs')
   const pids = p.lines.filter(primaryReady).map((l) => l.workerPid as number).sort()
   await waitFor(() => p.lines.filter((l) => l.msg === 'app message in worker').length === 2, 'both workers got the app message')
   await waitFor(() => p.lines.filter((l) => l.msg === 'app message in primary').length === 4, 'the primary got the app replies')
@@ -173,7 +173,7 @@ test('app messages on the IPC channel never collide with nclust\'s (untagged "sh
 })
 
 test('handleSignals: false installs no signal handler: the app\'s own SIGTERM handler runs close() and picks the exit code', async (t) => {
-  const { p } = await start(t, { FIXTURE_HANDLE_SIGNALS: '0' })
+  const { p } = await start(t, {}, 2, 'own-signals-app.mjs')
   p.child.kill('SIGTERM')
   const closed = await p.waitForLine((l) => l.msg === 'fixture close resolved', 60_000, 'the app\'s close')
   assert.equal(closed.code, 0)
@@ -183,7 +183,7 @@ test('handleSignals: false installs no signal handler: the app\'s own SIGTERM ha
 
 test('single mode: close() drains and does not exit; a close stuck past shutdownTimeout exits 1 at the deadline', async (t) => {
   const port = await freePort()
-  const api = spawnNode(fixture, { env: { WORKER_COUNT: '1', PORT: String(port), HOST: '127.0.0.1', FIXTURE_API: '1' } })
+  const api = spawnNode(fixturePath('api-app.mjs'), { env: { WORKER_COUNT: '1', PORT: String(port), HOST: '127.0.0.1' } })
   t.after(() => api.cleanup())
   const resolved = await api.waitForLine((l) => l.msg === 'api single close resolved', 60_000, 'single close()')
   assert.equal(resolved.code, null)
@@ -191,7 +191,7 @@ test('single mode: close() drains and does not exit; a close stuck past shutdown
   assert.equal((await api.waitForExit()).code, 42)
 
   const port2 = await freePort()
-  const stuck = spawnNode(fixture, { env: { WORKER_COUNT: '1', PORT: String(port2), HOST: '127.0.0.1', FIXTURE_STUCK_CLOSE: '1', SHUTDOWN_TIMEOUT: '1500' } })
+  const stuck = spawnNode(fixturePath('stuck-close-app.mjs'), { env: { WORKER_COUNT: '1', PORT: String(port2), HOST: '127.0.0.1', FIXTURE_STUCK: 'always', SHUTDOWN_TIMEOUT: '1500' } })
   t.after(() => stuck.cleanup())
   await stuck.waitForLine((l) => l.msg === 'single-process mode ready (no fork)', 60_000)
   const t0 = Date.now()

@@ -1,10 +1,11 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { get, isAlive, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
-import { primaryReady, startCluster } from './start-cluster.ts'
+import { isEvent, primaryReady, startCluster, unexpectedExit } from './start-cluster.ts'
 import { load, type LoadResult } from './load.ts'
 
-const starts = (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('recycle start')
+const starts = isEvent('recycle')
+const forkedEvent = (l: LogLine): boolean => isEvent('state')(l) && l.from === null
 const dones = (l: LogLine): boolean => typeof l.msg === 'string' && l.msg.startsWith('recycle done')
 
 /** Recycles never overlap: every `recycle start` is followed by its `recycle done` before the next start. */
@@ -38,11 +39,11 @@ test('maxRequests (+ jitter) recycles every slot, one at a time, surge-first, wi
     assert.ok(Number(l.value) >= 400 && Number(l.limit) >= 400 && Number(l.limit) <= 450, `limit ${String(l.limit)} within 400..450`)
   }
   for (const pid of firstPids) {
-    const exit = await p.waitForLine((l) => l.msg === 'worker exited' && l.workerPid === pid, 30000, `exit of ${pid}`)
+    const exit = await p.waitForLine((l) => isEvent('worker-exit')(l) && l.workerPid === pid, 30000, `exit of ${pid}`)
     assert.equal(exit.reason, 'recycle')
     await waitFor(() => !isAlive(pid), `first-generation worker ${pid} gone`)
   }
-  assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
+  assert.equal(p.lines.filter((l) => unexpectedExit(l)).length, 0)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
@@ -82,11 +83,11 @@ test('workers over maxRss right after they start are not recycled in a loop: log
   assert.deepEqual(holds.map((l) => l.holdMs), [30000, 30000])
   for (const l of holds) assert.match(String(l.msg), /^worker \d is over maxRss \(\d+ MB > 20 MB\) right after it started: not recycling it in a loop; next try in 30000ms$/)
   // Eight more samples per worker (250 ms apart) change nothing: no recycle, no new fork, no second line.
-  const forked = p.lines.filter((l) => l.msg === 'worker forked').length
+  const forked = p.lines.filter(forkedEvent).length
   const t0 = Date.now()
-  await waitFor(() => Date.now() - t0 > 2000 && p.lines.filter((l) => l.msg === 'worker forked').length === forked, '2 s (8 samples) without a fork', 10000)
+  await waitFor(() => Date.now() - t0 > 2000 && p.lines.filter(forkedEvent).length === forked, '2 s (8 samples) without a fork', 10000)
   assert.equal(p.lines.filter(starts).length, 0)
-  assert.equal(p.lines.filter((l) => l.msg === 'worker forked').length, 2)
+  assert.equal(p.lines.filter(forkedEvent).length, 0, 'no fork after the first two (forked before the fixture listens for events): nothing recycled')
   assert.equal(p.lines.filter((l) => l.holdMs !== undefined).length, 2)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
@@ -102,8 +103,8 @@ test('SIGTERM during a recycle: the candidate and the old worker stop cleanly, e
   const { code } = await p.waitForExit(30000)
   const r = await traffic.stop()
   assert.equal(code, 0)
-  assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
-  assert.ok(p.lines.some((l) => l.msg === 'cluster stopped: every worker exited'))
+  assert.equal(p.lines.filter((l) => unexpectedExit(l)).length, 0)
+  assert.ok(p.lines.some(isEvent('closed')), 'the cluster stopped')
   // Requests before the shutdown all succeeded; after it, connections are refused (nobody listens any more).
   assert.deepEqual(r.errors.filter((e) => e.at < tTerm), [])
   for (const pid of p.knownPids()) await waitFor(() => !isAlive(pid), `pid ${pid} gone`)

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { distinct, freePort, isAlive, spawnNode, waitFor } from '../../../test/helpers/index.ts'
-import { primaryReady, startCluster } from './start-cluster.ts'
+import { isEvent, primaryReady, startCluster, unexpectedExit } from './start-cluster.ts'
 
 const versionedApp = fileURLToPath(new URL('./fixtures/versioned-app.mjs', import.meta.url))
 
@@ -56,7 +56,7 @@ for (const [balance, connection] of [['primary', 'keep-alive'], ['kernel', 'keep
     const traffic = load(port, 16, connection === 'close')
     await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 200, 'load flowing', 20000)
     p.child.kill('SIGHUP')
-    const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60000, 'the reload')
+    const done = await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60000, 'the reload')
     // keep the load on the new generation for a moment, counted like the rest
     const before = p.lines.length
     await waitFor(() => p.lines.length > before + 100, 'load on the new generation', 20000)
@@ -74,23 +74,23 @@ for (const [balance, connection] of [['primary', 'keep-alive'], ['kernel', 'keep
       assert.equal(generation, 1)
       assert.ok(!oldPids.includes(pid!))
     }
-    assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
+    assert.equal(p.lines.filter((l) => unexpectedExit(l)).length, 0)
     p.child.kill('SIGTERM')
     assert.equal((await p.waitForExit(30000)).code, 0)
   })
 }
 
 test('a reload whose new generation cannot start stops at the first slot and keeps the old workers serving', async (t) => {
-  const { p, port } = await startCluster(t, { FIXTURE_FAIL_RELOAD: '1' })
+  const { p, port } = await startCluster(t, {}, 2, { app: 'new-generation-fails-app.mjs' })
   const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number).sort()
   p.child.kill('SIGHUP')
-  const failed = await p.waitForLine((l) => l.msg === 'rolling reload failed', 30000, 'the failed reload')
+  const failed = await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done' && l.ok === false, 30000, 'the failed reload')
   assert.equal(failed.failedWorkerId, 0)
   assert.equal(failed.replaced, 0)
   assert.equal(failed.reason, 'start-failed')
   const seen = await distinct(port, '/', (b: { pid: number }) => b.pid, 2)
   assert.deepEqual([...seen].sort(), oldPids, 'the same two old workers still serve')
-  assert.equal(p.lines.filter((l) => l.msg?.startsWith('restarting worker') === true).length, 0, 'a failed candidate is not restarted in a loop')
+  assert.equal(p.lines.filter(isEvent('restart')).length, 0, 'a failed candidate is not restarted in a loop')
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
@@ -99,7 +99,7 @@ test('a reload whose new generation cannot start stops at the first slot and kee
 // synchronous buildApp. The old workers drain and exit first; the candidate is the last process to
 // exit, and its exit used to return before the shutdown branch: "cluster stopped" never came.
 test('SIGTERM during a reload whose new worker starts slowly: the primary still stops, exit 0', async (t) => {
-  const { p } = await startCluster(t, { FIXTURE_SLOW_NEW_GEN_MS: '2500', FIXTURE_OPTIONS: JSON.stringify({ shutdownTimeout: 5000 }) })
+  const { p } = await startCluster(t, { FIXTURE_SLOW_MS: '2500', FIXTURE_SLOW_WHICH: 'new', FIXTURE_OPTIONS: JSON.stringify({ shutdownTimeout: 5000 }) }, 2, { app: 'slow-start-app.mjs' })
   p.child.kill('SIGHUP')
   // Not a fixed pause: on a loaded machine the new worker may still be loading its modules after
   // 600 ms, die of the SIGTERM at once, and the test pass without the interleaving it is about.
@@ -108,7 +108,7 @@ test('SIGTERM during a reload whose new worker starts slowly: the primary still 
   p.child.kill('SIGTERM')
   const exit = await p.waitForExit(20000)
   assert.equal(exit.code, 0)
-  assert.ok(p.lines.some((l) => l.msg === 'cluster stopped: every worker exited'), 'the primary logged "cluster stopped"')
+  assert.ok(p.lines.some(isEvent('closed')), 'the cluster stopped (closed event)')
   for (const pid of p.knownPids()) await waitFor(() => !isAlive(pid), `pid ${pid} gone`)
 })
 
@@ -131,11 +131,11 @@ test('two SIGHUPs with an edit of the app file between them: every pid serves th
   await p.waitForLine((l) => primaryReady(l) && l.generation === 1, 30000, 'the first new worker ready')
   edit('B')
   p.child.kill('SIGHUP')
-  const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done') && l.pass === 2, 60000, 'the second pass')
+  const done = await waitFor(() => p.lines.filter((l) => isEvent('reload')(l) && l.phase === 'done')[1], 'the second pass', 60000)
   assert.deepEqual((done.slots as Array<{ generation: number }>).map((s) => s.generation), [2, 2], 'both slots end on generation 2')
   const seen = await distinct(port, '/', (b: { pid: number, version: string }) => `${b.pid}/${b.version}`, 2)
   assert.deepEqual([...seen].map((s) => s.split('/')[1]), ['B', 'B'], `every pid serves the second edit: ${JSON.stringify([...seen])}`)
-  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done')).length, 2, 'two passes, not three')
+  assert.equal(p.lines.filter((l) => isEvent('reload')(l) && l.phase === 'done').length, 2, 'two passes, not three')
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
@@ -169,9 +169,9 @@ test('a reload with a client per worker that never reads its response takes less
   await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 2 * workers, 'every slow request received', 30_000)
   t.diagnostic(`slow readers on ${streaming().size} of ${workers} workers`)
   p.child.kill('SIGHUP')
-  const done = await p.waitForLine((l) => typeof l.msg === 'string' && (l.msg.startsWith('rolling reload done') || l.msg === 'rolling reload failed'), workers * shutdownTimeout * 2, 'the reload')
+  const done = await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', workers * shutdownTimeout * 2, 'the reload')
   t.diagnostic(`reload of ${workers} workers with slow readers: ${String(done.ms)} ms (drain deadline ${drainDeadline} ms)`)
-  assert.equal(done.ok, true, String(done.msg))
+  assert.equal(done.ok, true, String(done.reason))
   assert.ok((done.ms as number) >= drainDeadline, 'the slow readers did hold the old workers until the drain deadline')
   assert.ok((done.ms as number) < workers * drainDeadline, `${String(done.ms)} ms: less than ${workers} drain deadlines of ${drainDeadline} ms`)
   p.child.kill('SIGTERM')
@@ -200,7 +200,7 @@ test('a primary close hook that never settles: the primary exits after shutdownT
 
   const forced = await startVersioned(t, { FIXTURE_PRIMARY_CLOSE_HANGS: '1', SHUTDOWN_TIMEOUT: '120000' })
   forced.p.child.kill('SIGTERM')
-  await waitFor(() => forced.p.lines.filter((l) => l.msg === 'worker exited').length >= 2, 'both workers gone', 30_000)
+  await waitFor(() => forced.p.lines.filter(isEvent('worker-exit')).length >= 2, 'both workers gone', 30_000)
   forced.p.child.kill('SIGTERM')
   const second = await forced.p.waitForExit(30_000) // far below the 120 s deadline
   assert.equal(second.code, 1)

@@ -1,13 +1,14 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { distinct, isAlive, waitFor } from '../../../test/helpers/index.ts'
-import { primaryReady, startCluster } from './start-cluster.ts'
+import { distinct, isAlive, waitFor, type LogLine } from '../../../test/helpers/index.ts'
+import { isEvent, primaryReady, startCluster, unexpectedExit } from './start-cluster.ts'
 import { load } from './load.ts'
+const scaleDone = (l: LogLine): boolean => isEvent('scale')(l) && l.phase === 'done'
 
 interface Info { workerId: number, pid: number, state: string, generation: number }
 
 test('handle.scale: 2 → 4 → 1 → 2 under 50 keep-alive clients, 0 failed, the right pids at each step', async (t) => {
-  const { p, port } = await startCluster(t, { FIXTURE_SCALE_STEPS: '4,1,2' })
+  const { p, port } = await startCluster(t, { FIXTURE_SCALE_STEPS: '4,1,2' }, 2, { app: 'scale-app.mjs' })
   const initial = p.lines.filter(primaryReady).sort((a, b) => Number(a.workerId) - Number(b.workerId)).map((l) => l.workerPid as number)
   const traffic = load(port, { clients: 50 })
   t.after(async () => { await traffic.stop() })
@@ -34,7 +35,7 @@ test('handle.scale: 2 → 4 → 1 → 2 under 50 keep-alive clients, 0 failed, t
   assert.deepEqual(one.workers.map((w) => [w.workerId, w.pid, w.state]), [[0, initial[0], 'ready']], 'only slot 0, its first worker')
   for (const pid of [initial[1]!, ...added]) {
     assert.equal(isAlive(pid), false, `pid ${pid} drained and gone`)
-    assert.equal(p.lines.find((l) => l.msg === 'worker exited' && l.workerPid === pid)?.reason, 'requested')
+    assert.equal(p.lines.find((l) => isEvent('worker-exit')(l) && l.workerPid === pid)?.reason, 'requested')
   }
 
   const two = await step(2)
@@ -54,15 +55,15 @@ test('handle.scale: 2 → 4 → 1 → 2 under 50 keep-alive clients, 0 failed, t
   assert.deepEqual(r.errors, [], 'no request failed')
   assert.deepEqual([...r.statuses.keys()], [200])
   assert.equal(r.total, r.ok)
-  assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
-  assert.deepEqual(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('scaled to')).map((l) => l.size), [4, 1, 2])
+  assert.equal(p.lines.filter((l) => unexpectedExit(l)).length, 0)
+  assert.deepEqual(p.lines.filter(scaleDone).map((l) => l.size), [4, 1, 2])
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
 })
 
 test('SIGTTIN / SIGTTOU add and remove one worker, never below 1', async (t) => {
   const { p } = await startCluster(t)
-  const scaled = (): number[] => p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('scaled to')).map((l) => Number(l.size))
+  const scaled = (): number[] => p.lines.filter(scaleDone).map((l) => Number(l.size))
   p.child.kill('SIGTTIN')
   await waitFor(() => scaled().length === 1, 'scaled up', 60000)
   assert.deepEqual(scaled(), [3])
@@ -79,13 +80,13 @@ test('SIGTTIN / SIGTTOU add and remove one worker, never below 1', async (t) => 
 })
 
 test('SIGTERM during a scale up: the new workers and the old ones stop cleanly, exit 0', async (t) => {
-  const { p } = await startCluster(t, { FIXTURE_SCALE_STEPS: '4' })
+  const { p } = await startCluster(t, { FIXTURE_SCALE_STEPS: '4' }, 2, { app: 'scale-app.mjs' })
   p.child.kill('SIGUSR2')
-  await p.waitForLine((l) => l.msg === 'scaling from 2 to 4 workers', 20000)
-  await p.waitForLine((l) => l.msg === 'worker forked' && l.workerId === 3, 20000)
+  await p.waitForLine((l) => isEvent('scale')(l) && l.phase === 'start' && l.from === 2 && l.to === 4, 20000)
+  await p.waitForLine((l) => isEvent('state')(l) && l.from === null && l.workerId === 3, 20000)
   p.child.kill('SIGTERM')
   assert.equal((await p.waitForExit(30000)).code, 0)
-  assert.equal(p.lines.filter((l) => l.msg === 'worker exited unexpectedly').length, 0)
+  assert.equal(p.lines.filter((l) => unexpectedExit(l)).length, 0)
   const scaled = p.lines.find((l) => l.msg === 'fixture scaled') as { result?: { ok: boolean } } | undefined
   if (scaled !== undefined) assert.equal(scaled.result?.ok, false, 'the interrupted scale does not report success')
   for (const pid of p.knownPids()) await waitFor(() => !isAlive(pid), `pid ${pid} gone`)

@@ -3,7 +3,7 @@ import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
 import { EventSource } from 'eventsource'
 import { freePort, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
-import { primaryReady } from './start-cluster.ts'
+import { isEvent, primaryReady } from './start-cluster.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/sse-app.mjs', import.meta.url))
 
@@ -37,7 +37,7 @@ test('SSE on drainSignal through a reload: every stream ends with "bye", the cli
   assert.equal(new Set(clients.map((c) => c.hellos[0]!.pid)).size, 2, 'streams on both workers')
 
   p.child.kill('SIGHUP')
-  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
+  await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60_000, 'the reload')
   await waitFor(() => clients.every((c) => c.hellos.at(-1)!.generation === 1), 'every client on the new generation', 20_000)
   const ticks = clients.map((c) => c.ticks)
   await waitFor(() => clients.every((c, i) => c.ticks > ticks[i]!), 'the new streams flowing', 20_000)

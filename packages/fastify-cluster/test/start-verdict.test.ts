@@ -3,18 +3,20 @@ import assert from 'node:assert/strict'
 import { mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { freePort, distinct, spawnNode, waitFor } from '../../../test/helpers/index.ts'
-import { fixture, primaryReady } from './start-cluster.ts'
+import { freePort, distinct, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
+import { fixturePath, isEvent, primaryReady } from './start-cluster.ts'
 
 /** The fixture's throwing frame: present in the error's stack, and nowhere else. */
 const STACK_FRAME = /at alwaysThrows \(file:/g
+/** What the cluster printed, without the fixture's event lines (the start-failed event carries the stack too). */
+const clusterOutput = (p: Spawned): string => p.output().split('\n').filter((line) => !line.startsWith('{"role":"event"')).join('\n')
 
 test('a buildApp that always throws: a short line per try, the stack once, exit 1 within seconds', async (t) => {
   const port = await freePort()
   const backoff = { initialDelay: 100, maxDelay: 1000 }
   const startRetries = 2
-  const p = spawnNode(fixture, {
-    env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_THROW: '1', FIXTURE_BACKOFF: JSON.stringify(backoff), START_RETRIES: String(startRetries) }
+  const p = spawnNode(fixturePath('throws-app.mjs'), {
+    env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: backoff }), START_RETRIES: String(startRetries) }
   })
   t.after(() => p.cleanup())
   const t0 = Date.now()
@@ -27,7 +29,7 @@ test('a buildApp that always throws: a short line per try, the stack once, exit 
   t.diagnostic(`exit 1 after ${ms} ms (bound ${bound} ms), ${p.output().split('\n').length} output lines`)
   assert.ok(ms < bound, `exit within ${bound} ms (took ${ms})`)
 
-  const out = p.output()
+  const out = clusterOutput(p)
   assert.equal((out.match(STACK_FRAME) ?? []).length, 1, `the stack is printed exactly once:\n${out}`)
   const verdict = p.lines.filter((l) => l.level === 60)
   assert.equal(verdict.length, 1, 'one fatal line')
@@ -38,7 +40,7 @@ test('a buildApp that always throws: a short line per try, the stack once, exit 
   const tryLines = p.lines.filter((l) => l.workerId === failedSlot && typeof l.msg === 'string' && l.msg.startsWith(`worker ${String(failedSlot)} did not start`))
   assert.deepEqual(tryLines.map((l) => l.try), [1, 2])
   for (const l of tryLines) assert.match(String(l.msg), /\(try \d of 3, start-failed\): buildApp always throws \(fixture\); retrying in \d+ms$/)
-  assert.equal(p.lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('crash loop')).length, 0)
+  assert.equal(p.lines.filter(isEvent('crash-loop')).length, 0)
   assert.equal(p.lines.filter((l) => l.role === 'worker' && l.level !== undefined && l.level >= 50).length, 0, 'workers print no error lines of their own')
 })
 
@@ -47,9 +49,9 @@ test('a buildApp that fails twice (a database coming up late) then succeeds: the
   t.after(() => rmSync(dir, { recursive: true, force: true }))
   const counter = join(dir, 'counter')
   const port = await freePort()
-  const p = spawnNode(fixture, {
+  const p = spawnNode(fixturePath('fails-first-starts-app.mjs'), {
     // Each slot counts its own tries: tries 1 and 2 fail, try 3 (the last allowed by default) succeeds.
-    env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_FAIL_TIMES: '2', FIXTURE_COUNTER: counter, FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 }) }
+    env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', FIXTURE_FAIL_TIMES: '2', FIXTURE_COUNTER: counter, FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 100 } }) }
   })
   t.after(() => p.cleanup())
   await waitFor(() => p.lines.filter(primaryReady).length >= 2, 'both slots ready', 60000)
@@ -63,10 +65,10 @@ test('a buildApp that fails twice (a database coming up late) then succeeds: the
 })
 
 test('single-process mode: a failing buildApp prints the error once with its stack and exits 1', async (t) => {
-  const p = spawnNode(fixture, { env: { WORKER_COUNT: '1', PORT: String(await freePort()), HOST: '127.0.0.1', FIXTURE_THROW: '1' } })
+  const p = spawnNode(fixturePath('throws-app.mjs'), { env: { WORKER_COUNT: '1', PORT: String(await freePort()), HOST: '127.0.0.1' } })
   t.after(() => p.cleanup())
   assert.equal((await p.waitForExit(30000)).code, 1)
-  const out = p.output()
+  const out = clusterOutput(p)
   assert.equal((out.match(STACK_FRAME) ?? []).length, 1, `the stack is printed exactly once:\n${out}`)
   assert.ok(p.lines.some((l) => l.level === 60 && l.msg === 'could not start: buildApp always throws (fixture); exit 1'))
 })

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { resolveOptions } from '../src/options.ts'
 import { freePort, isAlive, spawnNode, spawnProcess, waitFor } from '../../../test/helpers/index.ts'
-import { fixture, primaryReady, startCluster } from './start-cluster.ts'
+import { fixture, isEvent, primaryReady, startCluster, unexpectedExit } from './start-cluster.ts'
 
 /** GET `path` on a new connection from `localAddress` (a 127.0.0.x address): the worker that answered. */
 async function from (port: number, localAddress: string, path = '/'): Promise<{ pid: number, generation: number, workerId: number }> {
@@ -150,7 +150,7 @@ test('balance sticky: every connection from one address reaches one worker, addr
   let failures = 0
   let during = 0
   const state = { reloaded: false }
-  const done = p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
+  const done = p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60_000, 'the reload')
     .finally(() => { state.reloaded = true })
   while (!state.reloaded) {
     for (const a of addresses) {
@@ -198,14 +198,14 @@ async function homes (port: number): Promise<Map<string, { pid: number, workerId
 }
 
 test('balance sticky: the addresses of a crashed worker wait for its replacement (never the live worker within stickyWait); the others never move', async (t) => {
-  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_STICKY_WAIT: '60000', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 1500 }) })
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_STICKY_WAIT: '60000', FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 1500 } }) })
   const home = await homes(port)
   const victim = home.get(addresses[0]!)!
   const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
   const stayed = addresses.filter((a) => home.get(a)!.workerId !== victim.workerId)
   assert.ok(stayed.length > 0)
   await from(port, addresses[0]!, '/crash') // answered, then the worker throws
-  await waitFor(() => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
+  await waitFor(() => p.lines.some((l) => unexpectedExit(l) && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
   // Asked while the slot is down (backoff, then the start): each waits and is answered by the replacement.
   const during = await Promise.all(moved.map(async (a) => await from(port, a)))
   for (const r of during) {
@@ -218,12 +218,12 @@ test('balance sticky: the addresses of a crashed worker wait for its replacement
 })
 
 test('balance sticky: a slot down past stickyWait falls back to the live worker, and its addresses come home once it is replaced', async (t) => {
-  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_STICKY_WAIT: '300', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 4000 }) })
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', NCLUST_STICKY_WAIT: '300', FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 4000 } }) })
   const home = await homes(port)
   const victim = home.get(addresses[0]!)!
   const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
   await from(port, addresses[0]!, '/crash')
-  await waitFor(() => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
+  await waitFor(() => p.lines.some((l) => unexpectedExit(l) && l.workerPid === victim.pid), 'the primary saw the crash', 20_000)
   const readyBefore = p.lines.filter(primaryReady).length
   for (const a of moved) {
     const r = await from(port, a)
@@ -242,14 +242,14 @@ test('balance sticky: a slot down past stickyWait falls back to the live worker,
 test('balance sticky: a worker declared hung leaves the rotation at once; its addresses wait for the replacement, the others stay', async (t) => {
   // hangProbe 'always': the stack capture keeps the hung worker alive a while after the verdict; a
   // connection handed to it then would be reset when it is killed.
-  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', HEARTBEAT_TIMEOUT: '2000', NCLUST_HANG_PROBE: 'always', NCLUST_STICKY_WAIT: '60000', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 500 }) })
+  const { p, port } = await startCluster(t, { NCLUST_BALANCE: 'sticky', HEARTBEAT_TIMEOUT: '2000', NCLUST_HANG_PROBE: 'always', NCLUST_STICKY_WAIT: '60000', FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 500 } }) })
   const home = await homes(port)
   const victim = home.get(addresses[0]!)!
   const moved = addresses.filter((a) => home.get(a)!.workerId === victim.workerId)
   const stayed = addresses.filter((a) => home.get(a)!.workerId !== victim.workerId)
   await from(port, addresses[0]!, `/block?pid=${victim.pid}`)
   await waitFor(() => p.lines.some((l) => typeof l.msg === 'string' && l.msg.includes(`(pid ${victim.pid}) hung: no heartbeat`)), 'the hung verdict', 30_000)
-  const killedAt = (): boolean => p.lines.some((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === victim.pid)
+  const killedAt = (): boolean => p.lines.some((l) => unexpectedExit(l) && l.workerPid === victim.pid)
   const stillAlive = !killedAt() // the stack capture runs: the hung worker is still there
   const during = await Promise.all(moved.map(async (a) => await from(port, a)))
   for (const r of during) {

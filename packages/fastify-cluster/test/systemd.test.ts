@@ -8,7 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { parseListenFds, httpFds, namedFd } from '../src/systemd/listen-fds.ts'
 import { statusLine, watchdogInterval } from '../src/systemd/notify.ts'
 import { freePort, get, isAlive, spawnProcess, waitFor, type LogLine, type Spawned } from '../../../test/helpers/index.ts'
-import { fixture, primaryReady } from './start-cluster.ts'
+import { fixture, fixturePath, isEvent, primaryReady } from './start-cluster.ts'
 
 /**
  * systemd's own protocols with systemd's own parts: `systemd-socket-activate` passes the listening
@@ -99,7 +99,7 @@ test('sd_notify: READY=1 once every worker is ready, STATUS, WATCHDOG=1, RELOADI
   const reloading = await waitFor(() => n.msgs().slice(before).find((m) => m.fields.RELOADING === '1'), 'RELOADING=1', 60_000)
   const usec = Number(reloading.fields.MONOTONIC_USEC)
   assert.ok(Number.isInteger(usec) && usec <= reloading.monotonic_usec && usec > reloading.monotonic_usec - 60_000_000, `MONOTONIC_USEC is CLOCK_MONOTONIC (${usec} vs ${reloading.monotonic_usec})`)
-  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 90_000, 'the reload')
+  await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 90_000, 'the reload')
   await waitFor(() => {
     const after = n.msgs().slice(before)
     const iReload = after.findIndex((m) => m.fields.RELOADING === '1')
@@ -115,7 +115,7 @@ test('sd_notify: a cluster whose workers cannot start never says READY=1', { ski
   const dir = private0700(t)
   const n = await notifyListener(t, dir)
   const port = await freePort()
-  const p = spawnProcess(process.execPath, [fixture], { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_CONTROL: join(dir, 'c.sock'), NOTIFY_SOCKET: n.path, FIXTURE_THROW: '1', FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 10 }) } })
+  const p = spawnProcess(process.execPath, [fixturePath('throws-app.mjs')], { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_CONTROL: join(dir, 'c.sock'), NOTIFY_SOCKET: n.path, FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 10, maxDelay: 10 } }) } })
   t.after(() => p.cleanup())
   const { code } = await p.waitForExit(120_000)
   assert.equal(code, 1)

@@ -11,7 +11,7 @@ import { nextSlot, roundRobin } from '../src/primary/owned-listener.ts'
 import { parseUpgradeLine, upgradeDeadline, upgradeNode } from '../src/primary/upgrade.ts'
 import { checkSharedName } from '../src/primary/sockets.ts'
 import { freePort, get, isAlive, spawnProcess, waitFor, type Spawned } from '../../../test/helpers/index.ts'
-import { fixture, primaryReady } from './start-cluster.ts'
+import { fixture, fixturePath, primaryReady, primaryReadyLogged } from './start-cluster.ts'
 
 /**
  * `nclust upgrade` under load: 50 keep-alive clients and one client opening a new connection per
@@ -190,12 +190,12 @@ for (const m of modes) {
 }
 
 test('a new primary that fails to start is killed; the old one serves on and nclust upgrade exits 1 with its error', async (t) => {
-  const { p, port, control } = await startPrimary(t, process.execPath, { FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 10, maxDelay: 10 }) })
+  const { p, port, control } = await startPrimary(t, process.execPath, { FIXTURE_OPTIONS: JSON.stringify({ restartBackoff: { initialDelay: 10, maxDelay: 10 } }) })
   const dir = private0700()
   t.after(() => rmSync(dir, { recursive: true, force: true }))
-  // A "node" whose apps throw in buildApp: the new primary's workers never get ready.
+  // A "node" that runs a deploy whose buildApp throws: the new primary's workers never get ready.
   const broken = join(dir, 'broken-node')
-  writeFileSync(broken, `#!/bin/sh\nFIXTURE_THROW=1 exec ${JSON.stringify(process.execPath)} "$@"\n`, { mode: 0o700 })
+  writeFileSync(broken, `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(fixturePath('throws-app.mjs'))}\n`, { mode: 0o700 })
   const load = traffic(port)
   await answered(load.counts, 300, 'load flowing')
   const up = await nclust(['upgrade', '--control', control, '--node', broken])
@@ -218,7 +218,7 @@ test('SIGUSR2 to a primary run by nclust start upgrades it; the control socket a
   const app = fileURLToPath(new URL('./fixtures/cli-app/app.js', import.meta.url))
   const p = spawnProcess(process.execPath, [bin, 'start', '-w', '2', '-p', String(port), '-a', '127.0.0.1', '--control', control, app], { env: { NCLUST_LOG_FORMAT: 'json' } })
   t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter(primaryReady).length >= 2, '2 workers ready', 90_000)
+  await waitFor(() => p.lines.filter(primaryReadyLogged).length >= 2, '2 workers ready', 90_000)
   p.child.kill('SIGUSR2')
   const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('upgrade: the new primary'), 90_000, 'the upgrade')
   const newPid = Number(done.pid)

@@ -6,7 +6,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { randomBytes } from 'node:crypto'
 import { distinct, get, isAlive, waitFor } from '../../../test/helpers/index.ts'
-import { primaryReady, startCluster } from './start-cluster.ts'
+import { isEvent, primaryReady, startCluster, unexpectedExit } from './start-cluster.ts'
 import { load } from './load.ts'
 import { PROBE_TIMEOUT, probe } from '../src/primary/watchdog.ts'
 import { PROBE_ANSWER_LIMIT, PROBE_DIR_ENV } from '../src/probe.ts'
@@ -42,8 +42,7 @@ test('a worker that blocks its event loop forever: report with the blocking func
     NCLUST_TEST_SECRET: secret,
     NCLUST_HANG_PROBE: 'always',
     HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
-    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval }),
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay })
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval, restartBackoff: { initialDelay } })
   })
   const bootMs = Math.max(...p.lines.filter(primaryReady).map((l) => Number(l.startMs)))
 
@@ -92,12 +91,12 @@ test('a worker that blocks its event loop forever: report with the blocking func
   assert.ok(json.javascriptStack.stack.some((f) => f.includes('blockTheLoopForever')), `the report's JS stack names the blocking function: ${JSON.stringify(json.javascriptStack.stack)}`)
   // The pause may land inside a builtin the loop calls (`at Math.random (<anonymous>)`): the blocking function is right under it.
   const top = (hung.frames as string[]).slice(0, 2)
-  assert.ok(top.some((f) => /^at (Immediate\.)?blockTheLoopForever.* \(file:.*app\.mjs:\d+:\d+\)$/.test(f)), `the logged top frames name the blocking function: ${JSON.stringify(top)}`)
+  assert.ok(top.some((f) => /^at (Immediate\.)?blockTheLoopForever.* \(file:.*shared\.mjs:\d+:\d+\)$/.test(f)), `the logged top frames name the blocking function: ${JSON.stringify(top)}`)
 
-  const exit = p.lines.find((l) => l.msg === 'worker exited unexpectedly' && l.workerPid === blocked.blocking)!
+  const exit = p.lines.find((l) => unexpectedExit(l) && l.workerPid === blocked.blocking)!
   assert.equal(exit.reason, 'hung')
   assert.equal(exit.signal, 'SIGKILL')
-  assert.ok(p.lines.some((l) => l.workerId === victim.workerId && l.reason === 'hung' && typeof l.msg === 'string' && l.msg.startsWith('restarting worker')))
+  assert.ok(p.lines.some((l) => isEvent('restart')(l) && l.workerId === victim.workerId && l.reason === 'hung'))
   assert.equal(isAlive(blocked.blocking), false)
 
   // The other worker served all along; the only failures are requests that were on the hung worker
@@ -137,8 +136,7 @@ test('an oversized answer in place of a hung worker\'s probe: no report, the wor
   const { p, port } = await startCluster(t, {
     NCLUST_HANG_PROBE: 'always',
     HEARTBEAT_TIMEOUT: String(heartbeatTimeout),
-    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250 }),
-    FIXTURE_BACKOFF: JSON.stringify({ initialDelay: 100 })
+    FIXTURE_OPTIONS: JSON.stringify({ heartbeatInterval: 250, restartBackoff: { initialDelay: 100 } })
   })
   // Both probes listening (their threads start once the worker is ready), then block one worker.
   const ready = p.lines.filter(primaryReady).map((l) => Number(l.workerPid))

@@ -4,7 +4,7 @@ import { once } from 'node:events'
 import { fileURLToPath } from 'node:url'
 import WebSocket from 'ws'
 import { freePort, isAlive, spawnNode, waitFor, type Spawned } from '../../../test/helpers/index.ts'
-import { primaryReady } from './start-cluster.ts'
+import { isEvent, primaryReady } from './start-cluster.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/ws-app.mjs', import.meta.url))
 const SHUTDOWN_TIMEOUT = 20_000 // reaching the drain's deadline (a little below) would be the failure
@@ -84,7 +84,7 @@ test('reload with WebSocket clients: each gets 1012, reconnects to the new gener
   for (const c of clients) for (let i = 0; i < M; i++) await c.send(`before ${i}`)
 
   p.child.kill('SIGHUP')
-  const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
+  const done = await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60_000, 'the reload')
   for (const pid of oldPids) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`, 30_000)
   await waitFor(() => clients.every((c) => c.served !== null && c.served.generation === 1 && c.ws.readyState === WebSocket.OPEN),
     'every client reconnected to the new generation', 30_000)
