@@ -60,6 +60,24 @@ export function watchTree (root: string, onChange: (file: string) => void, onErr
  * node:fs watch (recursive, Linux since Node 20) rather than chokidar: one primary-side watcher
  * for a development loop does not justify a dependency in the primary.
  */
+/**
+ * Whose error a failed reload reports: the new worker of the failed slot (forked during the reload,
+ * so not among the pids `before` it, and not asked to exit), with its own fatal message and stack.
+ * Another worker's fatal during the reload (an old worker crashing meanwhile, even first and in the
+ * same slot) is not the edit's error. Pure.
+ */
+export function blameFailedReload (
+  failedWorkerId: number | undefined, exits: readonly WorkerExitEvent[],
+  fatals: ReadonlyMap<number, { message: string, stack?: string }>, before: ReadonlyMap<number, number>
+): { pid?: number, message?: string, stack?: string } {
+  const exit = exits.find((e) => e.workerId === failedWorkerId && e.reason !== 'requested' && !before.has(e.pid))
+  if (exit === undefined) return {}
+  const fatal = fatals.get(exit.pid)
+  const message = fatal?.message ?? exit.error
+  const stack = fatal?.stack?.split('\n').slice(0, 6).join('\n')
+  return { pid: exit.pid, ...(message !== undefined ? { message } : {}), ...(stack !== undefined ? { stack } : {}) }
+}
+
 export function watchAndReload (handle: PrimaryHandle, paths: string[], debounceMs = 300): () => void {
   const log = handle.logger
   let timer: NodeJS.Timeout | undefined
@@ -91,11 +109,8 @@ export function watchAndReload (handle: PrimaryHandle, paths: string[], debounce
       const r = await handle.reload()
       if (r.ok) log.info({ replaced: r.replaced, ms: r.ms }, `watch: reloaded ${r.replaced} workers in ${r.ms}ms`)
       else if (r.reason !== 'shutting down' && r.reason !== 'shutdown began') {
-        const exit = exits.find((e) => e.workerId === r.failedWorkerId && e.reason !== 'requested' && !before.has(e.pid))
-        const fatal = exit !== undefined ? fatals.get(exit.pid) : undefined
-        const message = fatal?.message ?? exit?.error
-        const stack = fatal?.stack?.split('\n').slice(0, 6).join('\n')
-        log.error({ reason: r.reason, failedWorkerId: r.failedWorkerId, failedPid: exit?.pid, error: message, stack },
+        const { pid, message, stack } = blameFailedReload(r.failedWorkerId, exits, fatals, before)
+        log.error({ reason: r.reason, failedWorkerId: r.failedWorkerId, failedPid: pid, error: message, stack },
           `watch: the change does not start (${message ?? r.reason ?? 'unknown'}); the old workers keep serving; fix it and save again`)
       }
     } finally {

@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath, pathToFileURL } from 'node:url'
 import { freePort, get, isAlive, spawnNode, waitFor, type LogLine } from '../../../test/helpers/index.ts'
+import type { WorkerExitEvent } from '../src/types.ts'
 import { load } from './load.ts'
 
 const bin = fileURLToPath(new URL('../bin/nclust.js', import.meta.url))
@@ -101,4 +102,26 @@ test('--watch spends no inotify watch under node_modules, .git or dist; a folder
   writeFileSync(join(dir, 'src', 'later', 'x.js'), '// edited')
   await waitFor(() => reloadsFor(join('src', 'later', 'x.js')), 'a change inside the folder made later', 30000)
   await waitFor(() => reloads().length >= 2, 'its reload', 30000)
+})
+
+test('a failed --watch reload blames the new worker of the failed slot, not an old worker that crashed meanwhile', async () => {
+  const { blameFailedReload } = await import('../src/watch.ts')
+  const before = new Map([[100, 0], [101, 1]]) // the old workers: pid -> slot
+  const exit = (pid: number, workerId: number, reason: 'crash' | 'start-failed' | 'requested', error: string): WorkerExitEvent =>
+    ({ workerId, pid, generation: pid === 100 || pid === 101 ? 0 : 1, code: 1, signal: null, reason, error })
+  // In the order they happened: old worker 100 (slot 0) crashed first, then slot 0's new worker 200 failed.
+  const exits = [exit(100, 0, 'crash', 'old worker: TypeError (unrelated)'), exit(101, 1, 'requested', 'asked'), exit(200, 0, 'start-failed', 'SyntaxError in the edit')]
+  const fatals = new Map([
+    [100, { message: 'old worker: TypeError (unrelated)', stack: 'TypeError: old\n    at old (/app/old.js:1:1)' }],
+    [200, { message: 'SyntaxError in the edit', stack: 'SyntaxError: Unexpected token\n    at edit (/app/app.js:3:7)\n    at a\n    at b\n    at c\n    at d\n    at e\n    at f' }]
+  ])
+  const blamed = blameFailedReload(0, exits, fatals, before)
+  assert.equal(blamed.pid, 200)
+  assert.equal(blamed.message, 'SyntaxError in the edit')
+  assert.equal(blamed.stack?.split('\n').length, 6, 'the top of the stack')
+  assert.match(String(blamed.stack), /app\.js:3:7/)
+  // No fatal message (killed at its start timeout): the exit's own error.
+  assert.deepEqual(blameFailedReload(0, [exit(200, 0, 'start-failed', 'not ready within 30000ms')], new Map(), before), { pid: 200, message: 'not ready within 30000ms' })
+  // The failed slot's new worker never exited (the reload gave up first): nothing to blame.
+  assert.deepEqual(blameFailedReload(1, exits, fatals, before), {})
 })
