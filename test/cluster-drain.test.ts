@@ -2,6 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { fileURLToPath } from 'node:url'
 import { freePort, get, isAlive, spawnNode, waitFor } from './helpers/index.ts'
+import { primaryReady } from '../packages/fastify-cluster/test/start-cluster.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/clustered-app.mjs', import.meta.url))
 
@@ -9,10 +10,10 @@ test('under startClustered, SIGTERM with 20 requests in flight across workers co
   const port = await freePort()
   const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: '20000' } })
   t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 90_000)
+  await waitFor(() => p.lines.filter(primaryReady).length === 2, 'two workers ready', 90_000)
 
   // 20 requests, each on its own connection, so the primary's round-robin spreads them over both workers.
-  const workerPids = p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
+  const workerPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
   const inflight = Array.from({ length: 20 }, () => get(port, '/hold'))
   await waitFor(() => p.lines.filter((l) => l.msg === 'incoming request').length >= 20, '20 requests in flight')
   p.child.kill('SIGTERM')

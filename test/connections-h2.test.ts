@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url'
 import { connect, constants, type ClientHttp2Session } from 'node:http2'
 import { Pool } from 'undici'
 import { freePort, isAlive, spawnNode, waitFor } from './helpers/index.ts'
+import { isEvent, primaryReady } from '../packages/fastify-cluster/test/start-cluster.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/h2-app.mjs', import.meta.url))
 const ca = readFileSync(new URL('../packages/fastify-drain/test/fixtures/cert.pem', import.meta.url))
@@ -115,14 +116,14 @@ test('HTTP/2 + HTTP/1.1 (allowHTTP1) on one port: a rolling reload under mixed l
   const port = await freePort()
   const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', SHUTDOWN_TIMEOUT: '20000' } })
   t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 90_000)
-  const oldPids = p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
+  await waitFor(() => p.lines.filter(primaryReady).length === 2, 'two workers ready', 90_000)
+  const oldPids = p.lines.filter(primaryReady).map((l) => l.workerPid as number)
 
   const h2 = loadH2(port, 4, 4)
   const h1 = loadH1(port, 8)
   await waitFor(() => p.lines.filter((l) => l.msg === 'request completed').length > 300, 'load flowing', 30_000)
   p.child.kill('SIGHUP')
-  const done = await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
+  const done = await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60_000, 'the reload')
   for (const pid of oldPids) await waitFor(() => !isAlive(pid), `old worker ${pid} gone`, 30_000)
   const before = p.lines.length
   await waitFor(() => p.lines.length > before + 300, 'load on the new generation', 30_000)

@@ -7,6 +7,7 @@ import { Agent } from 'node:http'
 import { fileURLToPath } from 'node:url'
 import { io, type Socket } from 'socket.io-client'
 import { freePort, spawnNode, waitFor, type Spawned } from './helpers/index.ts'
+import { isEvent, primaryReady } from '../packages/fastify-cluster/test/start-cluster.ts'
 
 const fixture = fileURLToPath(new URL('./fixtures/socketio-app.mjs', import.meta.url))
 const ADDRESSES = Array.from({ length: 8 }, (_, i) => `127.0.0.${i + 2}`)
@@ -26,7 +27,7 @@ async function start (t: { after: (fn: () => Promise<void>) => void }, balance: 
   const port = await freePort()
   const p = spawnNode(fixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: balance } })
   t.after(() => p.cleanup())
-  await waitFor(() => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').length === 2, 'two workers ready', 90_000)
+  await waitFor(() => p.lines.filter(primaryReady).length === 2, 'two workers ready', 90_000)
   return { p, port }
 }
 
@@ -110,7 +111,7 @@ test('the same clients with balance primary (round-robin) fail: "Session ID unkn
 
 test('balance sticky through a reload: sessions of the replaced workers reconnect and are answered by the new generation', async (t) => {
   const { p, port } = await start(t, 'sticky')
-  const oldPids = new Set(p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number))
+  const oldPids = new Set(p.lines.filter(primaryReady).map((l) => l.workerPid as number))
   const clients = ADDRESSES.map((localAddress) => io(`http://127.0.0.1:${port}`, {
     transports: ['polling'],
     agent: new Agent({ keepAlive: false, localAddress }) as never,
@@ -125,7 +126,7 @@ test('balance sticky through a reload: sessions of the replaced workers reconnec
   for (const c of clients) assert.ok(oldPids.has(await ping(c, 0)))
 
   p.child.kill('SIGHUP')
-  await p.waitForLine((l) => typeof l.msg === 'string' && l.msg.startsWith('rolling reload done'), 60_000, 'the reload')
+  await p.waitForLine((l) => isEvent('reload')(l) && l.phase === 'done', 60_000, 'the reload')
   // Every client is back (socket.io-client reconnects on "transport close"), served by a new worker.
   const after = new Set<number>()
   for (const c of clients) {
@@ -171,7 +172,7 @@ async function issue27 (t: { after: (fn: () => void | Promise<void>) => void, di
   const port = await freePort()
   const p = spawnNode(slowFixture, { env: { WORKER_COUNT: '2', PORT: String(port), HOST: '127.0.0.1', NCLUST_BALANCE: 'sticky', SIO_SLOW_MS: '8000', ...env } })
   t.after(() => p.cleanup())
-  const ready = (): number[] => p.lines.filter((l) => l.role === 'primary' && l.msg === 'worker ready').map((l) => l.workerPid as number)
+  const ready = (): number[] => p.lines.filter(primaryReady).map((l) => l.workerPid as number)
   // The first answer, from any of the clients' addresses (each try on a new connection, short).
   let i = 0
   await waitFor(async () => await answer(port, ADDRESSES[i++ % ADDRESSES.length]!, 300), 'the first answer', 60_000, 10)
