@@ -4,6 +4,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Agent } from 'node:http'
+import { setTimeout as sleep } from 'node:timers/promises'
 import { fileURLToPath } from 'node:url'
 import { io, type Socket } from 'socket.io-client'
 import { freePort, spawnNode, waitFor, type Spawned } from './helpers/index.ts'
@@ -49,6 +50,7 @@ async function run (p: Spawned, port: number): Promise<Outcome> {
       socket.on('disconnect', (reason) => { if (reason !== 'io client disconnect') clientErrors.push(`disconnect ${reason}`) })
       socket.on('news', () => { c.news++ })
       clients.push(c)
+      await sleep(Math.random() * 10) // clients do not start in lockstep (see below)
     }
   }
   let acked = 0
@@ -58,6 +60,10 @@ async function run (p: Spawned, port: number): Promise<Outcome> {
       'clients connected', 30_000)
     await Promise.all(clients.map(async (c) => {
       for (let n = 0; n < PINGS && c.socket.connected; n++) {
+        // Jitter: 16 clients in lockstep make every phase 16 connections long, so round robin would
+        // give each client the same worker every time and the negative control below would pass
+        // by accident (seen once: 1 "Session ID unknown" of 16 sessions). Real clients are not in step.
+        await sleep(Math.random() * 20)
         try {
           const reply = await c.socket.timeout(5_000).emitWithAck('ping', n) as { n: number, pid: number }
           if (reply.n === n) { acked++; c.pids.add(reply.pid) }
